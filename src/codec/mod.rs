@@ -1,0 +1,205 @@
+//! Codecs: turning a connection's buffered bytes into frame sets, in both directions.
+//!
+//! A codec is called once per read with *everything* buffered on a connection and appends
+//! every complete frame at the head of that buffer to a [`FrameSet`]. It never does I/O and
+//! never keeps a clock; "need more bytes" is simply a frame set that stops early. A frame is
+//! `(len, id, key)`: the exact byte length of the message, plus where its correlation id and
+//! its session key sit inside it (offsets relative to the frame's first byte), so nothing is
+//! copied or allocated per frame.
+//!
+//! Malformed input is a [`CodecError`]: the caller closes that one connection with the error
+//! as the logged reason.
+
+mod delimiter;
+mod length_field;
+
+pub use delimiter::{Delimiter, DelimiterSpec};
+pub use length_field::{Endian, FieldSpec, LengthField, LengthFieldSpec};
+
+/// Where a field (key or id) sits inside a frame: offset from the frame's start, and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Offset of the first byte, relative to the start of the frame.
+    pub offset: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl Span {
+    /// The bytes of this span inside `frame`.
+    pub fn slice<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        let start = self.offset as usize;
+        &frame[start..start + self.len as usize]
+    }
+}
+
+/// One complete message at the head of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Exact byte length of the message.
+    pub len: u32,
+    /// Correlation id field, if the codec found one.
+    pub id: Option<Span>,
+    /// Session key field, if the codec found one.
+    pub key: Option<Span>,
+}
+
+/// The frames found by one scan, in stream order. Reused across reads.
+pub type FrameSet = Vec<Frame>;
+
+/// How an id field is written when the proxy puts its own ids on shared backend connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdFormat {
+    /// A fixed-width binary integer; the proxy writes its id big-endian in the same width.
+    Binary,
+    /// A text token; the proxy writes its id as decimal digits.
+    Text,
+}
+
+/// Why a codec refused the input. Always the client's (or backend's) fault, never ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// A frame announces (or has grown to) more bytes than the configured maximum.
+    #[error("frame of {len} bytes exceeds max_frame_size {max}")]
+    TooLarge {
+        /// Announced or buffered size.
+        len: u64,
+        /// Configured bound.
+        max: u64,
+    },
+    /// The bytes cannot be a frame of this protocol.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// A protocol codec. Implementations are cheap, per-connection values.
+pub trait Codec {
+    /// Appends every complete frame at the head of `buf` to `out`, in order, and stops at the
+    /// first incomplete one. `out` is not cleared. Returns an error if the head of `buf` can
+    /// never become a valid frame.
+    fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError>;
+
+    /// How ids of this codec are rewritten.
+    fn id_format(&self) -> IdFormat;
+}
+
+/// A validated codec description from config; builds codec instances.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodecSpec {
+    /// Binary frames with a length field.
+    LengthField(LengthFieldSpec),
+    /// Line (or other delimiter) framed text.
+    Delimiter(DelimiterSpec),
+}
+
+impl CodecSpec {
+    /// A fresh codec instance bounded by `max_frame` bytes per frame.
+    pub fn build(&self, max_frame: usize) -> Box<dyn Codec> {
+        match self {
+            CodecSpec::LengthField(s) => Box::new(LengthField::new(s.clone(), max_frame)),
+            CodecSpec::Delimiter(s) => Box::new(Delimiter::new(s.clone(), max_frame)),
+        }
+    }
+
+    /// Whether frames of this codec can carry a session key.
+    pub fn has_key(&self) -> bool {
+        match self {
+            CodecSpec::LengthField(s) => s.key.is_some(),
+            CodecSpec::Delimiter(s) => s.key_token.is_some(),
+        }
+    }
+
+    /// Whether frames of this codec can carry a correlation id.
+    pub fn has_id(&self) -> bool {
+        match self {
+            CodecSpec::LengthField(s) => s.id.is_some(),
+            CodecSpec::Delimiter(s) => s.id_token.is_some(),
+        }
+    }
+
+    /// The codec kind's config name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CodecSpec::LengthField(_) => "length_field",
+            CodecSpec::Delimiter(_) => "delimiter",
+        }
+    }
+}
+
+/// Reads a binary id field as an unsigned big-endian integer (at most 8 bytes), or parses a
+/// text id as decimal. Returns `None` if the bytes are not an id the proxy could have written.
+pub fn parse_proxy_id(format: IdFormat, bytes: &[u8]) -> Option<u64> {
+    match format {
+        IdFormat::Binary => {
+            if bytes.is_empty() || bytes.len() > 8 {
+                return None;
+            }
+            Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+        }
+        IdFormat::Text => {
+            if bytes.is_empty() || bytes.len() > 19 {
+                return None;
+            }
+            bytes.iter().try_fold(0u64, |acc, b| {
+                b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+            })
+        }
+    }
+}
+
+/// Writes `id` in `format` into `out`: big-endian in `width` bytes for binary ids, decimal
+/// digits for text ids.
+pub fn write_proxy_id(format: IdFormat, id: u64, width: usize, out: &mut bytes::BytesMut) {
+    match format {
+        IdFormat::Binary => {
+            let be = id.to_be_bytes();
+            // Config validation keeps binary id widths within 1..=8.
+            out.extend_from_slice(&be[8 - width.clamp(1, 8)..]);
+        }
+        IdFormat::Text => {
+            let mut digits = [0u8; 20];
+            let mut n = id;
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&digits[i..]);
+        }
+    }
+}
+
+/// The number of distinct proxy ids an id field of `width` bytes can hold.
+pub fn id_space(format: IdFormat, width: usize) -> u64 {
+    match format {
+        IdFormat::Binary if width < 8 => 1u64 << (8 * width),
+        _ => u64::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_ids_round_trip() {
+        for (fmt, width) in [
+            (IdFormat::Binary, 4),
+            (IdFormat::Binary, 8),
+            (IdFormat::Text, 0),
+        ] {
+            for id in [0u64, 1, 255, 65_536, 4_000_000_000] {
+                let mut b = bytes::BytesMut::new();
+                write_proxy_id(fmt, id, width, &mut b);
+                assert_eq!(parse_proxy_id(fmt, &b), Some(id), "{fmt:?} {id}");
+            }
+        }
+        assert_eq!(parse_proxy_id(IdFormat::Text, b"12a"), None);
+        assert_eq!(parse_proxy_id(IdFormat::Binary, &[0; 9]), None);
+        assert_eq!(id_space(IdFormat::Binary, 2), 65_536);
+    }
+}

@@ -1,0 +1,638 @@
+//! The validated configuration the server runs from: every name resolved, every value in
+//! range, every default filled in. Built only by [`validate`].
+
+use super::file::{RawCluster, RawCodec, RawConfig, RawField, RawListener};
+use crate::codec::{CodecSpec, DelimiterSpec, Endian, FieldSpec, LengthFieldSpec};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// A validation failure: (dotted key, problem).
+pub type Invalid = (String, String);
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads (each a single-threaded runtime with its own listeners and pools).
+    pub workers: usize,
+    /// How long a graceful shutdown waits for in-flight messages.
+    pub shutdown_timeout: Duration,
+    /// Listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Clusters, in file order.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// How answers are matched to requests on shared backend connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Correlation {
+    /// Answers come back in request order on each backend connection.
+    InOrder,
+    /// Requests and answers carry an id; the proxy rewrites it on the way to the backend.
+    ById,
+    /// One-way messages; every backend message is a push.
+    None,
+}
+
+/// Bounds on one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Largest message accepted, in either direction.
+    pub max_frame_size: usize,
+    /// Largest amount of unprocessed request bytes buffered for one client.
+    pub max_buffered_bytes: usize,
+    /// Requests of one client awaiting answers; reading pauses at the bound.
+    pub max_inflight: usize,
+    /// Answer bytes waiting for a client that does not read; past this it is closed.
+    pub max_reply_buffer: usize,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Unique name, used in logs.
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Index into [`Config::clusters`].
+    pub cluster: usize,
+    /// How answers find their requests.
+    pub correlation: Correlation,
+    /// Frames client → backend.
+    pub codec: CodecSpec,
+    /// Frames backend → client.
+    pub response_codec: CodecSpec,
+    /// Per-client bounds.
+    pub limits: ClientLimits,
+}
+
+/// Balancing policy of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// Each backend in turn.
+    RoundRobin,
+    /// Each backend in turn, in proportion to its weight (smooth WRR).
+    WeightedRoundRobin,
+    /// Fewest requests awaiting answers, relative to weight.
+    LeastOutstanding,
+    /// Power of two random choices over latency EWMA × outstanding.
+    P2cEwma,
+    /// Random, in proportion to weight.
+    Random,
+}
+
+impl PolicyKind {
+    const NAMES: &'static str =
+        "round_robin, weighted_round_robin, least_outstanding, p2c_ewma, random";
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "round_robin" => PolicyKind::RoundRobin,
+            "weighted_round_robin" => PolicyKind::WeightedRoundRobin,
+            "least_outstanding" => PolicyKind::LeastOutstanding,
+            "p2c_ewma" => PolicyKind::P2cEwma,
+            "random" => PolicyKind::Random,
+            _ => return None,
+        })
+    }
+}
+
+/// One backend of a cluster.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Name used in logs (default: the address).
+    pub name: String,
+    /// Resolved address.
+    pub address: SocketAddr,
+    /// Relative share of new messages and pins (≥ 1).
+    pub weight: u32,
+}
+
+/// Session persistence of a cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Persistence {
+    /// Idle time after which a pin is forgotten.
+    pub ttl: Duration,
+    /// Most pins kept; the stalest are evicted beyond it.
+    pub max_entries: usize,
+}
+
+/// Per-worker backend connection pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Shared connections each worker keeps to each backend.
+    pub connections_per_backend: usize,
+    /// Time allowed for a TCP connect.
+    pub connect_timeout: Duration,
+    /// Request bytes queued on one backend connection before it takes no more.
+    pub max_queued_bytes: usize,
+    /// First reconnect delay after a failure.
+    pub reconnect_backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_backoff_max: Duration,
+}
+
+/// One `[[cluster]]`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Unique name.
+    pub name: String,
+    /// How new messages and new keys pick a backend.
+    pub policy: PolicyKind,
+    /// The backends, in file order.
+    pub backends: Vec<BackendConfig>,
+    /// Key pinning; `None` balances every message freely.
+    pub persistence: Option<Persistence>,
+    /// Connection pool settings.
+    pub pool: PoolConfig,
+}
+
+fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, Invalid> {
+    match value {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            (
+                key.to_string(),
+                format!("`{s}` is not a duration such as \"30s\" or \"250ms\": {e}"),
+            )
+        }),
+    }
+}
+
+fn size(key: &str, value: Option<u64>, default: usize, min: usize) -> Result<usize, Invalid> {
+    let v = value.map_or(default, |v| v as usize);
+    if v < min {
+        return Err((key.to_string(), format!("must be at least {min}, got {v}")));
+    }
+    Ok(v)
+}
+
+/// Validates the raw file into a [`Config`].
+pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
+    let workers = match raw.workers {
+        Some(0) => return Err(("workers".into(), "must be at least 1".into())),
+        Some(n) if n > 1024 => return Err(("workers".into(), format!("{n} is too many"))),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let shutdown_timeout = duration(
+        "shutdown_timeout",
+        raw.shutdown_timeout.as_ref(),
+        Duration::from_secs(10),
+    )?;
+    if raw.listener.is_empty() {
+        return Err((
+            "listener".into(),
+            "at least one [[listener]] is required".into(),
+        ));
+    }
+    let mut clusters = Vec::new();
+    for (i, c) in raw.cluster.into_iter().enumerate() {
+        let cluster = validate_cluster(i, c)?;
+        if clusters
+            .iter()
+            .any(|x: &ClusterConfig| x.name == cluster.name)
+        {
+            return Err((
+                format!("cluster.{}.name", cluster.name),
+                "another cluster has this name".into(),
+            ));
+        }
+        clusters.push(cluster);
+    }
+    let mut listeners = Vec::new();
+    for (i, l) in raw.listener.into_iter().enumerate() {
+        let listener = validate_listener(i, l, &clusters)?;
+        if listeners
+            .iter()
+            .any(|x: &ListenerConfig| x.name == listener.name)
+        {
+            return Err((
+                format!("listener.{}.name", listener.name),
+                "another listener has this name".into(),
+            ));
+        }
+        if listener.listen.port() != 0
+            && listeners
+                .iter()
+                .any(|x: &ListenerConfig| x.listen == listener.listen)
+        {
+            return Err((
+                format!("listener.{}.listen", listener.name),
+                format!("{} is already used by another listener", listener.listen),
+            ));
+        }
+        listeners.push(listener);
+    }
+    Ok(Config {
+        workers,
+        shutdown_timeout,
+        listeners,
+        clusters,
+    })
+}
+
+fn validate_listener(
+    i: usize,
+    l: RawListener,
+    clusters: &[ClusterConfig],
+) -> Result<ListenerConfig, Invalid> {
+    let label = if l.name.is_empty() {
+        format!("listener[{i}]")
+    } else {
+        format!("listener.{}", l.name)
+    };
+    let key = |k: &str| format!("{label}.{k}");
+    if l.name.is_empty() {
+        return Err((key("name"), "must not be empty".into()));
+    }
+    let listen = resolve(&l.listen).map_err(|p| (key("listen"), p))?;
+    let cluster = clusters
+        .iter()
+        .position(|c| c.name == l.cluster)
+        .ok_or_else(|| {
+            (
+                key("cluster"),
+                format!("no [[cluster]] is named `{}`", l.cluster),
+            )
+        })?;
+    let max_frame_size = size(&key("max_frame_size"), l.max_frame_size, 1 << 20, 16)?;
+    let max_buffered_bytes = size(
+        &key("max_buffered_bytes"),
+        l.max_buffered_bytes,
+        (2 * max_frame_size).max(64 << 10),
+        max_frame_size,
+    )?;
+    let limits = ClientLimits {
+        max_frame_size,
+        max_buffered_bytes,
+        max_inflight: size(
+            &key("max_inflight_per_client"),
+            l.max_inflight_per_client,
+            1024,
+            1,
+        )?,
+        max_reply_buffer: size(
+            &key("max_reply_buffer"),
+            l.max_reply_buffer,
+            (4 * max_frame_size).max(4 << 20),
+            max_frame_size,
+        )?,
+    };
+    let codec = validate_codec(&key("codec"), &l.codec)?;
+    let response_codec = match &l.response_codec {
+        Some(c) => validate_codec(&key("response_codec"), c)?,
+        None => codec.clone(),
+    };
+    let correlation = match l.correlation.as_deref() {
+        None | Some("in_order") => Correlation::InOrder,
+        Some("by_id") => Correlation::ById,
+        Some("none") => Correlation::None,
+        Some(other) => {
+            return Err((
+                key("correlation"),
+                format!("unknown mode `{other}`, expected in_order, by_id or none"),
+            ))
+        }
+    };
+    if correlation == Correlation::ById {
+        if !codec.has_id() {
+            return Err((
+                key("correlation"),
+                "by_id needs the codec to find an id (codec.id or codec.id_token)".into(),
+            ));
+        }
+        if !response_codec.has_id() {
+            return Err((
+                key("correlation"),
+                "by_id needs the response codec to find an id".into(),
+            ));
+        }
+    }
+    Ok(ListenerConfig {
+        name: l.name,
+        listen,
+        cluster,
+        correlation,
+        codec,
+        response_codec,
+        limits,
+    })
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    addr.to_socket_addrs()
+        .map_err(|e| format!("`{addr}` is not a host:port address: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{addr}` resolves to no address"))
+}
+
+fn validate_codec(prefix: &str, c: &RawCodec) -> Result<CodecSpec, Invalid> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let foreign = |names: &[(&str, bool)]| -> Result<(), Invalid> {
+        match names.iter().find(|(_, set)| *set) {
+            Some((n, _)) => Err((key(n), format!("not a key of codec kind `{}`", c.kind))),
+            None => Ok(()),
+        }
+    };
+    match c.kind.as_str() {
+        "length_field" => {
+            foreign(&[
+                ("delimiter", c.delimiter.is_some()),
+                ("key_token", c.key_token.is_some()),
+                ("id_token", c.id_token.is_some()),
+            ])?;
+            let length_width = c
+                .length_width
+                .ok_or_else(|| (key("length_width"), "is required".to_string()))?;
+            if ![1, 2, 4, 8].contains(&length_width) {
+                return Err((
+                    key("length_width"),
+                    format!("must be 1, 2, 4 or 8, got {length_width}"),
+                ));
+            }
+            let endian = match c.endian.as_deref() {
+                None | Some("big") => Endian::Big,
+                Some("little") => Endian::Little,
+                Some(o) => {
+                    return Err((
+                        key("endian"),
+                        format!("must be `big` or `little`, got `{o}`"),
+                    ))
+                }
+            };
+            let field = |name: &str, f: Option<RawField>, max_width: u32| {
+                f.map(|f| {
+                    if f.width == 0 || f.width > max_width {
+                        Err((
+                            key(&format!("{name}.width")),
+                            format!("must be 1 to {max_width} bytes, got {}", f.width),
+                        ))
+                    } else {
+                        Ok(FieldSpec {
+                            offset: f.offset,
+                            width: f.width,
+                        })
+                    }
+                })
+                .transpose()
+            };
+            Ok(CodecSpec::LengthField(LengthFieldSpec {
+                length_offset: c.length_offset.unwrap_or(0),
+                length_width,
+                endian,
+                length_adjust: c.length_adjust.unwrap_or(0),
+                key: field("key", c.key, 4096)?,
+                id: field("id", c.id, 8)?,
+            }))
+        }
+        "delimiter" => {
+            foreign(&[
+                ("length_offset", c.length_offset.is_some()),
+                ("length_width", c.length_width.is_some()),
+                ("length_adjust", c.length_adjust.is_some()),
+                ("endian", c.endian.is_some()),
+                ("key", c.key.is_some()),
+                ("id", c.id.is_some()),
+            ])?;
+            let delimiter = c.delimiter.clone().unwrap_or_else(|| "\n".into());
+            if delimiter.is_empty() {
+                return Err((key("delimiter"), "must not be empty".into()));
+            }
+            Ok(CodecSpec::Delimiter(DelimiterSpec {
+                delimiter: delimiter.into_bytes(),
+                key_token: c.key_token,
+                id_token: c.id_token,
+            }))
+        }
+        other => Err((
+            key("kind"),
+            format!("unknown codec `{other}`, expected length_field or delimiter"),
+        )),
+    }
+}
+
+fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
+    let label = if c.name.is_empty() {
+        format!("cluster[{i}]")
+    } else {
+        format!("cluster.{}", c.name)
+    };
+    let key = |k: &str| format!("{label}.{k}");
+    if c.name.is_empty() {
+        return Err((key("name"), "must not be empty".into()));
+    }
+    let policy = match c.policy.as_deref() {
+        None => PolicyKind::LeastOutstanding,
+        Some(p) => PolicyKind::parse(p).ok_or_else(|| {
+            (
+                key("policy"),
+                format!(
+                    "unknown policy `{p}`, expected one of {}",
+                    PolicyKind::NAMES
+                ),
+            )
+        })?,
+    };
+    if c.backends.is_empty() {
+        return Err((key("backends"), "at least one backend is required".into()));
+    }
+    let mut backends = Vec::new();
+    for (j, b) in c.backends.into_iter().enumerate() {
+        let bkey = |k: &str| key(&format!("backends[{j}].{k}"));
+        let address = resolve(&b.address).map_err(|p| (bkey("address"), p))?;
+        let weight = b.weight.unwrap_or(1);
+        if weight == 0 || weight > 10_000 {
+            return Err((bkey("weight"), format!("must be 1 to 10000, got {weight}")));
+        }
+        let name = b.name.unwrap_or_else(|| b.address.clone());
+        if backends.iter().any(|x: &BackendConfig| x.name == name) {
+            return Err((bkey("name"), format!("backend `{name}` is listed twice")));
+        }
+        backends.push(BackendConfig {
+            name,
+            address,
+            weight,
+        });
+    }
+    let persistence = match c.persistence {
+        None => None,
+        Some(p) => {
+            match p.store.as_deref() {
+                None | Some("memory") => {}
+                Some(o) => {
+                    return Err((
+                        key("persistence.store"),
+                        format!("unknown store `{o}`, expected `memory`"),
+                    ))
+                }
+            }
+            let ttl = duration(
+                &key("persistence.ttl"),
+                p.ttl.as_ref(),
+                Duration::from_secs(600),
+            )?;
+            if ttl.is_zero() {
+                return Err((key("persistence.ttl"), "must be longer than 0s".into()));
+            }
+            Some(Persistence {
+                ttl,
+                max_entries: size(&key("persistence.max_entries"), p.max_entries, 1_000_000, 1)?,
+            })
+        }
+    };
+    let raw_pool = c.pool.unwrap_or(super::file::RawPool {
+        connections_per_backend: None,
+        connect_timeout: None,
+        max_queued_bytes: None,
+        reconnect_backoff_min: None,
+        reconnect_backoff_max: None,
+    });
+    let connections_per_backend = raw_pool.connections_per_backend.unwrap_or(2);
+    if !(1..=64).contains(&connections_per_backend) {
+        return Err((
+            key("pool.connections_per_backend"),
+            format!("must be 1 to 64, got {connections_per_backend}"),
+        ));
+    }
+    let pool = PoolConfig {
+        connections_per_backend,
+        connect_timeout: duration(
+            &key("pool.connect_timeout"),
+            raw_pool.connect_timeout.as_ref(),
+            Duration::from_secs(2),
+        )?,
+        max_queued_bytes: size(
+            &key("pool.max_queued_bytes"),
+            raw_pool.max_queued_bytes,
+            8 << 20,
+            1024,
+        )?,
+        reconnect_backoff_min: duration(
+            &key("pool.reconnect_backoff_min"),
+            raw_pool.reconnect_backoff_min.as_ref(),
+            Duration::from_millis(100),
+        )?,
+        reconnect_backoff_max: duration(
+            &key("pool.reconnect_backoff_max"),
+            raw_pool.reconnect_backoff_max.as_ref(),
+            Duration::from_secs(5),
+        )?,
+    };
+    if pool.reconnect_backoff_max < pool.reconnect_backoff_min {
+        return Err((
+            key("pool.reconnect_backoff_max"),
+            "must not be shorter than reconnect_backoff_min".into(),
+        ));
+    }
+    Ok(ClusterConfig {
+        name: c.name,
+        policy,
+        backends,
+        persistence,
+        pool,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, ConfigError};
+    use std::path::Path;
+
+    const GOOD: &str = r#"
+workers = 2
+[[listener]]
+name = "orders"
+listen = "127.0.0.1:7000"
+cluster = "orders"
+correlation = "by_id"
+[listener.codec]
+kind = "length_field"
+length_offset = 0
+length_width = 4
+length_adjust = 0
+endian = "big"
+key = { offset = 4, width = 8 }
+id = { offset = 12, width = 4 }
+
+[[cluster]]
+name = "orders"
+policy = "least_outstanding"
+backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002", weight = 2 }]
+[cluster.persistence]
+store = "memory"
+ttl = "10m"
+max_entries = 1000000
+"#;
+
+    fn err(text: &str) -> String {
+        match parse(text, Path::new("sy.toml")) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("config was accepted"),
+        }
+    }
+
+    #[test]
+    fn issue_example_is_valid() {
+        let c = parse(GOOD, Path::new("sy.toml")).unwrap();
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.clusters[0].backends[1].weight, 2);
+        assert_eq!(c.clusters[0].persistence.unwrap().ttl.as_secs(), 600);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let e = err(&GOOD.replace("length_width = 4", "length_width = 3"));
+        assert_eq!(
+            e,
+            "sy.toml: listener.orders.codec.length_width: must be 1, 2, 4 or 8, got 3"
+        );
+        let e = err(&GOOD.replace("policy = \"least_outstanding\"", "policy = \"fastest\""));
+        assert!(
+            e.starts_with("sy.toml: cluster.orders.policy: unknown policy `fastest`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("cluster = \"orders\"", "cluster = \"nope\""));
+        assert!(
+            e.contains("listener.orders.cluster: no [[cluster]] is named `nope`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("ttl = \"10m\"", "ttl = \"ten\""));
+        assert!(
+            e.contains("cluster.orders.persistence.ttl: `ten` is not a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = err(&GOOD.replace("endian = \"big\"", "endian = \"big\"\nendianness = 1"));
+        assert!(e.starts_with("sy.toml: "), "{e}");
+        assert!(e.contains("unknown field `endianness`"), "{e}");
+        let e = err(&GOOD.replace("endian = \"big\"", "endian = \"big\"\nkey_token = 1"));
+        assert!(
+            e.contains("listener.orders.codec.key_token: not a key of codec kind"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn by_id_needs_an_id() {
+        let e = err(&GOOD.replace("id = { offset = 12, width = 4 }", ""));
+        assert!(
+            e.contains("listener.orders.correlation: by_id needs"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn read_error_names_file() {
+        let e = crate::config::load(Path::new("/nonexistent/sy.toml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/sy.toml: cannot read"));
+    }
+}

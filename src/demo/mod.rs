@@ -1,0 +1,220 @@
+//! Real, tiny backends and load clients for the demo protocol ([`proto`]), used by
+//! `switchyard demo`, `switchyard bench` and the integration tests: everything on loopback,
+//! every loop bounded in count and time.
+
+pub mod backend;
+pub mod bench;
+pub mod client;
+pub mod proto;
+
+use crate::config::{
+    BackendConfig, ClientLimits, ClusterConfig, Config, Correlation, ListenerConfig, Persistence,
+    PolicyKind, PoolConfig,
+};
+use backend::TestBackend;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Why the demo or the bench failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Sockets, threads or runtimes.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The proxy would not start.
+    #[error("{0}")]
+    Server(#[from] crate::server::ServerError),
+    /// A check the demo makes failed.
+    #[error("{0}")]
+    Check(String),
+}
+
+/// `switchyard demo` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// How long the clients run, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Long-lived client connections.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Session keys per client.
+    #[arg(long, default_value_t = 6)]
+    pub keys: u64,
+    /// Requests per second per client.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+}
+
+/// A ready-made config: one `by_id` listener on a free loopback port in front of
+/// `backends`, with key pinning.
+pub fn demo_config(backends: &[SocketAddr], workers: usize, policy: PolicyKind) -> Config {
+    Config {
+        workers,
+        shutdown_timeout: Duration::from_secs(5),
+        listeners: vec![ListenerConfig {
+            name: "demo".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster: 0,
+            correlation: Correlation::ById,
+            codec: proto::codec_spec(true),
+            response_codec: proto::codec_spec(true),
+            limits: ClientLimits {
+                max_frame_size: 1 << 20,
+                max_buffered_bytes: 2 << 20,
+                max_inflight: 1024,
+                max_reply_buffer: 8 << 20,
+            },
+        }],
+        clusters: vec![ClusterConfig {
+            name: "demo".into(),
+            policy,
+            backends: backends
+                .iter()
+                .enumerate()
+                .map(|(i, a)| BackendConfig {
+                    name: format!("b{}", i + 1),
+                    address: *a,
+                    weight: 1,
+                })
+                .collect(),
+            persistence: Some(Persistence {
+                ttl: Duration::from_secs(600),
+                max_entries: 100_000,
+            }),
+            pool: PoolConfig {
+                connections_per_backend: 2,
+                connect_timeout: Duration::from_secs(2),
+                max_queued_bytes: 8 << 20,
+                reconnect_backoff_min: Duration::from_millis(100),
+                reconnect_backoff_max: Duration::from_secs(2),
+            },
+        }],
+    }
+}
+
+/// Runs the demo: 3 backends, the proxy, `clients` long-lived clients; prints a live table.
+pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
+    let backends: Vec<TestBackend> = (1..=3)
+        .map(|i| TestBackend::start(&format!("b{i}"), false))
+        .collect::<Result<_, _>>()?;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let running = crate::server::start(demo_config(&addrs, 1, PolicyKind::LeastOutstanding))?;
+    let proxy = running.listeners[0].1;
+    println!(
+        "Switchyard demo: proxy on {proxy}, backends b1 {} · b2 {} · b3 {}",
+        addrs[0], addrs[1], addrs[2]
+    );
+    println!(
+        "{} long-lived clients × {} session keys each, {} msg/s each, for {:?}; policy least_outstanding, by_id, keys pinned.\n",
+        args.clients, args.keys, args.rate, args.duration
+    );
+    let deadline = Instant::now() + args.duration;
+    let plans: Vec<client::ClientPlan> = (0..args.clients)
+        .map(|c| client::ClientPlan {
+            messages: u64::MAX,
+            depth: 8,
+            keys: (0..args.keys).map(|k| 1000 * (c as u64 + 1) + k).collect(),
+            payload: 32,
+            deadline: Some(deadline),
+            rate: Some(args.rate),
+            any_order: true,
+            answer_timeout: Duration::from_secs(5),
+        })
+        .collect();
+    let clients = std::thread::spawn(move || -> std::io::Result<Vec<client::ClientReport>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(rt.block_on(async {
+            let tasks: Vec<_> = plans
+                .into_iter()
+                .map(|p| tokio::spawn(client::run(proxy, p)))
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap_or_default());
+            }
+            out
+        }))
+    });
+    println!(
+        "{:>5}  {:>10} {:>10} {:>10}   {:>8}",
+        "t", "b1", "b2", "b3", "pinned"
+    );
+    let table = running.shared.clusters[0].sessions.as_ref();
+    let start = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        let counts: Vec<u64> = backends.iter().map(TestBackend::messages).collect();
+        println!(
+            "{:>4}s  {:>10} {:>10} {:>10}   {:>8}",
+            start.elapsed().as_secs(),
+            counts[0],
+            counts[1],
+            counts[2],
+            table.map_or(0, |t| t.len())
+        );
+    }
+    let reports = clients
+        .join()
+        .map_err(|_| DemoError::Check("the client thread panicked".into()))??;
+    running.shutdown();
+    running.join();
+    summarize(&backends, &reports)
+}
+
+fn summarize(backends: &[TestBackend], reports: &[client::ClientReport]) -> Result<(), DemoError> {
+    let total: u64 = backends.iter().map(TestBackend::messages).sum();
+    println!("\nmessages per backend:");
+    for b in backends {
+        let n = b.messages();
+        println!(
+            "  {}  {:>9}  {:5.1}%",
+            b.name,
+            n,
+            100.0 * n as f64 / total.max(1) as f64
+        );
+    }
+    let mut keys: HashMap<u64, Vec<String>> = HashMap::new();
+    for r in reports {
+        if let Some(e) = &r.error {
+            return Err(DemoError::Check(format!("a client failed: {e}")));
+        }
+        if let Some(m) = r.mismatches.first() {
+            return Err(DemoError::Check(format!(
+                "a client got a wrong answer: {m}"
+            )));
+        }
+        for (k, names) in &r.key_backends {
+            keys.entry(*k).or_default().extend(names.iter().cloned());
+        }
+    }
+    let sticky = keys.values().filter(|v| v.len() == 1).count();
+    println!(
+        "\nsession keys: {} seen, {} answered by exactly one backend",
+        keys.len(),
+        sticky
+    );
+    let mut sample: Vec<_> = keys.iter().collect();
+    sample.sort();
+    for (k, names) in sample.iter().take(4) {
+        let per: u64 = backends
+            .iter()
+            .filter_map(|b| b.log.per_key.lock().ok().and_then(|m| m.get(k).copied()))
+            .sum();
+        println!(
+            "  key {k:>5} → {} ({per} messages, all to that backend)",
+            names.join(",")
+        );
+    }
+    if sticky != keys.len() {
+        return Err(DemoError::Check(
+            "some key was answered by more than one backend".into(),
+        ));
+    }
+    Ok(())
+}

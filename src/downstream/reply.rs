@@ -1,0 +1,234 @@
+//! The reply handle of one client connection: the only way the upstream side reaches a
+//! client. Answers are copied into a bounded output buffer; for `in_order` listeners a
+//! reorder window restores the client's request order even when its requests went to
+//! different backends. The client task drains the buffer onto the socket.
+
+use crate::codec::Span;
+use bytes::{Bytes, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use tokio::sync::Notify;
+
+/// One client connection as seen from the upstream side.
+#[derive(Debug)]
+pub struct Client {
+    /// Process-wide connection id: worker index in the top bits, a counter below.
+    pub gid: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    max_reply_buffer: usize,
+    state: RefCell<ReplyState>,
+    inflight: Cell<usize>,
+    notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct ReplyState {
+    out: BytesMut,
+    /// Answers that arrived ahead of an earlier request's; slot 0 is sequence `base`.
+    reorder: VecDeque<Option<Bytes>>,
+    base: u64,
+    next_seq: u64,
+    /// Set once: why this client must be closed.
+    failed: Option<String>,
+    closed: bool,
+}
+
+impl Client {
+    /// A client whose unread answers may grow to `max_reply_buffer` bytes.
+    pub fn new(gid: u64, peer: SocketAddr, max_reply_buffer: usize) -> Self {
+        Client {
+            gid,
+            peer,
+            max_reply_buffer,
+            state: RefCell::new(ReplyState::default()),
+            inflight: Cell::new(0),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Requests sent and not yet answered or failed.
+    pub fn inflight(&self) -> usize {
+        self.inflight.get()
+    }
+
+    /// Records a request that awaits an answer; returns its sequence number.
+    pub fn begin_request(&self) -> u64 {
+        self.inflight.set(self.inflight.get() + 1);
+        let mut s = self.state.borrow_mut();
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        seq
+    }
+
+    fn finish_request(&self) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+    }
+
+    /// The answer to request `seq` of an `in_order` listener.
+    pub fn answer_in_order(&self, seq: u64, frame: &[u8]) {
+        self.finish_request();
+        let mut s = self.state.borrow_mut();
+        if s.closed || s.failed.is_some() {
+            return;
+        }
+        if seq == s.base {
+            s.out.extend_from_slice(frame);
+            s.base += 1;
+            if !s.reorder.is_empty() {
+                s.reorder.pop_front();
+            }
+            // Release answers that were waiting for this one.
+            while let Some(Some(_)) = s.reorder.front() {
+                if let Some(Some(b)) = s.reorder.pop_front() {
+                    s.out.extend_from_slice(&b);
+                    s.base += 1;
+                }
+            }
+        } else if seq > s.base {
+            let slot = (seq - s.base) as usize;
+            if s.reorder.len() <= slot {
+                s.reorder.resize(slot + 1, None);
+            }
+            s.reorder[slot] = Some(Bytes::copy_from_slice(frame));
+        }
+        self.check_bound(&mut s);
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// The answer to a `by_id` request: `frame` with the id field at `id` replaced by the
+    /// client's own id bytes.
+    pub fn answer_by_id(&self, frame: &[u8], id: Span, client_id: &[u8]) {
+        self.finish_request();
+        let mut s = self.state.borrow_mut();
+        if s.closed || s.failed.is_some() {
+            return;
+        }
+        let start = id.offset as usize;
+        let end = start + id.len as usize;
+        s.out.extend_from_slice(&frame[..start]);
+        s.out.extend_from_slice(client_id);
+        s.out.extend_from_slice(&frame[end..]);
+        self.check_bound(&mut s);
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// A message a backend sent unasked, for the session this client owns.
+    pub fn push(&self, frame: &[u8]) -> bool {
+        let mut s = self.state.borrow_mut();
+        if s.closed || s.failed.is_some() {
+            return false;
+        }
+        s.out.extend_from_slice(frame);
+        self.check_bound(&mut s);
+        drop(s);
+        self.notify.notify_one();
+        true
+    }
+
+    /// A request of this client will never be answered; the connection must close.
+    pub fn fail_request(&self, reason: &str) {
+        self.finish_request();
+        self.fail(reason);
+    }
+
+    /// Marks the client for closing with `reason` (the first reason wins).
+    pub fn fail(&self, reason: &str) {
+        let mut s = self.state.borrow_mut();
+        if s.failed.is_none() {
+            s.failed = Some(reason.to_string());
+        }
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    fn check_bound(&self, s: &mut ReplyState) {
+        let held = s.out.len() + s.reorder.iter().flatten().map(Bytes::len).sum::<usize>();
+        if held > self.max_reply_buffer && s.failed.is_none() {
+            s.failed = Some(format!(
+                "client is not reading its answers: {held} bytes waiting exceed max_reply_buffer {}",
+                self.max_reply_buffer
+            ));
+        }
+    }
+
+    /// Moves the answers ready for the socket into `into` (which must be empty).
+    pub fn take_output(&self, into: &mut BytesMut) {
+        let mut s = self.state.borrow_mut();
+        std::mem::swap(into, &mut s.out);
+    }
+
+    /// Why the connection must close, if it must.
+    pub fn failure(&self) -> Option<String> {
+        self.state.borrow().failed.clone()
+    }
+
+    /// Whether answers are waiting to be taken.
+    pub fn has_output(&self) -> bool {
+        !self.state.borrow().out.is_empty()
+    }
+
+    /// Marks the connection closed: later answers are discarded.
+    pub fn close(&self) {
+        let mut s = self.state.borrow_mut();
+        s.closed = true;
+        s.out = BytesMut::new();
+        s.reorder.clear();
+    }
+
+    /// Resolves when an answer, a push, a failure or a finished request changes the state.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(bound: usize) -> Client {
+        Client::new(1, "127.0.0.1:1".parse().unwrap(), bound)
+    }
+
+    fn output(c: &Client) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        c.take_output(&mut b);
+        b.to_vec()
+    }
+
+    #[test]
+    fn in_order_answers_are_restored_to_request_order() {
+        let c = client(1 << 20);
+        let seqs: Vec<u64> = (0..4).map(|_| c.begin_request()).collect();
+        c.answer_in_order(seqs[2], b"C");
+        c.answer_in_order(seqs[1], b"B");
+        assert_eq!(output(&c), b"");
+        c.answer_in_order(seqs[0], b"A");
+        assert_eq!(output(&c), b"ABC");
+        c.answer_in_order(seqs[3], b"D");
+        assert_eq!(output(&c), b"D");
+        assert_eq!(c.inflight(), 0);
+    }
+
+    #[test]
+    fn by_id_restores_the_client_id() {
+        let c = client(1 << 20);
+        c.begin_request();
+        let frame = b"hdr\x00\x00\x00\x07tail";
+        c.answer_by_id(frame, Span { offset: 3, len: 4 }, b"\xAA\xBB\xCC\xDD");
+        assert_eq!(output(&c), b"hdr\xAA\xBB\xCC\xDDtail");
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_failed() {
+        let c = client(8);
+        assert!(c.push(b"12345"));
+        assert!(c.failure().is_none());
+        c.push(b"6789");
+        assert!(c.failure().unwrap().contains("max_reply_buffer 8"));
+        assert!(!c.push(b"x"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The `switchyard` command: the CLI edge (the only place for `anyhow`).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A message-level load balancer for TCP protocols"
+)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `switchyard=debug` (overrides RUST_LOG).
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer from a config file until SIGTERM / Ctrl-C.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit (non-zero, naming the key, if it is wrong).
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start 3 local backends, the proxy and a few long-lived clients, and show how
+    /// messages spread and keys stick.
+    Demo(switchyard::demo::DemoArgs),
+    /// Measure messages/s and latency through the proxy against the backends directly.
+    Bench(switchyard::demo::bench::BenchArgs),
+    /// Run a demo backend (length-field echo) on an address, for load scripts.
+    Backend {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Name echoed in answers.
+        #[arg(long, default_value = "backend")]
+        name: String,
+    },
+}
+
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let spec = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let targets: Targets = spec.parse().unwrap_or_else(|e| {
+        eprintln!("switchyard: ignoring bad log filter `{spec}`: {e}");
+        Targets::new().with_default(tracing::Level::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(targets)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    match cli.command {
+        Command::Check { config } => {
+            let c = switchyard::config::load(&config)?;
+            println!(
+                "{}: ok ({} listener(s), {} cluster(s), {} worker(s))",
+                config.display(),
+                c.listeners.len(),
+                c.clusters.len(),
+                c.workers
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            let c = switchyard::config::load(&config)?;
+            let running = switchyard::server::start(c)?;
+            for (name, addr) in &running.listeners {
+                // A machine-readable line: scripts and tests wait for it.
+                println!("listening {name} {addr}");
+            }
+            use std::io::Write;
+            std::io::stdout().flush().ok();
+            tracing::info!(config = %config.display(), "switchyard running");
+            let signal = switchyard::server::wait_for_signal().context("waiting for signals")?;
+            tracing::info!(
+                signal,
+                "shutting down: no new connections, finishing in-flight messages"
+            );
+            running.shutdown();
+            running.join();
+            tracing::info!("shutdown complete");
+            Ok(())
+        }
+        Command::Demo(args) => Ok(switchyard::demo::run_demo(args)?),
+        Command::Bench(args) => Ok(switchyard::demo::bench::run(args)?),
+        Command::Backend { listen, name } => {
+            let b = switchyard::demo::backend::TestBackend::start_at(&name, listen)?;
+            println!("listening {name} {}", b.addr);
+            switchyard::server::wait_for_signal()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! One worker: a single-threaded tokio runtime on its own thread, with its own listener
+//! sockets, client connections and backend pools. Nothing here is shared with other workers
+//! except through [`Shared`]: clusters (atomics and a sharded session table), the push
+//! inboxes, and counters.
+
+use crate::balancer::{Cluster, Picker};
+use crate::config::Config;
+use crate::downstream::{Client, ListenerCtx};
+use crate::session::key_hash;
+use crate::upstream::Pool;
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Bits of a client's global id that hold the per-worker counter.
+const GID_WORKER_SHIFT: u32 = 40;
+
+/// A backend message for a client connection owned by another worker.
+#[derive(Debug)]
+pub struct Push {
+    /// Global id of the client connection.
+    pub owner: u64,
+    /// The message bytes.
+    pub frame: Bytes,
+}
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Client connections accepted.
+    pub clients_accepted: AtomicU64,
+    /// Client connections closed for a reason worth a warning.
+    pub clients_failed: AtomicU64,
+    /// Pushes delivered to their session's client.
+    pub pushes_delivered: AtomicU64,
+    /// Pushes dropped: no key, no live session, owner gone, or inbox full.
+    pub pushes_dropped: AtomicU64,
+}
+
+/// What all workers share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The config the process runs.
+    pub config: Config,
+    /// Clusters, in config order.
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Each worker's push inbox.
+    pub push_tx: Vec<mpsc::Sender<Push>>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// Per-worker state shared by that worker's tasks.
+#[derive(Debug)]
+pub struct WorkerCtx {
+    /// Worker index.
+    pub id: usize,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// Becomes `true` when the process is shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Signalled when a backend connection has room again (or went down).
+    pub capacity: Notify,
+    clients: RefCell<HashMap<u64, Weak<Client>>>,
+    next_conn: Cell<u64>,
+}
+
+impl WorkerCtx {
+    /// A new global client connection id.
+    pub fn next_gid(&self) -> u64 {
+        let n = self.next_conn.get() + 1;
+        self.next_conn.set(n);
+        ((self.id as u64) << GID_WORKER_SHIFT) | (n & ((1 << GID_WORKER_SHIFT) - 1))
+    }
+
+    /// Makes a client reachable for pushes.
+    pub fn register(&self, client: &Rc<Client>) {
+        self.shared
+            .stats
+            .clients_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        self.clients
+            .borrow_mut()
+            .insert(client.gid, Rc::downgrade(client));
+    }
+
+    /// Forgets a closed client.
+    pub fn unregister(&self, gid: u64) {
+        self.clients.borrow_mut().remove(&gid);
+    }
+
+    /// Open client connections on this worker.
+    pub fn client_count(&self) -> usize {
+        self.clients.borrow().len()
+    }
+
+    /// Routes a backend message that answers nothing to the client owning its session key.
+    pub fn route_push(&self, cluster: &Cluster, key: Option<&[u8]>, frame: &[u8]) {
+        let stats = &self.shared.stats;
+        let owner = key.and_then(|k| {
+            cluster
+                .sessions
+                .as_ref()
+                .and_then(|t| t.owner_of(key_hash(k)))
+        });
+        let Some(owner) = owner else {
+            stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(cluster = %cluster.config.name, "dropping a backend message with no live session");
+            return;
+        };
+        let worker = (owner >> GID_WORKER_SHIFT) as usize;
+        if worker == self.id {
+            self.deliver_push(owner, frame);
+            return;
+        }
+        let push = Push {
+            owner,
+            frame: Bytes::copy_from_slice(frame),
+        };
+        match self.shared.push_tx.get(worker).map(|tx| tx.try_send(push)) {
+            Some(Ok(())) => {}
+            _ => {
+                stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(worker, "push inbox full; dropping a backend message");
+            }
+        }
+    }
+
+    fn deliver_push(&self, owner: u64, frame: &[u8]) {
+        let client = self.clients.borrow().get(&owner).and_then(Weak::upgrade);
+        let delivered = client.is_some_and(|c| c.push(frame));
+        let counter = if delivered {
+            &self.shared.stats.pushes_delivered
+        } else {
+            &self.shared.stats.pushes_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Capacity of each worker's push inbox.
+pub const PUSH_INBOX: usize = 4096;
+
+/// Runs worker `id` until shutdown: serves `listeners` (one bound socket per configured
+/// listener, in config order) and the push inbox.
+pub async fn run(
+    id: usize,
+    shared: Arc<Shared>,
+    listeners: Vec<std::net::TcpListener>,
+    mut shutdown: watch::Receiver<bool>,
+    mut inbox: mpsc::Receiver<Push>,
+) {
+    let ctx = Rc::new(WorkerCtx {
+        id,
+        shared: shared.clone(),
+        shutdown: shutdown.clone(),
+        capacity: Notify::new(),
+        clients: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(0),
+    });
+    for (i, (cfg, sock)) in shared.config.listeners.iter().zip(listeners).enumerate() {
+        let cluster = shared.clusters[cfg.cluster].clone();
+        let seed = ((id as u64) << 32) ^ (i as u64) ^ 0x5157_4954_4348;
+        let lctx = Rc::new(ListenerCtx {
+            config: cfg.clone(),
+            picker: RefCell::new(Picker::new(
+                cluster.config.policy,
+                cluster.backends.len(),
+                seed,
+            )),
+            pool: Pool::start(cfg, &cluster, &ctx),
+            cluster,
+            worker: ctx.clone(),
+        });
+        match tokio::net::TcpListener::from_std(sock) {
+            Ok(l) => {
+                tokio::task::spawn_local(crate::listener::accept_loop(l, lctx));
+            }
+            Err(e) => tracing::error!(listener = %cfg.name, "cannot register listener: {e}"),
+        }
+    }
+    let inbox_ctx = ctx.clone();
+    tokio::task::spawn_local(async move {
+        while let Some(p) = inbox.recv().await {
+            inbox_ctx.deliver_push(p.owner, &p.frame);
+        }
+    });
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    // Listeners stop accepting and clients stop reading on the same signal; wait for the
+    // clients to finish what is in flight, up to the deadline.
+    let deadline = Instant::now() + shared.config.shutdown_timeout;
+    while ctx.client_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = ctx.client_count();
+    if left > 0 {
+        tracing::warn!(
+            worker = id,
+            clients = left,
+            "shutdown deadline reached; closing remaining clients"
+        );
+    }
+}
