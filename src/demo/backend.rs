@@ -2,7 +2,9 @@
 //! with its own name and the request's payload, can record what it received, and can be
 //! stopped (closing every connection) and restarted on the same address, so tests can kill
 //! backends. A request whose payload starts with `PUSH` is answered and then followed by
-//! one unasked message with the same key (id `u32::MAX`).
+//! one unasked message with the same key (id `u32::MAX`); one starting with `PUSHALL` makes
+//! the backend send that message on *every* connection it has open. A backend can be given
+//! a fixed delay before each batch of answers.
 
 use super::proto;
 use crate::codec::{Codec, LengthField};
@@ -12,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -37,6 +40,8 @@ pub struct BackendLog {
     pub received: Mutex<Vec<Received>>,
     /// Requests per key.
     pub per_key: Mutex<HashMap<u64, u64>>,
+    /// Open connections' push channels, for `PUSHALL`.
+    conns: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<u64>>>,
 }
 
 /// A running demo backend.
@@ -49,6 +54,7 @@ pub struct TestBackend {
     /// What it saw.
     pub log: Arc<BackendLog>,
     record: bool,
+    delay: Duration,
     stop: Option<watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -57,18 +63,25 @@ impl TestBackend {
     /// Starts a backend on a free loopback port; `record` keeps every request.
     pub fn start(name: &str, record: bool) -> std::io::Result<Self> {
         let addr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
-        Self::spawn(name, addr, record, Arc::default())
+        Self::spawn(name, addr, record, Duration::ZERO, Arc::default())
+    }
+
+    /// Starts a backend that waits `delay` before answering each batch of requests.
+    pub fn start_slow(name: &str, record: bool, delay: Duration) -> std::io::Result<Self> {
+        let addr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
+        Self::spawn(name, addr, record, delay, Arc::default())
     }
 
     /// Starts a backend at `addr`.
     pub fn start_at(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
-        Self::spawn(name, addr, false, Arc::default())
+        Self::spawn(name, addr, false, Duration::ZERO, Arc::default())
     }
 
     fn spawn(
         name: &str,
         addr: SocketAddr,
         record: bool,
+        delay: Duration,
         log: Arc<BackendLog>,
     ) -> std::io::Result<Self> {
         let std_listener = std::net::TcpListener::bind(addr)?;
@@ -92,7 +105,7 @@ impl TestBackend {
                             r = listener.accept() => {
                                 if let Ok((s, _)) = r {
                                     thread_log.connections.fetch_add(1, Ordering::Relaxed);
-                                    tokio::spawn(serve(s, thread_name.clone(), thread_log.clone(), record));
+                                    tokio::spawn(serve(s, thread_name.clone(), thread_log.clone(), record, delay));
                                 }
                             }
                             _ = stop_rx.changed() => break,
@@ -107,6 +120,7 @@ impl TestBackend {
             addr,
             log,
             record,
+            delay,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -125,7 +139,13 @@ impl TestBackend {
     /// Starts again on the same address, keeping the log.
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.stop();
-        let again = Self::spawn(&self.name, self.addr, self.record, self.log.clone())?;
+        let again = Self::spawn(
+            &self.name,
+            self.addr,
+            self.record,
+            self.delay,
+            self.log.clone(),
+        )?;
         *self = again;
         Ok(())
     }
@@ -151,8 +171,19 @@ impl Drop for TestBackend {
     }
 }
 
-async fn serve(mut s: tokio::net::TcpStream, name: String, log: Arc<BackendLog>, record: bool) {
+async fn serve(
+    mut s: tokio::net::TcpStream,
+    name: String,
+    log: Arc<BackendLog>,
+    record: bool,
+    delay: Duration,
+) {
     let _ = s.set_nodelay(true);
+    let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Ok(mut conns) = log.conns.lock() {
+        conns.retain(|c| !c.is_closed());
+        conns.push(push_tx);
+    }
     let mut codec = LengthField::new(
         match proto::codec_spec(true) {
             crate::codec::CodecSpec::LengthField(l) => l,
@@ -164,9 +195,19 @@ async fn serve(mut s: tokio::net::TcpStream, name: String, log: Arc<BackendLog>,
     let mut frames = Vec::new();
     let mut out = Vec::with_capacity(64 << 10);
     loop {
-        match s.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        tokio::select! {
+            r = s.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            Some(key) = push_rx.recv() => {
+                proto::write_request(&mut out, key, u32::MAX, b"pushed");
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+                continue;
+            }
         }
         if codec.scan(&buf, &mut frames).is_err() {
             return;
@@ -187,7 +228,7 @@ async fn serve(mut s: tokio::net::TcpStream, name: String, log: Arc<BackendLog>,
                         });
                     }
                     if m.rest.starts_with(b"PUSH") {
-                        pushes.push(m.key);
+                        pushes.push((m.key, m.rest.starts_with(b"PUSHALL")));
                     }
                 }
                 proto::write_answer(&mut out, name.as_bytes(), frame);
@@ -195,8 +236,18 @@ async fn serve(mut s: tokio::net::TcpStream, name: String, log: Arc<BackendLog>,
                 buf.advance(f.len as usize);
             }
         }
-        for key in pushes {
-            proto::write_request(&mut out, key, u32::MAX, b"pushed");
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        for (key, all) in pushes {
+            if all {
+                let conns = log.conns.lock().map(|c| c.clone()).unwrap_or_default();
+                for c in conns {
+                    let _ = c.send(key);
+                }
+            } else {
+                proto::write_request(&mut out, key, u32::MAX, b"pushed");
+            }
         }
         if s.write_all(&out).await.is_err() {
             return;

@@ -122,6 +122,8 @@ fn phase(
                     rate: None,
                     any_order: false,
                     answer_timeout: Duration::from_secs(10),
+                    tag: i as u64,
+                    prefix: None,
                 };
                 tokio::spawn(client::run(target(i), plan))
             })

@@ -20,7 +20,7 @@ pub struct ClientPlan {
     pub depth: usize,
     /// Session keys, used in turn.
     pub keys: Vec<u64>,
-    /// Payload bytes per request (at least 8: the request's sequence number).
+    /// Payload bytes per request (at least 16: sequence number and tag).
     pub payload: usize,
     /// Stop sending at this time, if set.
     pub deadline: Option<Instant>,
@@ -30,6 +30,11 @@ pub struct ClientPlan {
     pub any_order: bool,
     /// Give up waiting for answers after this long without one.
     pub answer_timeout: Duration,
+    /// Written after the sequence number in every payload, so requests of different
+    /// clients can be told apart at the backend.
+    pub tag: u64,
+    /// Payload prefix of every request (e.g. `PUSH`), replacing the sequence number.
+    pub prefix: Option<Vec<u8>>,
 }
 
 impl Default for ClientPlan {
@@ -43,6 +48,8 @@ impl Default for ClientPlan {
             rate: None,
             any_order: false,
             answer_timeout: Duration::from_secs(10),
+            tag: 0,
+            prefix: None,
         }
     }
 }
@@ -96,7 +103,7 @@ async fn drive(
         16 << 20,
     );
     let start = Instant::now();
-    let payload_len = plan.payload.max(8);
+    let payload_len = plan.payload.max(16);
     let mut next: u64 = 0;
     // (sequence, key, sent at) of requests awaiting answers, oldest first.
     let mut waiting: VecDeque<(u64, u64, Instant)> = VecDeque::new();
@@ -126,6 +133,11 @@ async fn drive(
                 }
                 let key = plan.keys[(next % plan.keys.len() as u64) as usize];
                 payload[..8].copy_from_slice(&next.to_be_bytes());
+                payload[8..16].copy_from_slice(&plan.tag.to_be_bytes());
+                if let Some(p) = &plan.prefix {
+                    let n = p.len().min(payload.len());
+                    payload[..n].copy_from_slice(&p[..n]);
+                }
                 // Ids deliberately collide across clients: every client counts from 0.
                 let id = (next % u64::from(u32::MAX)) as u32;
                 proto::write_request(&mut wbuf, key, id, &payload);

@@ -121,6 +121,8 @@ pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
             rate: Some(args.rate),
             any_order: true,
             answer_timeout: Duration::from_secs(5),
+            tag: c as u64,
+            prefix: None,
         })
         .collect();
     let clients = std::thread::spawn(move || -> std::io::Result<Vec<client::ClientReport>> {

@@ -94,17 +94,17 @@ async fn drive(
         if out.is_empty() {
             client.take_output(&mut out);
         }
-        if out.is_empty() {
-            if let Some(reason) = client.failure() {
-                return Err(reason);
-            }
-            if !reading && client.inflight() == 0 && frames.is_empty() {
-                return Ok(if *shutdown.borrow() {
-                    "shutting down"
-                } else {
-                    "client closed"
-                });
-            }
+        // A failed client closes at once: waiting to flush could wait forever on a client
+        // that does not read.
+        if let Some(reason) = client.failure() {
+            return Err(reason);
+        }
+        if out.is_empty() && !reading && client.inflight() == 0 && frames.is_empty() {
+            return Ok(if *shutdown.borrow() {
+                "shutting down"
+            } else {
+                "client closed"
+            });
         }
         let room = limits.max_buffered_bytes.saturating_sub(buf.len());
         let can_read = reading && blocked.is_none() && room > 0;

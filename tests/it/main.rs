@@ -1,0 +1,12 @@
+//! Integration tests: the real binary, real TCP backends and clients on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod bad_input;
+mod cli;
+mod correlation;
+mod delimiter;
+mod failover;
+mod push;
+mod spread;

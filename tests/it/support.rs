@@ -1,0 +1,247 @@
+//! Test harness: the real `switchyard` binary on 127.0.0.1 with a config written to a
+//! temporary file, real TCP demo backends, and bounded demo clients.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use switchyard::demo::backend::TestBackend;
+use switchyard::demo::client::{self, ClientPlan, ClientReport};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A temporary file removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-it-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The real binary, running a config.
+pub struct Proxy {
+    pub child: Child,
+    pub addrs: HashMap<String, SocketAddr>,
+    pub stderr_path: PathBuf,
+    _config: TempFile,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+impl Proxy {
+    /// Starts `switchyard run` and waits (bounded) for every listener to be bound.
+    pub fn start(config: &str) -> Proxy {
+        let file = TempFile::new("switchyard.toml", config);
+        let stderr_path = file.0.with_file_name("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&file.0)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn switchyard");
+        let expected = config.matches("[[listener]]").count();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while addrs.len() < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let parts: Vec<&str> = line.split_whitespace().collect();
+                    if let ["listening", name, addr] = parts[..] {
+                        addrs.insert(name.to_string(), addr.parse().unwrap());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "switchyard did not report its listeners; stderr:\n{}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Proxy {
+            child,
+            addrs,
+            stderr_path,
+            _config: file,
+        }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.addrs[listener]
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "switchyard did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` recording demo backends on free loopback ports.
+pub fn backends(n: usize) -> Vec<TestBackend> {
+    (1..=n)
+        .map(|i| TestBackend::start(&format!("b{i}"), true).unwrap())
+        .collect()
+}
+
+/// TOML for `backends`.
+pub fn backend_list(backends: &[TestBackend]) -> String {
+    let items: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\", name = \"{}\" }}", b.addr, b.name))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A config for the demo protocol: one listener `app`, one cluster `app`.
+pub fn demo_config(
+    backends: &[TestBackend],
+    workers: usize,
+    correlation: &str,
+    policy: &str,
+    with_key: bool,
+    extra_listener: &str,
+    extra_cluster: &str,
+) -> String {
+    let key = if with_key {
+        "key = { offset = 4, width = 8 }\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"workers = {workers}
+shutdown_timeout = "5s"
+
+[[listener]]
+name = "app"
+listen = "127.0.0.1:0"
+cluster = "app"
+correlation = "{correlation}"
+{extra_listener}
+[listener.codec]
+kind = "length_field"
+length_width = 4
+{key}id = {{ offset = 12, width = 4 }}
+
+[[cluster]]
+name = "app"
+policy = "{policy}"
+backends = {list}
+{extra_cluster}
+"#,
+        list = backend_list(backends)
+    )
+}
+
+/// Runs `plans` concurrently against `addr` (bounded by each plan's count and timeouts).
+pub fn run_clients(addr: SocketAddr, plans: Vec<ClientPlan>) -> Vec<ClientReport> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = plans
+            .into_iter()
+            .map(|p| tokio::spawn(client::run(addr, p)))
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+/// A plan of `messages` requests over `keys`, tagged `tag`.
+pub fn plan(messages: u64, depth: usize, keys: Vec<u64>, tag: u64, any_order: bool) -> ClientPlan {
+    ClientPlan {
+        messages,
+        depth,
+        keys,
+        payload: 32,
+        deadline: None,
+        rate: None,
+        any_order,
+        answer_timeout: Duration::from_secs(10),
+        tag,
+        prefix: None,
+    }
+}
+
+/// Asserts a report is complete and clean.
+pub fn assert_clean(r: &ClientReport) {
+    assert!(r.error.is_none(), "client error: {:?}", r.error);
+    assert!(
+        r.mismatches.is_empty(),
+        "mismatches: {:?}",
+        &r.mismatches[..r.mismatches.len().min(5)]
+    );
+    assert_eq!(r.answered, r.sent, "every request answered");
+}
+
+/// Waits (bounded) until `cond` holds.
+pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
