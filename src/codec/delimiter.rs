@@ -68,7 +68,8 @@ impl Codec for Delimiter {
                 0
             };
             let Some(at) = self.finder.find(&rest[from..]).map(|i| i + from) else {
-                if rest.len() > self.max_frame {
+                // With the delimiter still to come, the frame would be longer than `rest`.
+                if rest.len() >= self.max_frame {
                     return Err(CodecError::TooLarge {
                         len: rest.len() as u64,
                         max: self.max_frame as u64,

@@ -12,6 +12,8 @@
 
 mod delimiter;
 mod length_field;
+#[cfg(test)]
+mod props;
 
 pub use delimiter::{Delimiter, DelimiterSpec};
 pub use length_field::{Endian, FieldSpec, LengthField, LengthFieldSpec};

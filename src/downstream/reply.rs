@@ -28,6 +28,8 @@ struct ReplyState {
     out: BytesMut,
     /// Answers that arrived ahead of an earlier request's; slot 0 is sequence `base`.
     reorder: VecDeque<Option<Bytes>>,
+    /// Bytes held in `reorder`.
+    reorder_bytes: usize,
     base: u64,
     next_seq: u64,
     /// Set once: why this client must be closed.
@@ -83,6 +85,7 @@ impl Client {
             while let Some(Some(_)) = s.reorder.front() {
                 if let Some(Some(b)) = s.reorder.pop_front() {
                     s.out.extend_from_slice(&b);
+                    s.reorder_bytes -= b.len();
                     s.base += 1;
                 }
             }
@@ -92,6 +95,7 @@ impl Client {
                 s.reorder.resize(slot + 1, None);
             }
             s.reorder[slot] = Some(Bytes::copy_from_slice(frame));
+            s.reorder_bytes += frame.len();
         }
         self.check_bound(&mut s);
         drop(s);
@@ -146,7 +150,7 @@ impl Client {
     }
 
     fn check_bound(&self, s: &mut ReplyState) {
-        let held = s.out.len() + s.reorder.iter().flatten().map(Bytes::len).sum::<usize>();
+        let held = s.out.len() + s.reorder_bytes;
         if held > self.max_reply_buffer && s.failed.is_none() {
             s.failed = Some(format!(
                 "client is not reading its answers: {held} bytes waiting exceed max_reply_buffer {}",
@@ -177,6 +181,7 @@ impl Client {
         s.closed = true;
         s.out = BytesMut::new();
         s.reorder.clear();
+        s.reorder_bytes = 0;
     }
 
     /// Resolves when an answer, a push, a failure or a finished request changes the state.
@@ -230,5 +235,16 @@ mod tests {
         c.push(b"6789");
         assert!(c.failure().unwrap().contains("max_reply_buffer 8"));
         assert!(!c.push(b"x"));
+    }
+
+    #[test]
+    fn answers_held_for_reordering_count_against_the_bound() {
+        let c = client(8);
+        let first = c.begin_request();
+        let second = c.begin_request();
+        c.answer_in_order(second, b"0123456789");
+        assert!(c.failure().is_some(), "held answers must be bounded too");
+        c.answer_in_order(first, b"x");
+        assert_eq!(output(&c), b"");
     }
 }
