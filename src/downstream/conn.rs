@@ -163,6 +163,7 @@ fn route_frames(
     let awaits = lctx.config.correlation != Correlation::None;
     let max_inflight = lctx.config.limits.max_inflight;
     let usable = |b: usize| lctx.pool.usable(b);
+    let now = std::time::Instant::now();
     while let Some(f) = frames.get(*cursor) {
         if awaits && client.inflight() >= max_inflight {
             return Ok(Some(Blocked::Inflight));
@@ -196,7 +197,7 @@ fn route_frames(
             }
         };
         match lctx.pool.target(backend) {
-            PoolTarget::Conn(conn) => conn.send(frame, f.id, client),
+            PoolTarget::Conn(conn) => conn.send(frame, f.id, client, now),
             // `usable` said yes a moment ago on this same thread; nothing can have changed.
             PoolTarget::Full | PoolTarget::Down => return Ok(Some(Blocked::Backend)),
         }

@@ -144,8 +144,9 @@ impl UpConn {
         self.state.borrow().corr.len()
     }
 
-    /// Queues one request frame of `client`. The caller has checked [`Self::has_room`].
-    pub fn send(&self, frame: &[u8], id: Option<Span>, client: &Rc<Client>) {
+    /// Queues one request frame of `client`, read at `now` (one clock read per batch of
+    /// frames, not per frame). The caller has checked [`Self::has_room`].
+    pub fn send(&self, frame: &[u8], id: Option<Span>, client: &Rc<Client>, now: Instant) {
         let mut s = self.state.borrow_mut();
         let awaits = match (self.correlation, id) {
             (Correlation::None, _) => {
@@ -158,7 +159,7 @@ impl UpConn {
                     client: client.clone(),
                     seq,
                     orig: None,
-                    sent: Instant::now(),
+                    sent: now,
                 });
                 s.wbuf.extend_from_slice(frame);
                 true
@@ -174,7 +175,7 @@ impl UpConn {
                     client: client.clone(),
                     seq,
                     orig: Some(OrigId::new(span.slice(frame))),
-                    sent: Instant::now(),
+                    sent: now,
                 };
                 let Some(pid) = s.corr.register(pending) else {
                     // has_room() was checked by the caller; keep the books straight anyway.
@@ -200,6 +201,7 @@ impl UpConn {
         &self,
         frame: &[u8],
         f: &Frame,
+        now: Instant,
         resp_format: IdFormat,
         cluster: &Cluster,
         worker: &WorkerCtx,
@@ -213,7 +215,8 @@ impl UpConn {
         let pending = self.state.borrow_mut().corr.answer(id);
         match pending {
             Some(p) => {
-                self.backend.on_answer(p.sent.elapsed());
+                self.backend
+                    .on_answer(now.saturating_duration_since(p.sent));
                 match (&p.orig, f.id) {
                     (Some(orig), Some(span)) => p.client.answer_by_id(frame, span, orig.as_slice()),
                     _ => p.client.answer_in_order(p.seq, frame),
@@ -330,9 +333,10 @@ async fn pump(
                     return format!("bad answer from backend: {e}");
                 }
                 let was_full = !conn.has_room();
+                let now = Instant::now();
                 for f in frames.drain(..) {
                     let len = f.len as usize;
-                    conn.on_backend_frame(&rbuf[..len], &f, resp_format, cluster, worker);
+                    conn.on_backend_frame(&rbuf[..len], &f, now, resp_format, cluster, worker);
                     rbuf.advance(len);
                 }
                 if was_full && conn.has_room() {
