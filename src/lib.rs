@@ -32,6 +32,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod downstream;
+pub mod health;
 pub mod listener;
 pub mod server;
 pub mod session;

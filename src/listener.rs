@@ -1,12 +1,14 @@
 //! Listening sockets: binding one `SO_REUSEPORT` socket per worker on the same address (so
-//! the kernel spreads new connections across workers), and each worker's accept loop with
-//! back-off on accept errors such as EMFILE. Never parses a byte.
+//! the kernel spreads new connections across workers), and each worker's accept loop:
+//! the listener's connection limit, and a pause on accept errors such as EMFILE instead of
+//! a busy loop. Never parses a byte.
 
-use crate::downstream::{self, ListenerCtx};
+use crate::downstream::{self, ListenerSlot};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`. With port 0 the first
 /// socket picks the port and the others join it. Returns the sockets and the bound address.
@@ -17,11 +19,7 @@ pub fn bind_reuseport(
     let mut out = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
-        let sock = Socket::new(
-            Domain::for_address(bound),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )?;
+        let sock = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_reuse_address(true)?;
         sock.set_reuse_port(true)?;
         sock.set_nonblocking(true)?;
@@ -34,21 +32,42 @@ pub fn bind_reuseport(
     Ok((out, bound))
 }
 
-/// Accepts clients until shutdown, spawning one task each on the worker's `LocalSet`.
-pub async fn accept_loop(listener: tokio::net::TcpListener, lctx: Rc<ListenerCtx>) {
-    let mut shutdown = lctx.worker.shutdown.clone();
+/// Accepts clients until the task is aborted (reload removed the listener) or shutdown,
+/// spawning one task each on the worker's `LocalSet`.
+pub async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<ListenerSlot>) {
+    let worker = slot.current().worker.clone();
+    let mut shutdown = worker.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
+    let mut last_refusal_log: Option<Instant> = None;
+    let mut refused_since_log = 0u64;
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
+                    let max = slot.current().config.max_connections;
+                    if slot.active.fetch_add(1, Ordering::Relaxed) >= max {
+                        slot.active.fetch_sub(1, Ordering::Relaxed);
+                        drop(stream);
+                        worker.shared.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
+                        refused_since_log += 1;
+                        // One line a second at most, however hard clients knock.
+                        if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            tracing::warn!(
+                                listener = %slot.current().config.name, %peer, max_connections = max,
+                                refused = refused_since_log, "connection limit reached; closing new connections"
+                            );
+                            last_refusal_log = Some(Instant::now());
+                            refused_since_log = 0;
+                        }
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(downstream::serve(stream, peer, lctx.clone()));
+                    tokio::task::spawn_local(downstream::serve(stream, peer, slot.clone()));
                 }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS…: pause instead of spinning on the error.
-                    tracing::warn!(listener = %lctx.config.name, error = %e, pause = ?backoff, "accept failed");
+                    tracing::warn!(listener = %slot.current().config.name, error = %e, pause = ?backoff, "accept failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }

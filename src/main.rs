@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use switchyard::server::Signal;
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +66,13 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
+/// A machine-readable line: scripts and tests wait for it.
+fn announce(name: &str, addr: std::net::SocketAddr) {
+    use std::io::Write;
+    println!("listening {name} {addr}");
+    std::io::stdout().flush().ok();
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
@@ -84,17 +92,31 @@ fn main() -> anyhow::Result<()> {
             let c = switchyard::config::load(&config)?;
             let running = switchyard::server::start(c)?;
             for (name, addr) in &running.listeners {
-                // A machine-readable line: scripts and tests wait for it.
-                println!("listening {name} {addr}");
+                announce(name, *addr);
             }
-            use std::io::Write;
-            std::io::stdout().flush().ok();
             tracing::info!(config = %config.display(), "switchyard running");
-            let signal = switchyard::server::wait_for_signal().context("waiting for signals")?;
-            tracing::info!(
-                signal,
-                "shutting down: no new connections, finishing in-flight messages"
-            );
+            switchyard::server::handle_signals(|signal| match signal {
+                Signal::Reload => {
+                    match switchyard::config::load(&config) {
+                        Err(e) => tracing::error!("reload refused, keeping the running config: {e}"),
+                        Ok(c) => match running.reload(c) {
+                            Err(e) => tracing::error!("reload refused, keeping the running config: {e}"),
+                            Ok(fresh) => {
+                                for (name, addr) in &fresh {
+                                    announce(name, *addr);
+                                }
+                                tracing::info!(config = %config.display(), "config reloaded");
+                            }
+                        },
+                    }
+                    true
+                }
+                Signal::Terminate(name) => {
+                    tracing::info!(signal = name, "shutting down: no new connections, finishing in-flight messages");
+                    false
+                }
+            })
+            .context("waiting for signals")?;
             running.shutdown();
             running.join();
             tracing::info!("shutdown complete");
@@ -105,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         Command::Backend { listen, name } => {
             let b = switchyard::demo::backend::TestBackend::start_at(&name, listen)?;
             println!("listening {name} {}", b.addr);
-            switchyard::server::wait_for_signal()?;
+            switchyard::server::handle_signals(|s| !matches!(s, Signal::Terminate(_)))?;
             Ok(())
         }
     }

@@ -1,17 +1,18 @@
-//! The process: binds every listener once per worker, starts the worker threads, purges
-//! expired session pins, and turns SIGTERM / Ctrl-C into a graceful shutdown (stop
-//! accepting, finish in-flight messages up to `shutdown_timeout`, exit).
+//! The process: binds every listener once per worker, starts the worker threads and the
+//! control thread (session purging, active health checks), applies config reloads as a new
+//! generation every worker picks up, and shuts down gracefully (stop accepting, finish
+//! in-flight messages up to `shutdown_timeout`).
 
 use crate::balancer::Cluster;
 use crate::config::Config;
-use crate::worker::{self, Shared, Stats};
+use crate::worker::{self, Generation, Shared, Stats};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Why the server could not start.
+/// Why the server could not start, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A listener address could not be bound.
@@ -25,10 +26,10 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// A thread or runtime could not be created.
-    #[error("cannot start worker {worker}: {source}")]
-    Worker {
-        /// Worker index.
-        worker: usize,
+    #[error("cannot start thread {thread}: {source}")]
+    Thread {
+        /// Thread name.
+        thread: String,
         /// The OS error.
         source: std::io::Error,
     },
@@ -37,21 +38,229 @@ pub enum ServerError {
 /// A started server.
 #[derive(Debug)]
 pub struct Running {
-    /// Each listener's name and bound address, in config order.
+    /// Each listener's name and bound address, in config order, as started.
     pub listeners: Vec<(String, SocketAddr)>,
-    /// State shared with the workers (clusters, counters).
+    /// State shared with the workers (counters, push inboxes).
     pub shared: Arc<Shared>,
+    generation: Mutex<Arc<Generation>>,
+    generations: watch::Sender<Arc<Generation>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Binds sockets for every listener of `config` that `previous` does not already serve on
+/// the same address.
+fn bind_new(
+    config: &Config,
+    previous: Option<&Generation>,
+) -> Result<(Vec<SocketAddr>, Vec<Option<Mutex<Vec<Option<std::net::TcpListener>>>>>), ServerError> {
+    let mut addrs = Vec::new();
+    let mut sockets = Vec::new();
+    for l in &config.listeners {
+        let kept = previous.and_then(|g| {
+            g.config
+                .listeners
+                .iter()
+                .position(|o| o.name == l.name && o.listen == l.listen)
+                .map(|i| g.addrs[i])
+        });
+        if let Some(addr) = kept {
+            addrs.push(addr);
+            sockets.push(None);
+            continue;
+        }
+        let (socks, bound) = crate::listener::bind_reuseport(l.listen, config.workers).map_err(|source| {
+            ServerError::Bind {
+                listener: l.name.clone(),
+                address: l.listen,
+                source,
+            }
+        })?;
+        addrs.push(bound);
+        sockets.push(Some(Mutex::new(socks.into_iter().map(Some).collect())));
+    }
+    Ok((addrs, sockets))
+}
+
+fn thread_error(thread: &str) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::Thread {
+        thread: thread.to_string(),
+        source,
+    }
+}
+
+/// Binds the listeners and starts the workers; returns once every socket is bound.
+pub fn start(config: Config) -> Result<Running, ServerError> {
+    let workers = config.workers;
+    let (addrs, sockets) = bind_new(&config, None)?;
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| l.name.clone())
+        .zip(addrs.iter().copied())
+        .collect();
+    let clusters = config
+        .clusters
+        .iter()
+        .map(|c| Arc::new(Cluster::new(c.clone())))
+        .collect();
+    let generation = Arc::new(Generation {
+        number: 0,
+        config,
+        clusters,
+        addrs,
+        sockets,
+    });
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(worker::PUSH_INBOX)).unzip();
+    let shared = Arc::new(Shared {
+        push_tx: txs,
+        stats: Stats::default(),
+        conn_counts: Mutex::new(Default::default()),
+    });
+    let (generations, gen_rx) = watch::channel(generation.clone());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (id, inbox) in rxs.into_iter().enumerate() {
+        let shared = shared.clone();
+        let gens = gen_rx.clone();
+        let rx = shutdown_rx.clone();
+        let name = format!("sy-worker-{id}");
+        let t = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(worker = id, "cannot build runtime: {e}");
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, worker::run(id, shared, gens, rx, inbox));
+            })
+            .map_err(thread_error(&name))?;
+        threads.push(t);
+    }
+    let control_rx = gen_rx;
+    let control_shutdown = shutdown_rx;
+    threads.push(
+        std::thread::Builder::new()
+            .name("sy-control".into())
+            .spawn(move || control(control_rx, control_shutdown))
+            .map_err(thread_error("sy-control"))?,
+    );
+    Ok(Running {
+        listeners,
+        shared,
+        generation: Mutex::new(generation),
+        generations,
+        shutdown,
+        threads,
+    })
+}
+
+/// The control thread: active health checks for the current generation, and a purge of
+/// expired session pins once a second, until shutdown.
+fn control(mut generations: watch::Receiver<Arc<Generation>>, mut shutdown: watch::Receiver<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot build the control runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut current = generations.borrow_and_update().clone();
+        let mut checks = crate::health::Checks::start(&current.clusters);
+        let mut purge = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                r = generations.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    current = generations.borrow_and_update().clone();
+                    drop(checks);
+                    checks = crate::health::Checks::start(&current.clusters);
+                }
+                _ = purge.tick() => {
+                    for c in &current.clusters {
+                        if let Some(t) = &c.sessions {
+                            let n = t.purge_expired();
+                            if n > 0 {
+                                tracing::debug!(cluster = %c.config.name, expired = n, "purged session pins");
+                            }
+                        }
+                    }
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
 impl Running {
-    /// The bound address of the listener called `name`.
+    /// The bound address of the listener called `name`, in the current generation.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
+        let g = self.current();
+        g.config
+            .listeners
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .position(|l| l.name == name)
+            .map(|i| g.addrs[i])
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.generation.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a new, validated config without dropping connections: listeners are added,
+    /// removed or re-bound, clusters and backends replaced (backends that stay keep their
+    /// state, connections and pins). The worker count cannot change without a restart.
+    /// Returns the listeners bound anew. On error nothing changes.
+    pub fn reload(&self, mut config: Config) -> Result<Vec<(String, SocketAddr)>, ServerError> {
+        let mut guard = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = guard.clone();
+        if config.workers != previous.config.workers {
+            tracing::warn!(
+                running = previous.config.workers,
+                configured = config.workers,
+                "reload: the worker count changes only on restart; keeping the running count"
+            );
+            config.workers = previous.config.workers;
+        }
+        let (addrs, sockets) = bind_new(&config, Some(&previous))?;
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let old = previous.clusters.iter().find(|o| o.config.name == c.name);
+                Arc::new(Cluster::evolve(c.clone(), old.map(|o| o.as_ref())))
+            })
+            .collect();
+        let fresh = config
+            .listeners
+            .iter()
+            .zip(&addrs)
+            .zip(&sockets)
+            .filter(|(_, s)| s.is_some())
+            .map(|((l, a), _)| (l.name.clone(), *a))
+            .collect();
+        let next = Arc::new(Generation {
+            number: previous.number + 1,
+            config,
+            clusters,
+            addrs,
+            sockets,
+        });
+        *guard = next.clone();
+        let _ = self.generations.send(next);
+        Ok(fresh)
     }
 
     /// Asks every worker to stop accepting and drain.
@@ -67,114 +276,32 @@ impl Running {
     }
 }
 
-/// Binds the listeners and starts the workers; returns once every socket is bound.
-pub fn start(config: Config) -> Result<Running, ServerError> {
-    let workers = config.workers;
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut listeners = Vec::new();
-    for l in &config.listeners {
-        let (socks, bound) =
-            crate::listener::bind_reuseport(l.listen, workers).map_err(|source| {
-                ServerError::Bind {
-                    listener: l.name.clone(),
-                    address: l.listen,
-                    source,
-                }
-            })?;
-        for (w, s) in socks.into_iter().enumerate() {
-            per_worker[w].push(s);
-        }
-        listeners.push((l.name.clone(), bound));
-    }
-    let clusters = config
-        .clusters
-        .iter()
-        .map(|c| Arc::new(Cluster::new(c.clone())))
-        .collect();
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
-        .map(|_| mpsc::channel(worker::PUSH_INBOX))
-        .unzip();
-    let shared = Arc::new(Shared {
-        config,
-        clusters,
-        push_tx: txs,
-        stats: Stats::default(),
-    });
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut threads = Vec::new();
-    for (id, (socks, inbox)) in per_worker.into_iter().zip(rxs).enumerate() {
-        let shared = shared.clone();
-        let rx = shutdown_rx.clone();
-        let t = std::thread::Builder::new()
-            .name(format!("sy-worker-{id}"))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(worker = id, "cannot build runtime: {e}");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, worker::run(id, shared, socks, rx, inbox));
-            })
-            .map_err(|source| ServerError::Worker { worker: id, source })?;
-        threads.push(t);
-    }
-    let purge_shared = shared.clone();
-    let mut purge_rx = shutdown_rx;
-    threads.push(
-        std::thread::Builder::new()
-            .name("sy-purge".into())
-            .spawn(move || purge_loop(&purge_shared, &mut purge_rx))
-            .map_err(|source| ServerError::Worker {
-                worker: workers,
-                source,
-            })?,
-    );
-    Ok(Running {
-        listeners,
-        shared,
-        shutdown,
-        threads,
-    })
+/// A signal the `run` command acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGHUP: reload the config file.
+    Reload,
+    /// SIGTERM or SIGINT: shut down gracefully.
+    Terminate(&'static str),
 }
 
-/// Forgets expired session pins once a second until shutdown.
-fn purge_loop(shared: &Shared, shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow() {
-        for c in &shared.clusters {
-            if let Some(t) = &c.sessions {
-                let n = t.purge_expired();
-                if n > 0 {
-                    tracing::debug!(cluster = %c.config.name, expired = n, "purged session pins");
-                }
-            }
-        }
-        // Sleep in small steps so shutdown is noticed quickly.
-        for _ in 0..10 {
-            if *shutdown.borrow() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Waits for SIGTERM or SIGINT (Ctrl-C).
-pub fn wait_for_signal() -> std::io::Result<&'static str> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+/// Delivers signals to `on_signal` until it returns `false`.
+pub fn handle_signals(mut on_signal: impl FnMut(Signal) -> bool) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            r = tokio::signal::ctrl_c() => r.map(|_| "SIGINT"),
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            let s = tokio::select! {
+                _ = term.recv() => Signal::Terminate("SIGTERM"),
+                _ = int.recv() => Signal::Terminate("SIGINT"),
+                _ = hup.recv() => Signal::Reload,
+            };
+            if !on_signal(s) {
+                return Ok(());
+            }
         }
     })
 }

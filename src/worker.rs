@@ -5,15 +5,15 @@
 
 use crate::balancer::{Cluster, Picker};
 use crate::config::Config;
-use crate::downstream::{Client, ListenerCtx};
+use crate::downstream::{Client, ListenerCtx, ListenerSlot};
 use crate::session::key_hash;
 use crate::upstream::Pool;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -36,23 +36,48 @@ pub struct Stats {
     pub clients_accepted: AtomicU64,
     /// Client connections closed for a reason worth a warning.
     pub clients_failed: AtomicU64,
+    /// Client connections closed at once because the listener was at max_connections.
+    pub clients_refused: AtomicU64,
     /// Pushes delivered to their session's client.
     pub pushes_delivered: AtomicU64,
     /// Pushes dropped: no key, no live session, owner gone, or inbox full.
     pub pushes_dropped: AtomicU64,
 }
 
-/// What all workers share.
+/// One configuration generation: the validated config, its clusters, and the sockets bound
+/// for listeners that are new in it.
 #[derive(Debug)]
-pub struct Shared {
-    /// The config the process runs.
+pub struct Generation {
+    /// Counts reloads; 0 is the config the process started with.
+    pub number: u64,
+    /// The config.
     pub config: Config,
     /// Clusters, in config order.
     pub clusters: Vec<Arc<Cluster>>,
+    /// Bound address of each listener, in config order.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Per listener (config order): for a listener bound anew in this generation, one socket
+    /// per worker, each taken by its worker. `None` where the previous socket stays.
+    pub sockets: Vec<Option<Mutex<Vec<Option<std::net::TcpListener>>>>>,
+}
+
+/// What all workers share.
+#[derive(Debug)]
+pub struct Shared {
     /// Each worker's push inbox.
     pub push_tx: Vec<mpsc::Sender<Push>>,
     /// Counters.
     pub stats: Stats,
+    /// Open client connections per listener name, across workers and reloads.
+    pub conn_counts: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+impl Shared {
+    /// The connection counter of listener `name`.
+    pub fn conn_count(&self, name: &str) -> Arc<AtomicUsize> {
+        let mut m = self.conn_counts.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string()).or_default().clone()
+    }
 }
 
 /// Per-worker state shared by that worker's tasks.
@@ -146,12 +171,83 @@ impl WorkerCtx {
 /// Capacity of each worker's push inbox.
 pub const PUSH_INBOX: usize = 4096;
 
-/// Runs worker `id` until shutdown: serves `listeners` (one bound socket per configured
-/// listener, in config order) and the push inbox.
+/// A listener on this worker.
+struct WorkerListener {
+    slot: Rc<ListenerSlot>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// Brings this worker's listeners in line with generation `g`.
+fn apply(ctx: &Rc<WorkerCtx>, g: &Generation, listeners: &mut HashMap<String, WorkerListener>) {
+    let mut keep = Vec::new();
+    for (i, cfg) in g.config.listeners.iter().enumerate() {
+        keep.push(cfg.name.clone());
+        let cluster = g.clusters[cfg.cluster].clone();
+        let seed = ((ctx.id as u64) << 32) ^ (i as u64) ^ (g.number << 16) ^ 0x5157_4954_4348;
+        let picker = RefCell::new(Picker::new(cluster.config.policy, cluster.backends.len(), seed));
+        let socket = g.sockets[i].as_ref().and_then(|m| {
+            m.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(ctx.id)
+                .and_then(Option::take)
+        });
+        match (listeners.get(&cfg.name), socket) {
+            (Some(wl), None) => {
+                // Same socket: swap in the new context; connections follow it.
+                let old = wl.slot.current();
+                let pool = if old.same_protocol(cfg) && old.cluster.config.name == cluster.config.name {
+                    old.pool.reconcile(&cluster, ctx);
+                    old.pool.clone()
+                } else {
+                    Rc::new(Pool::start(cfg, &cluster, ctx))
+                };
+                wl.slot.replace(Rc::new(ListenerCtx {
+                    config: cfg.clone(),
+                    cluster,
+                    pool,
+                    picker,
+                    worker: ctx.clone(),
+                }));
+            }
+            (_, Some(sock)) => {
+                if let Some(old) = listeners.remove(&cfg.name) {
+                    old.accept.abort();
+                }
+                let lctx = Rc::new(ListenerCtx {
+                    config: cfg.clone(),
+                    pool: Rc::new(Pool::start(cfg, &cluster, ctx)),
+                    cluster,
+                    picker,
+                    worker: ctx.clone(),
+                });
+                let slot = Rc::new(ListenerSlot::new(lctx, ctx.shared.conn_count(&cfg.name)));
+                match tokio::net::TcpListener::from_std(sock) {
+                    Ok(l) => {
+                        let accept = tokio::task::spawn_local(crate::listener::accept_loop(l, slot.clone()));
+                        listeners.insert(cfg.name.clone(), WorkerListener { slot, accept });
+                    }
+                    Err(e) => tracing::error!(listener = %cfg.name, "cannot register listener: {e}"),
+                }
+            }
+            (None, None) => tracing::error!(listener = %cfg.name, "no socket for a new listener"),
+        }
+    }
+    listeners.retain(|name, wl| {
+        let stays = keep.contains(name);
+        if !stays {
+            tracing::info!(listener = %name, "listener removed: no new connections; open ones continue");
+            wl.accept.abort();
+        }
+        stays
+    });
+}
+
+/// Runs worker `id` until shutdown: serves the listeners of the current generation (and
+/// each new one as it arrives) and the push inbox.
 pub async fn run(
     id: usize,
     shared: Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
+    mut generations: watch::Receiver<Arc<Generation>>,
     mut shutdown: watch::Receiver<bool>,
     mut inbox: mpsc::Receiver<Push>,
 ) {
@@ -163,50 +259,44 @@ pub async fn run(
         clients: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
     });
-    for (i, (cfg, sock)) in shared.config.listeners.iter().zip(listeners).enumerate() {
-        let cluster = shared.clusters[cfg.cluster].clone();
-        let seed = ((id as u64) << 32) ^ (i as u64) ^ 0x5157_4954_4348;
-        let lctx = Rc::new(ListenerCtx {
-            config: cfg.clone(),
-            picker: RefCell::new(Picker::new(
-                cluster.config.policy,
-                cluster.backends.len(),
-                seed,
-            )),
-            pool: Pool::start(cfg, &cluster, &ctx),
-            cluster,
-            worker: ctx.clone(),
-        });
-        match tokio::net::TcpListener::from_std(sock) {
-            Ok(l) => {
-                tokio::task::spawn_local(crate::listener::accept_loop(l, lctx));
-            }
-            Err(e) => tracing::error!(listener = %cfg.name, "cannot register listener: {e}"),
-        }
-    }
+    let mut listeners = HashMap::new();
+    let first = generations.borrow_and_update().clone();
+    apply(&ctx, &first, &mut listeners);
+    let mut shutdown_timeout = first.config.shutdown_timeout;
     let inbox_ctx = ctx.clone();
     tokio::task::spawn_local(async move {
         while let Some(p) = inbox.recv().await {
             inbox_ctx.deliver_push(p.owner, &p.frame);
         }
     });
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
+    loop {
+        if *shutdown.borrow() {
             break;
+        }
+        tokio::select! {
+            r = generations.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let g = generations.borrow_and_update().clone();
+                apply(&ctx, &g, &mut listeners);
+                shutdown_timeout = g.config.shutdown_timeout;
+            }
+            r = shutdown.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
         }
     }
     // Listeners stop accepting and clients stop reading on the same signal; wait for the
     // clients to finish what is in flight, up to the deadline.
-    let deadline = Instant::now() + shared.config.shutdown_timeout;
+    let deadline = Instant::now() + shutdown_timeout;
     while ctx.client_count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left = ctx.client_count();
     if left > 0 {
-        tracing::warn!(
-            worker = id,
-            clients = left,
-            "shutdown deadline reached; closing remaining clients"
-        );
+        tracing::warn!(worker = id, clients = left, "shutdown deadline reached; closing remaining clients");
     }
 }

@@ -1,8 +1,11 @@
-//! The balancer: a cluster's backends with their live load, and the choice of one backend per
-//! message. A message with a session key goes where its key is pinned if that backend is
-//! usable; otherwise (and for keyless messages) the cluster's policy picks from live load,
-//! and the key is pinned to the pick. The balancer owns no connections: "usable" is a
-//! question the caller (the worker's upstream pool) answers.
+//! The balancer: a cluster's backends with their live load and availability, and the choice
+//! of one backend per message. A message with a session key goes where its key is pinned if
+//! that backend is usable; otherwise (and for keyless messages) the cluster's policy picks
+//! from live load among available, non-draining backends, and the key is pinned to the
+//! pick. The balancer owns no connections: whether this worker can reach a backend right
+//! now is a question the caller (the worker's upstream pool) answers. Passive outlier
+//! ejection also lives here, since it is a cluster-wide decision (at most
+//! `max_ejected_percent` of the backends out at once).
 
 mod backend;
 mod policy;
@@ -10,32 +13,85 @@ mod policy;
 pub use backend::Backend;
 pub use policy::Picker;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, OnBackendDown};
 use crate::session::{PinOutcome, SessionTable};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-/// A cluster, shared by every worker.
+/// Milliseconds since the process's first call: the clock of ejection deadlines.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A cluster, shared by every worker. Replaced as a whole on reload; backends and the
+/// session table carry over.
 #[derive(Debug)]
 pub struct Cluster {
     /// Its config.
     pub config: ClusterConfig,
-    /// Backends, in config order; indices are stable for the life of the cluster.
+    /// Backends, in config order.
     pub backends: Vec<Arc<Backend>>,
-    /// Key pins, when the cluster has persistence.
-    pub sessions: Option<SessionTable>,
+    /// Key pins (by backend id), when the cluster has persistence.
+    pub sessions: Option<Arc<SessionTable>>,
+}
+
+/// Where one message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// To this backend (index), by pin or by policy.
+    To(usize),
+    /// Its key was pinned to an unusable backend (index, if still in the cluster) and now
+    /// is pinned to `to`.
+    Moved {
+        /// The old backend, if it is still in the cluster.
+        from: Option<usize>,
+        /// The new backend.
+        to: usize,
+    },
+    /// Its key is pinned to an unusable backend and `on_backend_down = "fail"`.
+    PinnedDown(Option<usize>),
+    /// No backend can take it.
+    Unavailable,
 }
 
 impl Cluster {
     /// A cluster with fresh load state and an empty session table.
     pub fn new(config: ClusterConfig) -> Self {
+        Self::evolve(config, None)
+    }
+
+    /// A cluster for `config` that keeps what `previous` (same name) knew: backends with the
+    /// same name and address keep their state and id (so their pins stay valid), and the
+    /// session table is kept if the cluster still has persistence.
+    pub fn evolve(config: ClusterConfig, previous: Option<&Cluster>) -> Self {
         let backends = config
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b)))
+            .map(|b| {
+                let old = previous.and_then(|p| {
+                    p.backends
+                        .iter()
+                        .find(|o| o.name == b.name && o.address == b.address)
+                });
+                match old {
+                    Some(o) => {
+                        o.update(b);
+                        o.clone()
+                    }
+                    None => Arc::new(Backend::new(b)),
+                }
+            })
             .collect();
-        let sessions = config
-            .persistence
-            .map(|p| SessionTable::new(p.ttl, p.max_entries));
+        let sessions = config.persistence.map(|p| {
+            match previous.and_then(|c| c.sessions.clone()) {
+                Some(t) => {
+                    t.set_limits(p.ttl, p.max_entries);
+                    t
+                }
+                None => Arc::new(SessionTable::new(p.ttl, p.max_entries)),
+            }
+        });
         Cluster {
             config,
             backends,
@@ -43,26 +99,176 @@ impl Cluster {
         }
     }
 
+    /// The index of the backend with `id`, if it is in this cluster.
+    pub fn index_of(&self, id: u32) -> Option<usize> {
+        self.backends.iter().position(|b| b.id == id)
+    }
+
     /// Chooses the backend for one message. `key` is the hashed session key, if the message
-    /// has one; `owner` the global id of the sending client connection.
+    /// has one; `owner` the global id of the sending client connection; `reachable` whether
+    /// this worker can send to a backend (by index) right now.
     pub fn route(
         &self,
         key: Option<u64>,
         owner: u64,
         picker: &mut Picker,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> PinOutcome {
-        match (key, &self.sessions) {
-            (Some(k), Some(table)) => table.route(
-                k,
-                owner,
-                |b| usable(b as usize),
-                || picker.pick(&self.backends, usable).map(|b| b as u32),
-            ),
-            _ => match picker.pick(&self.backends, usable) {
-                Some(b) => PinOutcome::New(b as u32),
-                None => PinOutcome::Unavailable,
+        reachable: &dyn Fn(usize) -> bool,
+    ) -> Routed {
+        let now = now_ms();
+        let usable = |i: usize| self.backends[i].available(now) && reachable(i);
+        let fresh = |i: usize| usable(i) && !self.backends[i].draining();
+        let (Some(k), Some(table)) = (key, &self.sessions) else {
+            return match picker.pick(&self.backends, &fresh) {
+                Some(b) => Routed::To(b),
+                None => Routed::Unavailable,
+            };
+        };
+        let repin = self.config.on_backend_down == OnBackendDown::Repin;
+        let outcome = table.route(
+            k,
+            owner,
+            repin,
+            |id| self.index_of(id).is_some_and(usable),
+            || picker.pick(&self.backends, &fresh).map(|i| self.backends[i].id),
+        );
+        let index = |id: u32| self.index_of(id);
+        match outcome {
+            PinOutcome::Hit(id) | PinOutcome::New(id) => index(id).map_or(Routed::Unavailable, Routed::To),
+            PinOutcome::Moved { from, to } => match index(to) {
+                Some(to) => Routed::Moved {
+                    from: index(from),
+                    to,
+                },
+                None => Routed::Unavailable,
             },
+            PinOutcome::PinnedDown(id) => Routed::PinnedDown(index(id)),
+            PinOutcome::Unavailable => Routed::Unavailable,
         }
+    }
+
+    /// Passive outlier detection: one more consecutive failure (connect refused, reset,
+    /// request timeout) of backend `i`. Ejects it when the count reaches the threshold and
+    /// the cluster's ejection budget allows.
+    pub fn report_failure(&self, i: usize, what: &str) {
+        let Some(o) = self.config.outlier else {
+            return;
+        };
+        let b = &self.backends[i];
+        if b.count_failure() < o.consecutive_failures {
+            return;
+        }
+        let now = now_ms();
+        if b.ejected(now) {
+            return;
+        }
+        let ejected = self.backends.iter().filter(|x| x.ejected(now)).count();
+        let budget = self.backends.len() * o.max_ejected_percent as usize / 100;
+        if ejected + 1 > budget {
+            tracing::warn!(
+                cluster = %self.config.name,
+                backend = %b.name,
+                ejected,
+                max_ejected_percent = o.max_ejected_percent,
+                "outlier not ejected: the cluster's ejection budget is spent"
+            );
+            return;
+        }
+        // The period doubles with each ejection, up to max_ejection.
+        let base = o.base_ejection.as_millis() as u64;
+        let times = b.eject(0);
+        let period = base
+            .saturating_mul(1u64 << times.min(20))
+            .min(o.max_ejection.as_millis() as u64);
+        b.eject(now + period);
+        tracing::warn!(
+            cluster = %self.config.name,
+            backend = %b.name,
+            consecutive_failures = o.consecutive_failures,
+            last_failure = what,
+            ejected_for_ms = period,
+            "backend ejected by outlier detection"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::path::Path;
+
+    fn cluster(extra: &str, backends: &str) -> Cluster {
+        let text = format!(
+            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ncluster = \"c\"\n[listener.codec]\nkind = \"delimiter\"\n\
+             [[cluster]]\nname = \"c\"\npolicy = \"round_robin\"\nbackends = {backends}\n{extra}"
+        );
+        Cluster::new(parse(&text, Path::new("t.toml")).unwrap().clusters.remove(0))
+    }
+
+    const THREE: &str = r#"[{ address = "127.0.0.1:1", name = "a" }, { address = "127.0.0.1:2", name = "b" }, { address = "127.0.0.1:3", name = "c", drain = true }]"#;
+
+    #[test]
+    fn draining_backends_keep_pins_but_get_nothing_new() {
+        let c = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
+        let mut p = Picker::new(c.config.policy, 3, 0);
+        for _ in 0..30 {
+            assert_ne!(c.route(None, 1, &mut p, &|_| true), Routed::To(2));
+        }
+        // A pin made before the drain is still honoured.
+        let table = c.sessions.as_ref().unwrap();
+        let drained_id = c.backends[2].id;
+        table.route(99, 1, true, |_| true, || Some(drained_id));
+        assert_eq!(c.route(Some(99), 1, &mut p, &|_| true), Routed::To(2));
+    }
+
+    #[test]
+    fn on_backend_down_fail_refuses_instead_of_moving() {
+        let c = cluster("on_backend_down = \"fail\"\n[cluster.persistence]\nttl = \"1m\"", THREE);
+        let mut p = Picker::new(c.config.policy, 3, 0);
+        let Routed::To(home) = c.route(Some(7), 1, &mut p, &|_| true) else {
+            panic!("first message must be routed")
+        };
+        assert_eq!(c.route(Some(7), 1, &mut p, &|i| i != home), Routed::PinnedDown(Some(home)));
+    }
+
+    #[test]
+    fn outliers_are_ejected_within_the_budget() {
+        let c = cluster(
+            "[cluster.outlier]\nconsecutive_failures = 3\nbase_ejection = \"1m\"\nmax_ejected_percent = 34",
+            THREE,
+        );
+        let now = now_ms();
+        c.report_failure(0, "reset");
+        c.report_failure(0, "reset");
+        assert!(!c.backends[0].ejected(now));
+        c.report_failure(0, "reset");
+        assert!(c.backends[0].ejected(now_ms()));
+        // A second ejection would exceed 34% of 3 backends.
+        for _ in 0..3 {
+            c.report_failure(1, "refused");
+        }
+        assert!(!c.backends[1].ejected(now_ms()));
+        let mut p = Picker::new(c.config.policy, 3, 0);
+        for _ in 0..10 {
+            assert_eq!(c.route(None, 1, &mut p, &|_| true), Routed::To(1), "only b is usable");
+        }
+    }
+
+    #[test]
+    fn reload_keeps_backend_state_and_pins() {
+        let old = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
+        old.sessions.as_ref().unwrap().route(5, 1, true, |_| true, || Some(old.backends[1].id));
+        old.backends[1].on_sent(true);
+        let new_cfg = cluster(
+            "[cluster.persistence]\nttl = \"1m\"",
+            r#"[{ address = "127.0.0.1:2", name = "b", weight = 5 }, { address = "127.0.0.1:4", name = "d" }]"#,
+        )
+        .config;
+        let new = Cluster::evolve(new_cfg, Some(&old));
+        assert!(Arc::ptr_eq(&new.backends[0], &old.backends[1]));
+        assert_eq!(new.backends[0].weight(), 5);
+        assert_eq!(new.backends[0].outstanding(), 1);
+        let mut p = Picker::new(new.config.policy, 2, 0);
+        assert_eq!(new.route(Some(5), 1, &mut p, &|_| true), Routed::To(0), "pin survived");
     }
 }

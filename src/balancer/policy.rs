@@ -56,7 +56,7 @@ impl Picker {
                     if !usable(i) {
                         continue;
                     }
-                    let w = i64::from(b.weight);
+                    let w = i64::from(b.weight());
                     self.current[i] += w;
                     total += w;
                     if best.is_none_or(|j| self.current[i] > self.current[j]) {
@@ -78,7 +78,7 @@ impl Picker {
                         continue;
                     }
                     let b = &backends[i];
-                    let load = (b.outstanding() as f64 + 1.0) / f64::from(b.weight);
+                    let load = (b.outstanding() as f64 + 1.0) / f64::from(b.weight());
                     if best.is_none_or(|(_, l)| load < l) {
                         best = Some((i, load));
                     }
@@ -89,7 +89,7 @@ impl Picker {
                 let a = self.random_usable(backends, usable, false)?;
                 let cost = |i: usize| {
                     let b = &backends[i];
-                    b.ewma_ns() * (b.outstanding() as f64 + 1.0) / f64::from(b.weight)
+                    b.ewma_ns() * (b.outstanding() as f64 + 1.0) / f64::from(b.weight())
                 };
                 // Second choice distinct from the first, when another usable one exists.
                 let mut b = a;
@@ -123,7 +123,7 @@ impl Picker {
     ) -> Option<usize> {
         let w = |i: usize| {
             if weighted {
-                u64::from(backends[i].weight)
+                u64::from(backends[i].weight())
             } else {
                 1
             }
@@ -160,6 +160,7 @@ mod tests {
                     name: format!("b{i}"),
                     address: "127.0.0.1:1".parse().unwrap(),
                     weight: *w,
+                    drain: false,
                 }))
             })
             .collect()

@@ -34,6 +34,9 @@ pub struct RawListener {
     pub max_buffered_bytes: Option<u64>,
     pub max_inflight_per_client: Option<u64>,
     pub max_reply_buffer: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub client_idle_timeout: Option<String>,
+    pub frame_timeout: Option<String>,
 }
 
 /// A codec table: `kind` plus that kind's keys.
@@ -72,6 +75,36 @@ pub struct RawCluster {
     pub backends: Vec<RawBackend>,
     pub persistence: Option<RawPersistence>,
     pub pool: Option<RawPool>,
+    pub request_timeout: Option<String>,
+    pub retry_on_connect_failure: Option<bool>,
+    pub on_backend_down: Option<String>,
+    pub health: Option<RawHealth>,
+    pub outlier: Option<RawOutlier>,
+}
+
+/// `[cluster.health]`: active probes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub send: Option<String>,
+    pub send_hex: Option<String>,
+    pub expect: Option<String>,
+    pub expect_hex: Option<String>,
+    pub expect_regex: Option<String>,
+}
+
+/// `[cluster.outlier]`: passive ejection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub max_ejected_percent: Option<u32>,
 }
 
 /// One backend entry.
@@ -81,6 +114,7 @@ pub struct RawBackend {
     pub address: String,
     pub weight: Option<u32>,
     pub name: Option<String>,
+    pub drain: Option<bool>,
 }
 
 /// `[cluster.persistence]`.

@@ -6,8 +6,8 @@ pub mod file;
 pub mod model;
 
 pub use model::{
-    BackendConfig, ClientLimits, ClusterConfig, Config, Correlation, ListenerConfig, Persistence,
-    PolicyKind, PoolConfig,
+    BackendConfig, ClientLimits, ClusterConfig, Config, Correlation, Expect, HealthConfig,
+    ListenerConfig, OnBackendDown, OutlierConfig, Persistence, PolicyKind, PoolConfig,
 };
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The validated configuration the server runs from: every name resolved, every value in
 //! range, every default filled in. Built only by [`validate`].
 
-use super::file::{RawCluster, RawCodec, RawConfig, RawField, RawListener};
+use super::file::{RawCluster, RawCodec, RawConfig, RawField, RawHealth, RawListener, RawOutlier};
 use crate::codec::{CodecSpec, DelimiterSpec, Endian, FieldSpec, LengthFieldSpec};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -44,6 +44,10 @@ pub struct ClientLimits {
     pub max_inflight: usize,
     /// Answer bytes waiting for a client that does not read; past this it is closed.
     pub max_reply_buffer: usize,
+    /// A client with nothing in flight that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A partial frame held longer than this (a slow-loris client) closes its connection.
+    pub frame_timeout: Duration,
 }
 
 /// One `[[listener]]`.
@@ -63,6 +67,8 @@ pub struct ListenerConfig {
     pub response_codec: CodecSpec,
     /// Per-client bounds.
     pub limits: ClientLimits,
+    /// Open client connections across all workers; more are accepted and closed at once.
+    pub max_connections: usize,
 }
 
 /// Balancing policy of a cluster.
@@ -105,6 +111,8 @@ pub struct BackendConfig {
     pub address: SocketAddr,
     /// Relative share of new messages and pins (≥ 1).
     pub weight: u32,
+    /// Draining: no new messages or pins; existing pins are kept until their TTL.
+    pub drain: bool,
 }
 
 /// Session persistence of a cluster.
@@ -144,6 +152,64 @@ pub struct ClusterConfig {
     pub persistence: Option<Persistence>,
     /// Connection pool settings.
     pub pool: PoolConfig,
+    /// An answer not received this long after its request was queued fails the request.
+    pub request_timeout: Duration,
+    /// A message never written to a backend whose connection failed is routed again.
+    pub retry_on_connect_failure: bool,
+    /// What a message whose key is pinned to an unusable backend does.
+    pub on_backend_down: OnBackendDown,
+    /// Active health checks, if configured.
+    pub health: Option<HealthConfig>,
+    /// Passive outlier ejection, if configured.
+    pub outlier: Option<OutlierConfig>,
+}
+
+/// What happens to a session pinned to a backend that is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBackendDown {
+    /// Pin the key to a live backend (the default).
+    Repin,
+    /// Refuse the message: the client connection is closed.
+    Fail,
+}
+
+/// How a health probe judges an answer.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// The answer starts with these bytes.
+    Prefix(Vec<u8>),
+    /// The answer (as lossy UTF-8) matches this regular expression.
+    Regex(regex_lite::Regex),
+}
+
+/// `[cluster.health]`: active probes, HAProxy's meanings.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Time between probes of one backend.
+    pub interval: Duration,
+    /// Time a probe may take (connect, send, and read the expected answer).
+    pub timeout: Duration,
+    /// Consecutive passes that bring a failed backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend out.
+    pub fall: u32,
+    /// Bytes sent after connecting; `None` for a plain TCP connect check.
+    pub send: Option<Vec<u8>>,
+    /// What the answer must look like; `None` accepts any connect.
+    pub expect: Option<Expect>,
+}
+
+/// `[cluster.outlier]`: passive ejection, Envoy's idea.
+#[derive(Debug, Clone, Copy)]
+pub struct OutlierConfig {
+    /// Consecutive failures (connect refused, reset, request timeout) that eject.
+    pub consecutive_failures: u32,
+    /// First ejection period; doubles with each further ejection.
+    pub base_ejection: Duration,
+    /// Longest ejection period.
+    pub max_ejection: Duration,
+    /// Largest share of the cluster's backends ejected at once.
+    pub max_ejected_percent: u32,
 }
 
 fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, Invalid> {
@@ -156,6 +222,14 @@ fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Dura
             )
         }),
     }
+}
+
+fn nonzero_duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, Invalid> {
+    let d = duration(key, value, default)?;
+    if d.is_zero() {
+        return Err((key.to_string(), "must be longer than 0s".into()));
+    }
+    Ok(d)
 }
 
 fn size(key: &str, value: Option<u64>, default: usize, min: usize) -> Result<usize, Invalid> {
@@ -277,7 +351,18 @@ fn validate_listener(
             (4 * max_frame_size).max(4 << 20),
             max_frame_size,
         )?,
+        idle_timeout: nonzero_duration(
+            &key("client_idle_timeout"),
+            l.client_idle_timeout.as_ref(),
+            Duration::from_secs(600),
+        )?,
+        frame_timeout: nonzero_duration(
+            &key("frame_timeout"),
+            l.frame_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
     };
+    let max_connections = size(&key("max_connections"), l.max_connections, 10_000, 1)?;
     let codec = validate_codec(&key("codec"), &l.codec)?;
     let response_codec = match &l.response_codec {
         Some(c) => validate_codec(&key("response_codec"), c)?,
@@ -316,6 +401,7 @@ fn validate_listener(
         codec,
         response_codec,
         limits,
+        max_connections,
     })
 }
 
@@ -455,6 +541,7 @@ fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
             name,
             address,
             weight,
+            drain: b.drain.unwrap_or(false),
         });
     }
     let persistence = match c.persistence {
@@ -527,12 +614,114 @@ fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
             "must not be shorter than reconnect_backoff_min".into(),
         ));
     }
+    let on_backend_down = match c.on_backend_down.as_deref() {
+        None | Some("repin") => OnBackendDown::Repin,
+        Some("fail") => OnBackendDown::Fail,
+        Some(o) => {
+            return Err((
+                key("on_backend_down"),
+                format!("must be `repin` or `fail`, got `{o}`"),
+            ))
+        }
+    };
     Ok(ClusterConfig {
         name: c.name,
         policy,
         backends,
         persistence,
         pool,
+        request_timeout: nonzero_duration(
+            &key("request_timeout"),
+            c.request_timeout.as_ref(),
+            Duration::from_secs(30),
+        )?,
+        retry_on_connect_failure: c.retry_on_connect_failure.unwrap_or(true),
+        on_backend_down,
+        health: c.health.map(|h| validate_health(&key, h)).transpose()?,
+        outlier: c.outlier.map(|o| validate_outlier(&key, o)).transpose()?,
+    })
+}
+
+fn hex(key: &str, s: &str) -> Result<Vec<u8>, Invalid> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.len() % 2 != 0 {
+        return Err((key.to_string(), "hex needs an even number of digits".into()));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| (key.to_string(), format!("`{s}` is not hex")))
+        })
+        .collect()
+}
+
+fn validate_health(key: &dyn Fn(&str) -> String, h: RawHealth) -> Result<HealthConfig, Invalid> {
+    let one_of = |names: [(&str, bool); 3]| -> Result<(), Invalid> {
+        let set: Vec<&str> = names.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
+        if set.len() > 1 {
+            return Err((key(&format!("health.{}", set[1])), format!("conflicts with health.{}", set[0])));
+        }
+        Ok(())
+    };
+    one_of([("send", h.send.is_some()), ("send_hex", h.send_hex.is_some()), ("", false)])?;
+    one_of([
+        ("expect", h.expect.is_some()),
+        ("expect_hex", h.expect_hex.is_some()),
+        ("expect_regex", h.expect_regex.is_some()),
+    ])?;
+    let send = match (h.send, h.send_hex) {
+        (Some(t), _) => Some(t.into_bytes()),
+        (_, Some(x)) => Some(hex(&key("health.send_hex"), &x)?),
+        _ => None,
+    };
+    let expect = match (h.expect, h.expect_hex, h.expect_regex) {
+        (Some(t), _, _) => Some(Expect::Prefix(t.into_bytes())),
+        (_, Some(x), _) => Some(Expect::Prefix(hex(&key("health.expect_hex"), &x)?)),
+        (_, _, Some(r)) => Some(Expect::Regex(regex_lite::Regex::new(&r).map_err(|e| {
+            (key("health.expect_regex"), format!("not a valid regular expression: {e}"))
+        })?)),
+        _ => None,
+    };
+    let count = |name: &str, v: Option<u32>, default: u32| -> Result<u32, Invalid> {
+        match v.unwrap_or(default) {
+            0 => Err((key(&format!("health.{name}")), "must be at least 1".into())),
+            n => Ok(n),
+        }
+    };
+    let interval = nonzero_duration(&key("health.interval"), h.interval.as_ref(), Duration::from_secs(2))?;
+    let timeout = nonzero_duration(&key("health.timeout"), h.timeout.as_ref(), Duration::from_secs(1))?;
+    Ok(HealthConfig {
+        interval,
+        timeout,
+        rise: count("rise", h.rise, 2)?,
+        fall: count("fall", h.fall, 3)?,
+        send,
+        expect,
+    })
+}
+
+fn validate_outlier(key: &dyn Fn(&str) -> String, o: RawOutlier) -> Result<OutlierConfig, Invalid> {
+    let consecutive_failures = o.consecutive_failures.unwrap_or(5);
+    if consecutive_failures == 0 {
+        return Err((key("outlier.consecutive_failures"), "must be at least 1".into()));
+    }
+    let max_ejected_percent = o.max_ejected_percent.unwrap_or(50);
+    if max_ejected_percent > 100 {
+        return Err((key("outlier.max_ejected_percent"), format!("must be 0 to 100, got {max_ejected_percent}")));
+    }
+    let base_ejection = nonzero_duration(&key("outlier.base_ejection"), o.base_ejection.as_ref(), Duration::from_secs(10))?;
+    let max_ejection = nonzero_duration(&key("outlier.max_ejection"), o.max_ejection.as_ref(), Duration::from_secs(300))?;
+    if max_ejection < base_ejection {
+        return Err((key("outlier.max_ejection"), "must not be shorter than base_ejection".into()));
+    }
+    Ok(OutlierConfig {
+        consecutive_failures,
+        base_ejection,
+        max_ejection,
+        max_ejected_percent,
     })
 }
 

@@ -3,8 +3,11 @@
 //! stopped (closing every connection) and restarted on the same address, so tests can kill
 //! backends. A request whose payload starts with `PUSH` is answered and then followed by
 //! one unasked message with the same key (id `u32::MAX`); one starting with `PUSHALL` makes
-//! the backend send that message on *every* connection it has open. A backend can be given
-//! a fixed delay before each batch of answers.
+//! the backend send that message on *every* connection it has open. A request whose payload
+//! starts with `STALL` is never answered; one starting with `LATE` is answered after one
+//! second. While the backend is *sick*, requests whose payload is exactly `PING` (health
+//! probes) go unanswered, and everything else is served as usual. A backend can be given a
+//! fixed delay before each batch of answers.
 
 use super::proto;
 use crate::codec::{Codec, LengthField};
@@ -40,8 +43,10 @@ pub struct BackendLog {
     pub received: Mutex<Vec<Received>>,
     /// Requests per key.
     pub per_key: Mutex<HashMap<u64, u64>>,
-    /// Open connections' push channels, for `PUSHALL`.
-    conns: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<u64>>>,
+    /// Open connections' channels of bytes to write unasked (`PUSHALL`, `LATE`).
+    conns: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Health probes go unanswered while set.
+    pub sick: std::sync::atomic::AtomicBool,
 }
 
 /// A running demo backend.
@@ -155,6 +160,11 @@ impl TestBackend {
         self.log.messages.load(Ordering::Relaxed)
     }
 
+    /// Makes health probes (`PING`) go unanswered, or answered again.
+    pub fn set_sick(&self, sick: bool) {
+        self.log.sick.store(sick, Ordering::Relaxed);
+    }
+
     /// A copy of every recorded request.
     pub fn received(&self) -> Vec<Received> {
         self.log
@@ -182,7 +192,7 @@ async fn serve(
     let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
     if let Ok(mut conns) = log.conns.lock() {
         conns.retain(|c| !c.is_closed());
-        conns.push(push_tx);
+        conns.push(push_tx.clone());
     }
     let mut codec = LengthField::new(
         match proto::codec_spec(true) {
@@ -200,12 +210,10 @@ async fn serve(
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             },
-            Some(key) = push_rx.recv() => {
-                proto::write_request(&mut out, key, u32::MAX, b"pushed");
-                if s.write_all(&out).await.is_err() {
+            Some(bytes) = push_rx.recv() => {
+                if s.write_all(&bytes).await.is_err() {
                     return;
                 }
-                out.clear();
                 continue;
             }
         }
@@ -216,8 +224,10 @@ async fn serve(
         {
             let mut per_key = log.per_key.lock().unwrap_or_else(|p| p.into_inner());
             let mut rec = record.then(|| log.received.lock().unwrap_or_else(|p| p.into_inner()));
+            let sick = log.sick.load(Ordering::Relaxed);
             for f in frames.drain(..) {
                 let frame = &buf[..f.len as usize];
+                let mut answer = true;
                 if let Some(m) = proto::parse(frame) {
                     *per_key.entry(m.key).or_default() += 1;
                     if let Some(r) = rec.as_mut() {
@@ -230,8 +240,23 @@ async fn serve(
                     if m.rest.starts_with(b"PUSH") {
                         pushes.push((m.key, m.rest.starts_with(b"PUSHALL")));
                     }
+                    if m.rest.starts_with(b"STALL") || (sick && m.rest == b"PING") {
+                        answer = false;
+                    }
+                    if m.rest.starts_with(b"LATE") {
+                        answer = false;
+                        let mut late = Vec::new();
+                        proto::write_answer(&mut late, name.as_bytes(), frame);
+                        let tx = push_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            let _ = tx.send(late);
+                        });
+                    }
                 }
-                proto::write_answer(&mut out, name.as_bytes(), frame);
+                if answer {
+                    proto::write_answer(&mut out, name.as_bytes(), frame);
+                }
                 log.messages.fetch_add(1, Ordering::Relaxed);
                 buf.advance(f.len as usize);
             }
@@ -242,8 +267,10 @@ async fn serve(
         for (key, all) in pushes {
             if all {
                 let conns = log.conns.lock().map(|c| c.clone()).unwrap_or_default();
+                let mut push = Vec::new();
+                proto::write_request(&mut push, key, u32::MAX, b"pushed");
                 for c in conns {
-                    let _ = c.send(key);
+                    let _ = c.send(push.clone());
                 }
             } else {
                 proto::write_request(&mut out, key, u32::MAX, b"pushed");

@@ -6,7 +6,6 @@
 use super::backend::TestBackend;
 use super::client::{self, ClientPlan, ClientReport};
 use super::DemoError;
-use crate::config::PolicyKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -46,7 +45,7 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
         .map(|i| TestBackend::start(&format!("b{i}"), false))
         .collect::<Result<_, _>>()?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let mut config = super::demo_config(&addrs, args.workers, PolicyKind::RoundRobin);
+    let mut config = super::demo_config(&addrs, args.workers, "round_robin")?;
     // Pure per-message balancing: no pins, answers restored in request order.
     config.clusters[0].persistence = None;
     config.listeners[0].correlation = crate::config::Correlation::InOrder;

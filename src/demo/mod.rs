@@ -7,10 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod proto;
 
-use crate::config::{
-    BackendConfig, ClientLimits, ClusterConfig, Config, Correlation, ListenerConfig, Persistence,
-    PolicyKind, PoolConfig,
-};
+use crate::config::Config;
 use backend::TestBackend;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -48,50 +45,42 @@ pub struct DemoArgs {
 }
 
 /// A ready-made config: one `by_id` listener on a free loopback port in front of
-/// `backends`, with key pinning.
-pub fn demo_config(backends: &[SocketAddr], workers: usize, policy: PolicyKind) -> Config {
-    Config {
-        workers,
-        shutdown_timeout: Duration::from_secs(5),
-        listeners: vec![ListenerConfig {
-            name: "demo".into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            cluster: 0,
-            correlation: Correlation::ById,
-            codec: proto::codec_spec(true),
-            response_codec: proto::codec_spec(true),
-            limits: ClientLimits {
-                max_frame_size: 1 << 20,
-                max_buffered_bytes: 2 << 20,
-                max_inflight: 1024,
-                max_reply_buffer: 8 << 20,
-            },
-        }],
-        clusters: vec![ClusterConfig {
-            name: "demo".into(),
-            policy,
-            backends: backends
-                .iter()
-                .enumerate()
-                .map(|(i, a)| BackendConfig {
-                    name: format!("b{}", i + 1),
-                    address: *a,
-                    weight: 1,
-                })
-                .collect(),
-            persistence: Some(Persistence {
-                ttl: Duration::from_secs(600),
-                max_entries: 100_000,
-            }),
-            pool: PoolConfig {
-                connections_per_backend: 2,
-                connect_timeout: Duration::from_secs(2),
-                max_queued_bytes: 8 << 20,
-                reconnect_backoff_min: Duration::from_millis(100),
-                reconnect_backoff_max: Duration::from_secs(2),
-            },
-        }],
-    }
+/// `backends`, with key pinning. Written as TOML and validated like any config file, so the
+/// demo runs with the documented defaults.
+pub fn demo_config(backends: &[SocketAddr], workers: usize, policy: &str) -> Result<Config, DemoError> {
+    let list: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{ address = \"{a}\", name = \"b{}\" }}", i + 1))
+        .collect();
+    let text = format!(
+        r#"workers = {workers}
+shutdown_timeout = "5s"
+
+[[listener]]
+name = "demo"
+listen = "127.0.0.1:0"
+cluster = "demo"
+correlation = "by_id"
+[listener.codec]
+kind = "length_field"
+length_width = 4
+key = {{ offset = 4, width = 8 }}
+id = {{ offset = 12, width = 4 }}
+
+[[cluster]]
+name = "demo"
+policy = "{policy}"
+backends = [{}]
+pool = {{ connections_per_backend = 2, reconnect_backoff_max = "2s" }}
+[cluster.persistence]
+ttl = "10m"
+max_entries = 100000
+"#,
+        list.join(", ")
+    );
+    crate::config::parse(&text, std::path::Path::new("<demo>"))
+        .map_err(|e| DemoError::Check(e.to_string()))
 }
 
 /// Runs the demo: 3 backends, the proxy, `clients` long-lived clients; prints a live table.
@@ -100,7 +89,7 @@ pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
         .map(|i| TestBackend::start(&format!("b{i}"), false))
         .collect::<Result<_, _>>()?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let running = crate::server::start(demo_config(&addrs, 1, PolicyKind::LeastOutstanding))?;
+    let running = crate::server::start(demo_config(&addrs, 1, "least_outstanding")?)?;
     let proxy = running.listeners[0].1;
     println!(
         "Switchyard demo: proxy on {proxy}, backends b1 {} · b2 {} · b3 {}",
@@ -145,7 +134,8 @@ pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
         "{:>5}  {:>10} {:>10} {:>10}   {:>8}",
         "t", "b1", "b2", "b3", "pinned"
     );
-    let table = running.shared.clusters[0].sessions.as_ref();
+    let generation = running.current();
+    let table = generation.clusters[0].sessions.as_ref();
     let start = Instant::now();
     while Instant::now() < deadline {
         std::thread::sleep(

@@ -1,25 +1,30 @@
-//! One client connection's task: read → scan → route → forward, and answers back out.
+//! One client connection's task: read → scan → route → forward, answers back out, and the
+//! client's timeouts (idle, and partial-frame for slow-loris clients).
 
-use super::reply::Client;
-use crate::balancer::{Cluster, Picker};
-use crate::codec::{Codec, FrameSet};
+use super::reply::{Client, Requeued};
+use crate::balancer::{Cluster, Picker, Routed};
+use crate::codec::{Codec, FrameSet, Span};
 use crate::config::{Correlation, ListenerConfig};
-use crate::session::{key_hash, PinOutcome};
+use crate::session::key_hash;
 use crate::upstream::{Pool, PoolTarget};
 use crate::worker::WorkerCtx;
 use bytes::{Buf, BufMut, BytesMut};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 /// Read size for client bytes.
 const READ_CHUNK: usize = 16 << 10;
+/// First allocation for a client's buffer: small, so idle connections stay cheap.
+const FIRST_READ: usize = 2 << 10;
 
-/// Everything a client task of one listener needs, per worker.
+/// Everything a client task of one listener needs, per worker, for one config generation.
 #[derive(Debug)]
 pub struct ListenerCtx {
     /// The listener's config.
@@ -27,11 +32,52 @@ pub struct ListenerCtx {
     /// The cluster it balances over.
     pub cluster: Arc<Cluster>,
     /// This worker's connections to that cluster's backends.
-    pub pool: Pool,
+    pub pool: Rc<Pool>,
     /// This worker's policy state for the cluster.
     pub picker: RefCell<Picker>,
     /// The worker.
     pub worker: Rc<WorkerCtx>,
+}
+
+impl ListenerCtx {
+    /// Whether connections of `other` speak the same protocol, so a connection accepted
+    /// under one can be served under the other.
+    pub fn same_protocol(&self, other: &ListenerConfig) -> bool {
+        let a = &self.config;
+        a.codec == other.codec
+            && a.response_codec == other.response_codec
+            && a.correlation == other.correlation
+            && a.limits.max_frame_size == other.limits.max_frame_size
+    }
+}
+
+/// A listener's current context on one worker; replaced on reload. Client connections
+/// follow the current context unless its protocol changed under them.
+#[derive(Debug)]
+pub struct ListenerSlot {
+    current: RefCell<Rc<ListenerCtx>>,
+    /// Open client connections of this listener on every worker.
+    pub active: Arc<AtomicUsize>,
+}
+
+impl ListenerSlot {
+    /// A slot holding `ctx`.
+    pub fn new(ctx: Rc<ListenerCtx>, active: Arc<AtomicUsize>) -> Self {
+        ListenerSlot {
+            current: RefCell::new(ctx),
+            active,
+        }
+    }
+
+    /// The current context.
+    pub fn current(&self) -> Rc<ListenerCtx> {
+        self.current.borrow().clone()
+    }
+
+    /// Installs a reloaded context.
+    pub fn replace(&self, ctx: Rc<ListenerCtx>) {
+        *self.current.borrow_mut() = ctx;
+    }
 }
 
 /// Why routing a frame could not proceed now.
@@ -42,29 +88,32 @@ enum Blocked {
     Backend,
 }
 
-/// Serves one accepted client connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, lctx: Rc<ListenerCtx>) {
-    let worker = lctx.worker.clone();
-    let client = Rc::new(Client::new(
-        worker.next_gid(),
-        peer,
-        lctx.config.limits.max_reply_buffer,
-    ));
+/// Decrements the listener's connection count when the client task ends.
+struct ConnGuard(Arc<AtomicUsize>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one accepted client connection until it closes. The caller has counted it in
+/// `slot.active`.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) {
+    let _guard = ConnGuard(slot.active.clone());
+    let own = slot.current();
+    let worker = own.worker.clone();
+    let client = Rc::new(Client::new(worker.next_gid(), peer, own.config.limits.max_reply_buffer));
     worker.register(&client);
-    let span =
-        tracing::info_span!("client", listener = %lctx.config.name, %peer, conn = client.gid);
-    let outcome = drive(stream, &client, &lctx).instrument(span.clone()).await;
+    let span = tracing::info_span!("client", listener = %own.config.name, %peer, conn = client.gid);
+    let outcome = drive(stream, &client, &slot, own).instrument(span.clone()).await;
     client.close();
     worker.unregister(client.gid);
     let _e = span.enter();
     match outcome {
         Ok(reason) => tracing::debug!(reason, "client connection closed"),
         Err(reason) => {
-            worker
-                .shared
-                .stats
-                .clients_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            worker.shared.stats.clients_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%reason, "closing client connection")
         }
     }
@@ -74,19 +123,32 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, lctx: Rc<ListenerCtx>) {
 async fn drive(
     mut stream: TcpStream,
     client: &Rc<Client>,
-    lctx: &ListenerCtx,
+    slot: &ListenerSlot,
+    own: Rc<ListenerCtx>,
 ) -> Result<&'static str, String> {
-    let limits = lctx.config.limits;
-    let mut codec = lctx.config.codec.build(limits.max_frame_size);
+    // The codec and the bounds are fixed for the connection's life.
+    let limits = own.config.limits;
+    let mut codec = own.config.codec.build(limits.max_frame_size);
+    let worker = own.worker.clone();
     let (mut rd, mut wr) = stream.split();
-    let mut shutdown = lctx.worker.shutdown.clone();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut shutdown = worker.shutdown.clone();
+    let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut frames: FrameSet = Vec::new();
     let mut cursor = 0usize;
     let mut reading = !*shutdown.borrow();
+    let mut last_active = Instant::now();
+    let mut partial_since: Option<Instant> = None;
+    let timer = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(timer);
     loop {
-        let blocked = route_frames(&mut buf, &frames, &mut cursor, client, lctx)?;
+        // Follow reloads, unless the protocol changed under this connection.
+        let current = slot.current();
+        let lctx = if current.same_protocol(&own.config) { current } else { own.clone() };
+        let blocked = match route_requeued(client, &lctx)? {
+            Some(b) => Some(b),
+            None => route_frames(&mut buf, &frames, &mut cursor, client, &lctx)?,
+        };
         if blocked.is_none() && cursor == frames.len() {
             frames.clear();
             cursor = 0;
@@ -99,17 +161,37 @@ async fn drive(
         if let Some(reason) = client.failure() {
             return Err(reason);
         }
-        if out.is_empty() && !reading && client.inflight() == 0 && frames.is_empty() {
-            return Ok(if *shutdown.borrow() {
-                "shutting down"
-            } else {
-                "client closed"
-            });
+        let idle = client.inflight() == 0 && out.is_empty() && frames.is_empty() && !client.has_requeued();
+        if idle && !reading {
+            return Ok(if *shutdown.borrow() { "shutting down" } else { "client closed" });
+        }
+        // Timeouts: a partial frame must complete within frame_timeout; an idle client is
+        // closed after idle_timeout.
+        let now = Instant::now();
+        partial_since = if frames.is_empty() && !buf.is_empty() {
+            Some(partial_since.unwrap_or(now))
+        } else {
+            None
+        };
+        let deadline = match (partial_since, idle) {
+            (Some(since), _) => Some((since + limits.frame_timeout, "frame_timeout")),
+            (None, true) => Some((last_active + limits.idle_timeout, "client_idle_timeout")),
+            (None, false) => None,
+        };
+        if let Some((at, _)) = deadline {
+            let at = tokio::time::Instant::from_std(at);
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+        }
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            buf = BytesMut::new(); // give a burst's memory back
         }
         let room = limits.max_buffered_bytes.saturating_sub(buf.len());
         let can_read = reading && blocked.is_none() && room > 0;
-        if can_read && buf.capacity() - buf.len() < READ_CHUNK.min(room) {
-            buf.reserve(READ_CHUNK.min(room));
+        if can_read && buf.capacity() - buf.len() < 512 {
+            let want = if buf.capacity() == 0 { FIRST_READ } else { READ_CHUNK };
+            buf.reserve(want.min(room));
         }
         tokio::select! {
             biased;
@@ -118,7 +200,7 @@ async fn drive(
                 Err(e) => return Err(format!("write to client failed: {e}")),
             },
             _ = client.changed() => {}
-            _ = lctx.worker.capacity.notified(), if matches!(blocked, Some(Blocked::Backend)) => {}
+            _ = worker.capacity.notified(), if matches!(blocked, Some(Blocked::Backend)) => {}
             r = read_bounded(&mut rd, &mut buf, room), if can_read => match r {
                 Ok(0) => {
                     reading = false;
@@ -126,9 +208,20 @@ async fn drive(
                         return Err(format!("client closed with {} bytes of an incomplete frame", buf.len()));
                     }
                 }
-                Ok(_) => scan(&mut *codec, &buf, &mut frames)?,
+                Ok(_) => {
+                    last_active = Instant::now();
+                    scan(&mut *codec, &buf, &mut frames)?;
+                }
                 Err(e) => return Err(format!("read from client failed: {e}")),
             },
+            _ = &mut timer, if deadline.is_some() => {
+                let (_, which) = deadline.unwrap_or((now, ""));
+                return if which == "frame_timeout" {
+                    Err(format!("a partial frame of {} bytes was not completed within frame_timeout {:?}", buf.len(), limits.frame_timeout))
+                } else {
+                    Ok("client_idle_timeout")
+                };
+            }
             _ = shutdown.changed(), if reading => reading = false,
         }
     }
@@ -146,9 +239,89 @@ async fn read_bounded(
 
 fn scan(codec: &mut dyn Codec, buf: &[u8], frames: &mut FrameSet) -> Result<(), String> {
     debug_assert!(frames.is_empty());
-    codec
-        .scan(buf, frames)
-        .map_err(|e| format!("bad request from client: {e}"))
+    codec.scan(buf, frames).map_err(|e| format!("bad request from client: {e}"))
+}
+
+/// What routing one frame did.
+enum Step {
+    Sent,
+    Blocked(Blocked),
+}
+
+/// Routes one frame: pin or policy, then a connection of the chosen backend.
+fn route_one(
+    frame: &[u8],
+    key: Option<Span>,
+    id: Option<Span>,
+    seq: Option<u64>,
+    client: &Rc<Client>,
+    lctx: &ListenerCtx,
+    now: Instant,
+) -> Result<Step, String> {
+    let awaits = lctx.config.correlation != Correlation::None;
+    if awaits && seq.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
+        return Ok(Step::Blocked(Blocked::Inflight));
+    }
+    let hashed = key.map(|k| key_hash(k.slice(frame)));
+    let routed = {
+        let mut picker = lctx.picker.borrow_mut();
+        lctx.cluster.route(hashed, client.gid, &mut picker, &|b| lctx.pool.usable(b))
+    };
+    let name = |i: Option<usize>| i.map_or("a removed backend", |i| lctx.cluster.backends[i].name.as_str());
+    let backend = match routed {
+        Routed::To(b) => b,
+        Routed::Moved { from, to } => {
+            tracing::info!(
+                key = %String::from_utf8_lossy(key.map_or(&[][..], |k| k.slice(frame))),
+                from = name(from),
+                to = name(Some(to)),
+                "session moved off an unavailable backend"
+            );
+            to
+        }
+        Routed::PinnedDown(b) => {
+            return Err(format!(
+                "the session's backend {} is unavailable and on_backend_down = \"fail\"",
+                name(b)
+            ));
+        }
+        Routed::Unavailable if lctx.pool.any_full() => return Ok(Step::Blocked(Blocked::Backend)),
+        Routed::Unavailable => {
+            return Err(format!("no backend of cluster {} can take messages", lctx.cluster.config.name));
+        }
+    };
+    match lctx.pool.target(backend) {
+        PoolTarget::Conn(conn) => {
+            conn.send(frame, id, client, seq, now);
+            Ok(Step::Sent)
+        }
+        // `usable` said yes a moment ago on this same thread; nothing can have changed.
+        PoolTarget::Full | PoolTarget::Down => Ok(Step::Blocked(Blocked::Backend)),
+    }
+}
+
+/// Routes requests handed back by failed backend connections, before any new ones.
+fn route_requeued(client: &Rc<Client>, lctx: &ListenerCtx) -> Result<Option<Blocked>, String> {
+    let now = Instant::now();
+    while let Some(r) = client.take_requeued() {
+        let key = keys_of(lctx, &r);
+        match route_one(&r.frame, key, r.id, r.seq, client, lctx, now)? {
+            Step::Sent => {}
+            Step::Blocked(b) => {
+                client.untake_requeued(r);
+                return Ok(Some(b));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The key span of a handed-back frame (found again by the listener's codec).
+fn keys_of(lctx: &ListenerCtx, r: &Requeued) -> Option<Span> {
+    let mut codec = lctx.config.codec.build(lctx.config.limits.max_frame_size);
+    let mut frames = Vec::with_capacity(1);
+    codec.scan(&r.frame, &mut frames).ok()?;
+    frames.first().and_then(|f| f.key)
 }
 
 /// Routes the frames from `cursor` on, consuming their bytes from `buf`. Returns why it
@@ -160,46 +333,12 @@ fn route_frames(
     client: &Rc<Client>,
     lctx: &ListenerCtx,
 ) -> Result<Option<Blocked>, String> {
-    let awaits = lctx.config.correlation != Correlation::None;
-    let max_inflight = lctx.config.limits.max_inflight;
-    let usable = |b: usize| lctx.pool.usable(b);
-    let now = std::time::Instant::now();
+    let now = Instant::now();
     while let Some(f) = frames.get(*cursor) {
-        if awaits && client.inflight() >= max_inflight {
-            return Ok(Some(Blocked::Inflight));
-        }
         let len = f.len as usize;
-        let frame = &buf[..len];
-        let key = f.key.map(|k| key_hash(k.slice(frame)));
-        let outcome = {
-            let mut picker = lctx.picker.borrow_mut();
-            lctx.cluster.route(key, client.gid, &mut picker, &usable)
-        };
-        let backend = match outcome {
-            PinOutcome::Hit(b) | PinOutcome::New(b) => b as usize,
-            PinOutcome::Moved { from, to } => {
-                tracing::info!(
-                    key = %String::from_utf8_lossy(f.key.map_or(&[][..], |k| k.slice(frame))),
-                    from = %lctx.cluster.backends[from as usize].name,
-                    to = %lctx.cluster.backends[to as usize].name,
-                    "session moved off an unavailable backend"
-                );
-                to as usize
-            }
-            PinOutcome::Unavailable if lctx.pool.any_full() => {
-                return Ok(Some(Blocked::Backend));
-            }
-            PinOutcome::Unavailable => {
-                return Err(format!(
-                    "no backend of cluster {} can take messages",
-                    lctx.cluster.config.name
-                ));
-            }
-        };
-        match lctx.pool.target(backend) {
-            PoolTarget::Conn(conn) => conn.send(frame, f.id, client, now),
-            // `usable` said yes a moment ago on this same thread; nothing can have changed.
-            PoolTarget::Full | PoolTarget::Down => return Ok(Some(Blocked::Backend)),
+        match route_one(&buf[..len], f.key, f.id, None, client, lctx, now)? {
+            Step::Sent => {}
+            Step::Blocked(b) => return Ok(Some(b)),
         }
         buf.advance(len);
         *cursor += 1;

@@ -7,5 +7,5 @@
 mod conn;
 mod reply;
 
-pub use conn::{serve, ListenerCtx};
-pub use reply::Client;
+pub use conn::{serve, ListenerCtx, ListenerSlot};
+pub use reply::{Client, Requeued};

@@ -10,6 +10,18 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use tokio::sync::Notify;
 
+/// A request that never reached its backend, handed back to be routed again.
+#[derive(Debug, Clone)]
+pub struct Requeued {
+    /// The frame as the client sent it (the client's own id restored).
+    pub frame: Bytes,
+    /// Where its id sits, for `by_id`.
+    pub id: Option<Span>,
+    /// Its sequence number, if it awaits an answer (it keeps its place in the client's
+    /// order).
+    pub seq: Option<u64>,
+}
+
 /// One client connection as seen from the upstream side.
 #[derive(Debug)]
 pub struct Client {
@@ -32,6 +44,8 @@ struct ReplyState {
     reorder_bytes: usize,
     base: u64,
     next_seq: u64,
+    /// Requests handed back by a failed backend connection before they were written.
+    requeued: VecDeque<Requeued>,
     /// Set once: why this client must be closed.
     failed: Option<String>,
     closed: bool,
@@ -133,6 +147,32 @@ impl Client {
         true
     }
 
+    /// Hands back a request that was never written, to be routed again.
+    pub fn requeue(&self, r: Requeued) {
+        let mut s = self.state.borrow_mut();
+        if s.closed || s.failed.is_some() {
+            return;
+        }
+        s.requeued.push_back(r);
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// The oldest handed-back request, if any.
+    pub fn take_requeued(&self) -> Option<Requeued> {
+        self.state.borrow_mut().requeued.pop_front()
+    }
+
+    /// Puts a handed-back request back at the front (it could not be routed yet).
+    pub fn untake_requeued(&self, r: Requeued) {
+        self.state.borrow_mut().requeued.push_front(r);
+    }
+
+    /// Whether handed-back requests wait to be routed.
+    pub fn has_requeued(&self) -> bool {
+        !self.state.borrow().requeued.is_empty()
+    }
+
     /// A request of this client will never be answered; the connection must close.
     pub fn fail_request(&self, reason: &str) {
         self.finish_request();
@@ -182,6 +222,7 @@ impl Client {
         s.out = BytesMut::new();
         s.reorder.clear();
         s.reorder_bytes = 0;
+        s.requeued.clear();
     }
 
     /// Resolves when an answer, a push, a failure or a finished request changes the state.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub enum PinOutcome {
         /// The backend it is pinned to now.
         to: u32,
     },
+    /// The key is pinned to an unusable backend and moving it is not allowed.
+    PinnedDown(u32),
     /// No backend could be chosen; nothing was pinned.
     Unavailable,
 }
@@ -60,8 +62,8 @@ pub enum PinOutcome {
 /// A sharded, bounded, TTL'd map of key → backend pins.
 pub struct SessionTable {
     shards: Box<[Mutex<Map>]>,
-    ttl_ms: u64,
-    per_shard: usize,
+    ttl_ms: AtomicU64,
+    per_shard: AtomicUsize,
     len: AtomicUsize,
     evicted: AtomicUsize,
     epoch: Instant,
@@ -71,7 +73,7 @@ impl std::fmt::Debug for SessionTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionTable")
             .field("len", &self.len())
-            .field("ttl_ms", &self.ttl_ms)
+            .field("ttl", &self.ttl())
             .finish()
     }
 }
@@ -82,12 +84,24 @@ impl SessionTable {
         let shards = (0..SHARDS).map(|_| Mutex::new(Map::default())).collect();
         SessionTable {
             shards,
-            ttl_ms: (ttl.as_millis() as u64).max(1),
-            per_shard: max_entries.div_ceil(SHARDS).max(1),
+            ttl_ms: AtomicU64::new((ttl.as_millis() as u64).max(1)),
+            per_shard: AtomicUsize::new(max_entries.div_ceil(SHARDS).max(1)),
             len: AtomicUsize::new(0),
             evicted: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
+    }
+
+    /// Applies reloaded bounds; pins already held are kept (a smaller bound evicts as new
+    /// keys arrive).
+    pub fn set_limits(&self, ttl: Duration, max_entries: usize) {
+        self.ttl_ms.store((ttl.as_millis() as u64).max(1), Ordering::Relaxed);
+        self.per_shard
+            .store(max_entries.div_ceil(SHARDS).max(1), Ordering::Relaxed);
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl_ms.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -103,23 +117,30 @@ impl SessionTable {
 
     /// Looks `key` up and returns its backend if the pin is live and `usable` accepts it;
     /// otherwise calls `pick` for a backend and pins the key to it. Records `owner` as the
-    /// client connection that owns the key. One shard lock, no allocation on a hit.
+    /// client connection that owns the key. With `repin` false, a key pinned to an unusable
+    /// backend is not moved ([`PinOutcome::PinnedDown`]). One shard lock, no allocation on a
+    /// hit.
     pub fn route(
         &self,
         key: u64,
         owner: u64,
+        repin: bool,
         usable: impl Fn(u32) -> bool,
         pick: impl FnOnce() -> Option<u32>,
     ) -> PinOutcome {
         let now = self.now_ms();
+        let ttl = self.ttl_ms();
         let mut map = self.shard(key);
         let mut moved_from = None;
         if let Some(pin) = map.get_mut(&key) {
-            if now.saturating_sub(pin.last_used) < self.ttl_ms {
+            if now.saturating_sub(pin.last_used) < ttl {
                 if usable(pin.backend) {
                     pin.last_used = now;
                     pin.owner = owner;
                     return PinOutcome::Hit(pin.backend);
+                }
+                if !repin {
+                    return PinOutcome::PinnedDown(pin.backend);
                 }
                 moved_from = Some(pin.backend);
             }
@@ -134,7 +155,7 @@ impl SessionTable {
         };
         if map.insert(key, pin).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
-            if map.len() > self.per_shard {
+            if map.len() > self.per_shard.load(Ordering::Relaxed) {
                 self.evict_one(&mut map, key, now);
             }
         }
@@ -165,7 +186,7 @@ impl SessionTable {
         let now = self.now_ms();
         let map = self.shard(key);
         map.get(&key)
-            .filter(|p| now.saturating_sub(p.last_used) < self.ttl_ms)
+            .filter(|p| now.saturating_sub(p.last_used) < self.ttl_ms())
             .map(|p| p.backend)
     }
 
@@ -174,7 +195,7 @@ impl SessionTable {
         let now = self.now_ms();
         let map = self.shard(key);
         map.get(&key)
-            .filter(|p| p.owner != 0 && now.saturating_sub(p.last_used) < self.ttl_ms)
+            .filter(|p| p.owner != 0 && now.saturating_sub(p.last_used) < self.ttl_ms())
             .map(|p| p.owner)
     }
 
@@ -182,11 +203,12 @@ impl SessionTable {
     /// the hot path.
     pub fn purge_expired(&self) -> usize {
         let now = self.now_ms();
+        let ttl = self.ttl_ms();
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
             let before = map.len();
-            map.retain(|_, p| now.saturating_sub(p.last_used) < self.ttl_ms);
+            map.retain(|_, p| now.saturating_sub(p.last_used) < ttl);
             removed += before - map.len();
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
@@ -210,7 +232,7 @@ impl SessionTable {
 
     /// The idle TTL.
     pub fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms)
+        Duration::from_millis(self.ttl_ms())
     }
 }
 
@@ -223,17 +245,20 @@ mod tests {
     fn pins_stick_and_move_off_unusable_backends() {
         let t = SessionTable::new(Duration::from_secs(60), 1000);
         let k = key_hash(b"alice");
-        assert_eq!(t.route(k, 7, |_| true, || Some(2)), PinOutcome::New(2));
-        assert_eq!(t.route(k, 7, |_| true, || Some(0)), PinOutcome::Hit(2));
+        assert_eq!(t.route(k, 7, true, |_| true, || Some(2)), PinOutcome::New(2));
+        assert_eq!(t.route(k, 7, true, |_| true, || Some(0)), PinOutcome::Hit(2));
         assert_eq!(t.owner_of(k), Some(7));
         assert_eq!(
-            t.route(k, 8, |b| b != 2, || Some(1)),
+            t.route(k, 8, true, |b| b != 2, || Some(1)),
             PinOutcome::Moved { from: 2, to: 1 }
         );
         assert_eq!(t.backend_of(k), Some(1));
         assert_eq!(t.owner_of(k), Some(8));
+        // on_backend_down = "fail": the pin stays, the message is refused.
+        assert_eq!(t.route(k, 8, false, |b| b != 1, || Some(0)), PinOutcome::PinnedDown(1));
+        assert_eq!(t.backend_of(k), Some(1));
         assert_eq!(
-            t.route(key_hash(b"bob"), 1, |_| false, || None),
+            t.route(key_hash(b"bob"), 1, true, |_| false, || None),
             PinOutcome::Unavailable
         );
         assert_eq!(t.len(), 1);
@@ -243,10 +268,10 @@ mod tests {
     fn idle_pins_expire() {
         let t = SessionTable::new(Duration::from_millis(20), 1000);
         let k = key_hash(b"k");
-        t.route(k, 1, |_| true, || Some(0));
+        t.route(k, 1, true, |_| true, || Some(0));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.backend_of(k), None);
-        assert_eq!(t.route(k, 1, |_| true, || Some(1)), PinOutcome::New(1));
+        assert_eq!(t.route(k, 1, true, |_| true, || Some(1)), PinOutcome::New(1));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.purge_expired(), 1);
         assert!(t.is_empty());
@@ -257,7 +282,7 @@ mod tests {
         let max = 640;
         let t = SessionTable::new(Duration::from_secs(60), max);
         for i in 0..20_000u64 {
-            t.route(key_hash(&i.to_le_bytes()), 1, |_| true, || Some(0));
+            t.route(key_hash(&i.to_le_bytes()), 1, true, |_| true, || Some(0));
             assert!(t.len() <= max, "{} > {max}", t.len());
         }
         assert!(t.evicted() >= 20_000 - max);
@@ -274,7 +299,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..5_000u64 {
                         let k = key_hash(&i.to_le_bytes());
-                        let got = t.route(k, w, |_| true, || Some((i % 3) as u32));
+                        let got = t.route(k, w, true, |_| true, || Some((i % 3) as u32));
                         let b = match got {
                             PinOutcome::Hit(b) | PinOutcome::New(b) => b,
                             other => panic!("{other:?}"),

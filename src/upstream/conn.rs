@@ -1,15 +1,18 @@
 //! One shared connection to one backend: a write buffer many clients' requests are copied
 //! into, the correlator of what awaits answers, and the task that connects (with back-off),
-//! writes, reads answers, and fails everything outstanding fast when the connection dies.
+//! writes, reads answers, times requests out, and — when the connection dies — hands
+//! requests that were never written back to their clients for another try, and fails the
+//! rest at once.
 
-use super::correlate::Correlator;
+use super::correlate::{Answer, Correlator, Expired};
 use crate::balancer::{Backend, Cluster};
 use crate::codec::{self, Frame, IdFormat, Span};
 use crate::config::{Correlation, ListenerConfig, PoolConfig};
-use crate::downstream::Client;
+use crate::downstream::{Client, Requeued};
 use crate::worker::WorkerCtx;
-use bytes::{Buf, BytesMut};
-use std::cell::RefCell;
+use bytes::{Buf, Bytes, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,12 +51,32 @@ impl OrigId {
     }
 }
 
+/// Where a queued frame sits in the connection's byte stream, so a frame that was never
+/// written can be handed back to its client.
+#[derive(Debug)]
+struct Placed {
+    /// Stream offset of its first byte.
+    start: u64,
+    /// Its length as written (with the proxy's id).
+    len: u32,
+    /// Where the id sits in the written frame (by_id).
+    id_at: Option<Span>,
+}
+
 #[derive(Debug)]
 struct Pending {
     client: Rc<Client>,
     seq: u64,
     orig: Option<OrigId>,
     sent: Instant,
+    placed: Placed,
+}
+
+/// A one-way message not yet fully written.
+#[derive(Debug)]
+struct OneWay {
+    client: Rc<Client>,
+    placed: Placed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,33 +94,39 @@ struct State {
     wbuf: BytesMut,
     /// Bytes taken from `wbuf` by the writer and not yet written.
     writing: usize,
+    /// Bytes ever queued on this connection: the stream offset of the next queued byte.
+    queued_total: u64,
+    /// Stream offset up to which bytes reached the socket.
+    written_total: u64,
     corr: Correlator<Pending>,
+    oneway: VecDeque<OneWay>,
 }
 
 /// A shared backend connection, as the client side sees it.
 #[derive(Debug)]
 pub struct UpConn {
-    /// Index of the backend in its cluster.
-    pub backend_index: usize,
+    /// The backend's shared state.
+    pub backend: Arc<Backend>,
     /// Which of the backend's pooled connections this is.
     pub slot: usize,
-    /// The backend's shared load state.
-    pub backend: Arc<Backend>,
     correlation: Correlation,
     id_format: IdFormat,
     max_queued: usize,
     state: RefCell<State>,
     notify: Notify,
+    retired: Cell<bool>,
+    /// The cluster as of the last reload, for outlier reports.
+    cluster: RefCell<Arc<Cluster>>,
 }
 
 impl UpConn {
     /// A connection (not yet connected) to `backend`.
     pub fn new(
-        backend_index: usize,
-        slot: usize,
         backend: Arc<Backend>,
+        slot: usize,
         listener: &ListenerConfig,
         pool: &PoolConfig,
+        cluster: Arc<Cluster>,
     ) -> Self {
         let codec = listener.codec.build(listener.limits.max_frame_size);
         let id_format = codec.id_format();
@@ -106,9 +135,8 @@ impl UpConn {
             codec::CodecSpec::Delimiter(_) => 8,
         };
         UpConn {
-            backend_index,
-            slot,
             backend,
+            slot,
             correlation: listener.correlation,
             id_format,
             max_queued: pool.max_queued_bytes,
@@ -116,15 +144,20 @@ impl UpConn {
                 status: Status::FirstConnect,
                 wbuf: BytesMut::new(),
                 writing: 0,
+                queued_total: 0,
+                written_total: 0,
                 corr: Correlator::new(listener.correlation, codec::id_space(id_format, id_width)),
+                oneway: VecDeque::new(),
             }),
             notify: Notify::new(),
+            retired: Cell::new(false),
+            cluster: RefCell::new(cluster),
         }
     }
 
-    /// Whether the connection is connected, or on its first attempt.
+    /// Whether the connection is connected, or on its first attempt, and not retired.
     pub fn accepts_messages(&self) -> bool {
-        self.state.borrow().status != Status::Down
+        !self.retired.get() && self.state.borrow().status != Status::Down
     }
 
     /// Whether another message fits: queued bytes under the bound, and a free proxy id.
@@ -144,167 +177,299 @@ impl UpConn {
         self.state.borrow().corr.len()
     }
 
+    /// Takes no new messages; the task closes the connection once nothing is outstanding.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.notify.notify_one();
+    }
+
+    /// Points outlier reports at a reloaded cluster.
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        *self.cluster.borrow_mut() = cluster;
+    }
+
     /// Queues one request frame of `client`, read at `now` (one clock read per batch of
-    /// frames, not per frame). The caller has checked [`Self::has_room`].
-    pub fn send(&self, frame: &[u8], id: Option<Span>, client: &Rc<Client>, now: Instant) {
+    /// frames, not per frame). `seq` is the request's sequence number when it is being
+    /// retried; a new request gets one from the client. The caller has checked
+    /// [`Self::has_room`].
+    pub fn send(&self, frame: &[u8], id: Option<Span>, client: &Rc<Client>, seq: Option<u64>, now: Instant) {
         let mut s = self.state.borrow_mut();
+        let start = s.queued_total;
+        let len_before = s.wbuf.len();
         let awaits = match (self.correlation, id) {
-            (Correlation::None, _) => {
-                s.wbuf.extend_from_slice(frame);
-                false
-            }
             (Correlation::InOrder, _) => {
-                let seq = client.begin_request();
+                let seq = seq.unwrap_or_else(|| client.begin_request());
                 s.corr.register(Pending {
                     client: client.clone(),
                     seq,
                     orig: None,
                     sent: now,
+                    placed: Placed {
+                        start,
+                        len: frame.len() as u32,
+                        id_at: None,
+                    },
                 });
                 s.wbuf.extend_from_slice(frame);
                 true
             }
-            // A by_id request without an id cannot be answered: it is sent one-way.
-            (Correlation::ById, None) => {
-                s.wbuf.extend_from_slice(frame);
-                false
-            }
             (Correlation::ById, Some(span)) => {
-                let seq = client.begin_request();
+                let seq = seq.unwrap_or_else(|| client.begin_request());
+                let before = s.wbuf.len();
+                let start_at = span.offset as usize;
+                let end_at = start_at + span.len as usize;
+                s.wbuf.extend_from_slice(&frame[..start_at]);
                 let pending = Pending {
                     client: client.clone(),
                     seq,
                     orig: Some(OrigId::new(span.slice(frame))),
                     sent: now,
+                    placed: Placed {
+                        start,
+                        len: 0,
+                        id_at: None,
+                    },
                 };
                 let Some(pid) = s.corr.register(pending) else {
                     // has_room() was checked by the caller; keep the books straight anyway.
+                    s.wbuf.truncate(before);
                     drop(s);
                     client.fail_request("no free proxy id on the backend connection");
                     return;
                 };
-                let start = span.offset as usize;
-                let end = start + span.len as usize;
-                s.wbuf.extend_from_slice(&frame[..start]);
                 codec::write_proxy_id(self.id_format, pid, span.len as usize, &mut s.wbuf);
-                s.wbuf.extend_from_slice(&frame[end..]);
+                let id_len = s.wbuf.len() - before - start_at;
+                s.wbuf.extend_from_slice(&frame[end_at..]);
+                let len = (s.wbuf.len() - before) as u32;
+                if let Some(p) = s.corr.get_mut(pid) {
+                    p.placed.len = len;
+                    p.placed.id_at = Some(Span {
+                        offset: span.offset,
+                        len: id_len as u32,
+                    });
+                }
                 true
             }
+            // One-way: `none`, or a by_id request without an id (it cannot be answered).
+            _ => {
+                s.wbuf.extend_from_slice(frame);
+                s.oneway.push_back(OneWay {
+                    client: client.clone(),
+                    placed: Placed {
+                        start,
+                        len: frame.len() as u32,
+                        id_at: None,
+                    },
+                });
+                false
+            }
         };
+        s.queued_total += (s.wbuf.len() - len_before) as u64;
         drop(s);
         self.backend.on_sent(awaits);
         self.notify.notify_one();
     }
 
     /// Routes one backend message: to the request it answers, or as a push.
-    fn on_backend_frame(
-        &self,
-        frame: &[u8],
-        f: &Frame,
-        now: Instant,
-        resp_format: IdFormat,
-        cluster: &Cluster,
-        worker: &WorkerCtx,
-    ) {
+    fn on_backend_frame(&self, frame: &[u8], f: &Frame, now: Instant, resp_format: IdFormat, worker: &WorkerCtx) {
         let id = match self.correlation {
-            Correlation::ById => {
-                f.id.and_then(|s| codec::parse_proxy_id(resp_format, s.slice(frame)))
-            }
+            Correlation::ById => f.id.and_then(|s| codec::parse_proxy_id(resp_format, s.slice(frame))),
             _ => None,
         };
-        let pending = self.state.borrow_mut().corr.answer(id);
-        match pending {
-            Some(p) => {
-                self.backend
-                    .on_answer(now.saturating_duration_since(p.sent));
+        let answer = self.state.borrow_mut().corr.answer(id);
+        match answer {
+            Answer::Matched(p) => {
+                self.backend.on_answer(now.saturating_duration_since(p.sent));
                 match (&p.orig, f.id) {
                     (Some(orig), Some(span)) => p.client.answer_by_id(frame, span, orig.as_slice()),
                     _ => p.client.answer_in_order(p.seq, frame),
                 }
             }
-            None => worker.route_push(cluster, f.key.map(|k| k.slice(frame)), frame),
+            Answer::Late => {
+                tracing::debug!(backend = %self.backend.name, "dropping the late answer of a timed-out request");
+            }
+            Answer::Unmatched => {
+                let cluster = self.cluster.borrow().clone();
+                worker.route_push(&cluster, f.key.map(|k| k.slice(frame)), frame);
+            }
         }
     }
 
-    /// Fails every outstanding request and drops queued bytes: the connection is gone.
-    fn fail_all(&self, reason: &str) {
-        let pending = {
+    /// Records that `n` more bytes reached the socket; forgets one-way messages fully sent.
+    fn wrote(&self, n: usize) {
+        let mut s = self.state.borrow_mut();
+        s.written_total += n as u64;
+        s.writing = s.writing.saturating_sub(n);
+        let written = s.written_total;
+        while s
+            .oneway
+            .front()
+            .is_some_and(|o| o.placed.start + u64::from(o.placed.len) <= written)
+        {
+            s.oneway.pop_front();
+        }
+    }
+
+    /// The connection is gone. Requests never written go back to their clients to be
+    /// routed again (if `retry`); every other outstanding request fails, which closes its
+    /// client. `unwritten` holds the bytes from the write offset on that the writer had
+    /// taken.
+    fn fail_all(&self, reason: &str, unwritten: BytesMut, retry: bool) {
+        let (pending, oneway, tail, written) = {
             let mut s = self.state.borrow_mut();
+            let mut tail = unwritten;
+            tail.extend_from_slice(&s.wbuf);
             s.wbuf.clear();
             s.writing = 0;
-            s.corr.drain()
+            let written = s.written_total;
+            debug_assert_eq!(written + tail.len() as u64, s.queued_total);
+            s.written_total = s.queued_total;
+            (s.corr.drain(), std::mem::take(&mut s.oneway), tail.freeze(), written)
         };
-        if !pending.is_empty() {
-            tracing::warn!(
-                backend = %self.backend.name,
-                failed = pending.len(),
-                reason,
-                "failing requests in flight on a lost backend connection"
-            );
-        }
+        let cut = |p: &Placed| -> Option<Bytes> {
+            let from = p.start.checked_sub(written)? as usize;
+            tail.get(from..from + p.len as usize).map(|_| tail.slice(from..from + p.len as usize))
+        };
+        let mut failed = 0;
+        let mut retried = 0;
         let msg = format!("backend {} failed: {reason}", self.backend.name);
         for p in pending {
-            self.backend.on_failed();
-            p.client.fail_request(&msg);
+            match cut(&p.placed).filter(|_| retry) {
+                Some(bytes) => {
+                    retried += 1;
+                    let (frame, id) = restore_id(bytes, &p);
+                    self.backend.on_failed();
+                    p.client.requeue(Requeued {
+                        frame,
+                        id,
+                        seq: Some(p.seq),
+                    });
+                }
+                None => {
+                    failed += 1;
+                    self.backend.on_failed();
+                    p.client.fail_request(&msg);
+                }
+            }
+        }
+        for o in oneway {
+            if let Some(frame) = cut(&o.placed).filter(|_| retry) {
+                retried += 1;
+                o.client.requeue(Requeued { frame, id: None, seq: None });
+            }
+        }
+        if failed > 0 || retried > 0 {
+            tracing::warn!(
+                backend = %self.backend.name,
+                failed,
+                retried,
+                reason,
+                "backend connection lost with requests in flight: failing what was sent, retrying what was not"
+            );
         }
     }
 
     fn set_status(&self, status: Status) {
         self.state.borrow_mut().status = status;
     }
+
+    fn report_failure(&self, what: &str) {
+        let cluster = self.cluster.borrow().clone();
+        if let Some(i) = cluster.index_of(self.backend.id) {
+            cluster.report_failure(i, what);
+        }
+    }
+
+    fn idle_and_retired(&self) -> bool {
+        let s = self.state.borrow();
+        self.retired.get() && s.corr.is_empty() && s.wbuf.is_empty() && s.writing == 0
+    }
 }
 
-/// The connection's task: connect, pump bytes both ways, and on failure fail what was in
-/// flight and reconnect with exponential back-off. Ends when the worker's runtime ends.
-pub async fn run(
-    conn: Rc<UpConn>,
-    listener: ListenerConfig,
-    cluster: Arc<Cluster>,
-    worker: Rc<WorkerCtx>,
-) {
-    let pool = cluster.config.pool;
-    let mut backoff = pool.reconnect_backoff_min;
+/// A frame handed back for retry, with the client's own id where the proxy's was.
+fn restore_id(bytes: Bytes, p: &Pending) -> (Bytes, Option<Span>) {
+    match (&p.orig, p.placed.id_at) {
+        (Some(orig), Some(at)) => {
+            let start = at.offset as usize;
+            let end = start + at.len as usize;
+            let mut f = BytesMut::with_capacity(bytes.len());
+            f.extend_from_slice(&bytes[..start]);
+            f.extend_from_slice(orig.as_slice());
+            f.extend_from_slice(&bytes[end..]);
+            let span = Span {
+                offset: at.offset,
+                len: orig.as_slice().len() as u32,
+            };
+            (f.freeze(), Some(span))
+        }
+        _ => (bytes, None),
+    }
+}
+
+/// The connection's task: connect, pump bytes both ways, and on failure hand back or fail
+/// what was in flight and reconnect with exponential back-off. Ends when the connection is
+/// retired and idle, or when the worker's runtime ends.
+pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCtx>) {
     let addr = conn.backend.address;
+    let mut backoff: Option<Duration> = None;
     loop {
-        let reason = match tokio::time::timeout(pool.connect_timeout, TcpStream::connect(addr))
-            .await
-        {
+        let cluster = conn.cluster.borrow().clone();
+        let pool = cluster.config.pool;
+        let retry = cluster.config.retry_on_connect_failure;
+        if conn.retired.get() {
+            conn.fail_all("backend removed from the cluster", BytesMut::new(), retry);
+            return;
+        }
+        let (reason, unwritten, connected) = match tokio::time::timeout(pool.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 conn.set_status(Status::Connected);
                 if !conn.backend.set_up(true) {
                     tracing::info!(backend = %conn.backend.name, %addr, "backend is up");
                 }
-                backoff = pool.reconnect_backoff_min;
+                backoff = None;
                 worker.capacity.notify_waiters();
-                let reason = pump(&conn, stream, &listener, &cluster, &worker).await;
+                let (reason, unwritten) = pump(&conn, stream, &listener, &worker, cluster.config.request_timeout).await;
+                if reason.is_empty() {
+                    // Retired and idle: a clean close.
+                    return;
+                }
                 tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
-                reason
+                (reason, unwritten, true)
             }
-            Ok(Err(e)) => format!("connect failed: {e}"),
-            Err(_) => format!("connect timed out after {:?}", pool.connect_timeout),
+            Ok(Err(e)) => (format!("connect failed: {e}"), BytesMut::new(), false),
+            Err(_) => (format!("connect timed out after {:?}", pool.connect_timeout), BytesMut::new(), false),
         };
         conn.set_status(Status::Down);
-        conn.fail_all(&reason);
-        if conn.backend.set_up(false) {
-            tracing::warn!(backend = %conn.backend.name, %addr, %reason, retry_in = ?backoff, "backend is down");
+        let had_work = !conn.state.borrow().corr.is_empty();
+        conn.fail_all(&reason, unwritten, retry);
+        if !connected || had_work {
+            conn.report_failure(&reason);
+        }
+        let delay = backoff.map_or(pool.reconnect_backoff_min, |b| (b * 2).min(pool.reconnect_backoff_max));
+        backoff = Some(delay);
+        if !connected && conn.backend.set_up(false) {
+            tracing::warn!(backend = %conn.backend.name, %addr, %reason, retry_in = ?delay, "backend is down");
         }
         // Clients waiting for room must re-decide now that this connection is gone.
         worker.capacity.notify_waiters();
-        let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 4 + 1));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(pool.reconnect_backoff_max);
+        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 4 + 1));
+        tokio::select! {
+            _ = tokio::time::sleep(delay + jitter) => {}
+            _ = conn.notify.notified(), if !conn.retired.get() => {}
+        }
     }
 }
 
-/// Moves bytes until the connection fails; returns why it ended.
+/// Moves bytes until the connection fails (or is retired and idle: empty reason); returns
+/// why it ended and the bytes the writer had taken but not written.
 async fn pump(
     conn: &Rc<UpConn>,
     mut stream: TcpStream,
     listener: &ListenerConfig,
-    cluster: &Cluster,
     worker: &WorkerCtx,
-) -> String {
+    request_timeout: Duration,
+) -> (String, BytesMut) {
     let max_frame = listener.limits.max_frame_size;
     let mut codec = listener.response_codec.build(max_frame);
     let resp_format = codec.id_format();
@@ -312,11 +477,23 @@ async fn pump(
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::new();
     let mut frames = Vec::new();
+    let timer = tokio::time::sleep(request_timeout);
+    tokio::pin!(timer);
     loop {
         if out.is_empty() {
             let mut s = conn.state.borrow_mut();
             std::mem::swap(&mut out, &mut s.wbuf);
             s.writing = out.len();
+        }
+        if out.is_empty() && conn.idle_and_retired() {
+            return (String::new(), out);
+        }
+        let oldest = conn.state.borrow().corr.oldest().map(|p| p.sent);
+        if let Some(sent) = oldest {
+            let deadline = tokio::time::Instant::from_std(sent + request_timeout);
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
         }
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
@@ -325,18 +502,18 @@ async fn pump(
             biased;
             r = rd.read_buf(&mut rbuf) => {
                 match r {
-                    Ok(0) => return "backend closed the connection".into(),
+                    Ok(0) => return ("backend closed the connection".into(), out),
                     Ok(_) => {}
-                    Err(e) => return format!("read failed: {e}"),
+                    Err(e) => return (format!("read failed: {e}"), out),
                 }
                 if let Err(e) = codec.scan(&rbuf, &mut frames) {
-                    return format!("bad answer from backend: {e}");
+                    return (format!("bad answer from backend: {e}"), out);
                 }
                 let was_full = !conn.has_room();
                 let now = Instant::now();
                 for f in frames.drain(..) {
                     let len = f.len as usize;
-                    conn.on_backend_frame(&rbuf[..len], &f, now, resp_format, cluster, worker);
+                    conn.on_backend_frame(&rbuf[..len], &f, now, resp_format, worker);
                     rbuf.advance(len);
                 }
                 if was_full && conn.has_room() {
@@ -348,15 +525,45 @@ async fn pump(
                     Ok(n) => {
                         let was_full = !conn.has_room();
                         out.advance(n);
-                        conn.state.borrow_mut().writing = out.len();
+                        conn.wrote(n);
                         if was_full && conn.has_room() {
                             worker.capacity.notify_waiters();
                         }
                     }
-                    Err(e) => return format!("write failed: {e}"),
+                    Err(e) => return (format!("write failed: {e}"), out),
+                }
+            }
+            _ = &mut timer, if oldest.is_some() => {
+                if let Some(reason) = expire(conn, request_timeout) {
+                    return (reason, out);
                 }
             }
             _ = conn.notify.notified(), if out.is_empty() => {}
+        }
+    }
+}
+
+/// Handles requests older than `timeout`. Returns a reason if the connection must close.
+fn expire(conn: &UpConn, timeout: Duration) -> Option<String> {
+    let now = Instant::now();
+    let is_old = |p: &Pending| now.saturating_duration_since(p.sent) >= timeout;
+    loop {
+        let expired = conn.state.borrow_mut().corr.oldest_expired(is_old);
+        match expired {
+            None => return None,
+            Some(Expired::Request(p)) => {
+                conn.backend.on_failed();
+                conn.report_failure("request timeout");
+                tracing::warn!(backend = %conn.backend.name, timeout = ?timeout, "request timed out; failing it");
+                p.client
+                    .fail_request(&format!("request to backend {} timed out after {timeout:?}", conn.backend.name));
+            }
+            Some(Expired::ConnectionLost) => {
+                // An in_order connection cannot skip an answer: close and replace it.
+                return Some(format!(
+                    "request timed out after {timeout:?}; an in_order connection cannot skip an answer, replacing it"
+                ));
+            }
         }
     }
 }

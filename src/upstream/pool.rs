@@ -1,23 +1,30 @@
 //! One worker's pool of shared connections to one cluster's backends, for one listener
-//! (the listener fixes the protocol and the correlation mode spoken on them).
+//! protocol (the listener fixes the codec and the correlation mode spoken on them). On a
+//! config reload the pool is reconciled with the new cluster: connections to backends that
+//! stay are kept (with everything in flight on them), new backends get connections, and
+//! connections to removed backends are retired: they take no new messages and close once
+//! their last answer is in.
 
 use super::conn::{self, UpConn};
 use crate::balancer::Cluster;
 use crate::config::ListenerConfig;
 use crate::worker::WorkerCtx;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// `connections_per_backend` connections to each backend of a cluster.
+/// `connections_per_backend` connections to each backend of a cluster, in the cluster's
+/// backend order.
 #[derive(Debug)]
 pub struct Pool {
-    conns: Vec<Vec<Rc<UpConn>>>,
+    listener: ListenerConfig,
+    conns: RefCell<Vec<Vec<Rc<UpConn>>>>,
 }
 
 /// Where a message can go.
-pub enum PoolTarget<'a> {
+pub enum PoolTarget {
     /// This connection takes it.
-    Conn(&'a Rc<UpConn>),
+    Conn(Rc<UpConn>),
     /// The backend's connections are up but full; wait for capacity.
     Full,
     /// The backend cannot take messages now.
@@ -26,40 +33,59 @@ pub enum PoolTarget<'a> {
 
 impl Pool {
     /// Creates the pool and spawns its connection tasks on the current `LocalSet`.
-    pub fn start(
-        listener: &ListenerConfig,
-        cluster: &Arc<Cluster>,
-        worker: &Rc<WorkerCtx>,
-    ) -> Self {
-        let pool_cfg = cluster.config.pool;
-        let conns = cluster
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, backend)| {
-                (0..pool_cfg.connections_per_backend)
-                    .map(|n| {
-                        let c = Rc::new(UpConn::new(i, n, backend.clone(), listener, &pool_cfg));
-                        tokio::task::spawn_local(conn::run(
-                            c.clone(),
-                            listener.clone(),
-                            cluster.clone(),
-                            worker.clone(),
-                        ));
-                        c
-                    })
-                    .collect()
-            })
-            .collect();
-        Pool { conns }
+    pub fn start(listener: &ListenerConfig, cluster: &Arc<Cluster>, worker: &Rc<WorkerCtx>) -> Self {
+        let pool = Pool {
+            listener: listener.clone(),
+            conns: RefCell::new(Vec::new()),
+        };
+        pool.reconcile(cluster, worker);
+        pool
     }
 
-    /// The connection of backend `b` that should take the next message: the usable one
-    /// with the fewest queued bytes.
-    pub fn target(&self, b: usize) -> PoolTarget<'_> {
+    fn spawn(&self, backend: &Arc<crate::balancer::Backend>, slot: usize, cluster: &Arc<Cluster>, worker: &Rc<WorkerCtx>) -> Rc<UpConn> {
+        let c = Rc::new(UpConn::new(backend.clone(), slot, &self.listener, &cluster.config.pool, cluster.clone()));
+        tokio::task::spawn_local(conn::run(c.clone(), self.listener.clone(), worker.clone()));
+        c
+    }
+
+    /// Brings the pool in line with `cluster` (a reload): keeps connections to backends
+    /// that stay, opens connections to new ones, retires the rest.
+    pub fn reconcile(&self, cluster: &Arc<Cluster>, worker: &Rc<WorkerCtx>) {
+        let per_backend = cluster.config.pool.connections_per_backend;
+        let mut old: Vec<Vec<Rc<UpConn>>> = std::mem::take(&mut *self.conns.borrow_mut());
+        let mut next = Vec::with_capacity(cluster.backends.len());
+        for backend in &cluster.backends {
+            let mut kept: Vec<Rc<UpConn>> = old
+                .iter_mut()
+                .find(|v| v.first().is_some_and(|c| Arc::ptr_eq(&c.backend, backend)))
+                .map(std::mem::take)
+                .unwrap_or_default();
+            for extra in kept.drain(per_backend.min(kept.len())..) {
+                extra.retire();
+            }
+            for c in &kept {
+                c.set_cluster(cluster.clone());
+            }
+            while kept.len() < per_backend {
+                let slot = kept.len();
+                kept.push(self.spawn(backend, slot, cluster, worker));
+            }
+            next.push(kept);
+        }
+        for gone in old.into_iter().flatten() {
+            tracing::info!(backend = %gone.backend.name, "backend removed: retiring its connection after its last answer");
+            gone.retire();
+        }
+        *self.conns.borrow_mut() = next;
+    }
+
+    /// Among backend `b`'s connections: the usable one with the fewest queued bytes, and
+    /// whether some connection is up but full.
+    fn choose(&self, b: usize) -> (Option<usize>, bool) {
+        let conns = self.conns.borrow();
         let mut full = false;
-        let mut best: Option<&Rc<UpConn>> = None;
-        for c in &self.conns[b] {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, c) in conns.get(b).into_iter().flatten().enumerate() {
             if !c.accepts_messages() {
                 continue;
             }
@@ -67,24 +93,38 @@ impl Pool {
                 full = true;
                 continue;
             }
-            if best.is_none_or(|x| c.queued() < x.queued()) {
-                best = Some(c);
+            let q = c.queued();
+            if best.is_none_or(|(_, bq)| q < bq) {
+                best = Some((i, q));
             }
         }
-        match best {
-            Some(c) => PoolTarget::Conn(c),
-            None if full => PoolTarget::Full,
-            None => PoolTarget::Down,
+        (best.map(|(i, _)| i), full)
+    }
+
+    /// The connection of backend `b` that should take the next message.
+    pub fn target(&self, b: usize) -> PoolTarget {
+        match self.choose(b) {
+            (Some(i), _) => PoolTarget::Conn(self.conns.borrow()[b][i].clone()),
+            (None, true) => PoolTarget::Full,
+            (None, false) => PoolTarget::Down,
         }
     }
 
     /// Whether backend `b` can take a message now.
     pub fn usable(&self, b: usize) -> bool {
-        matches!(self.target(b), PoolTarget::Conn(_))
+        self.choose(b).0.is_some()
     }
 
     /// Whether some backend is up but momentarily full (so waiting makes sense).
     pub fn any_full(&self) -> bool {
-        (0..self.conns.len()).any(|b| matches!(self.target(b), PoolTarget::Full))
+        (0..self.conns.borrow().len()).any(|b| matches!(self.choose(b), (None, true)))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for c in self.conns.get_mut().iter().flatten() {
+            c.retire();
+        }
     }
 }

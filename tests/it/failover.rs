@@ -104,5 +104,5 @@ fn requests_in_flight_on_a_dying_backend_fail_fast() {
     );
     assert!(proxy
         .stderr()
-        .contains("failing requests in flight on a lost backend connection"));
+        .contains("backend connection lost with requests in flight"));
 }

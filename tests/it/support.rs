@@ -43,7 +43,8 @@ pub struct Proxy {
     pub child: Child,
     pub addrs: HashMap<String, SocketAddr>,
     pub stderr_path: PathBuf,
-    _config: TempFile,
+    lines: std::sync::mpsc::Receiver<String>,
+    config: TempFile,
 }
 
 pub fn bin() -> &'static str {
@@ -53,10 +54,23 @@ pub fn bin() -> &'static str {
 impl Proxy {
     /// Starts `switchyard run` and waits (bounded) for every listener to be bound.
     pub fn start(config: &str) -> Proxy {
+        Self::start_limited(config, None)
+    }
+
+    /// Like [`Proxy::start`], with the open-file limit set to `nofile` if given.
+    pub fn start_limited(config: &str, nofile: Option<u32>) -> Proxy {
         let file = TempFile::new("switchyard.toml", config);
         let stderr_path = file.0.with_file_name("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(bin())
+        let mut cmd = match nofile {
+            None => Command::new(bin()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(bin());
+                c
+            }
+        };
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&file.0)
             .env("RUST_LOG", "info")
@@ -98,8 +112,49 @@ impl Proxy {
             child,
             addrs,
             stderr_path,
-            _config: file,
+            lines: rx,
+            config: file,
         }
+    }
+
+    /// Writes a new config and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        std::fs::write(&self.config.0, config).unwrap();
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    }
+
+    /// The next `listening NAME ADDR` line (after a reload), within `wait`.
+    pub fn next_listening(&mut self, wait: Duration) -> Option<(String, SocketAddr)> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if let ["listening", name, addr] = parts[..] {
+                let addr: SocketAddr = addr.parse().unwrap();
+                self.addrs.insert(name.to_string(), addr);
+                return Some((name.to_string(), addr));
+            }
+        }
+    }
+
+    /// Resident memory of the proxy, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// User + system CPU time of the proxy, in clock ticks (1/100 s).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {

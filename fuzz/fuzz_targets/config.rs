@@ -1,0 +1,33 @@
+//! Fuzzes config validation: `switchyard::config::parse` on arbitrary UTF-8 text must never
+//! panic, and a config it accepts must be one the server can run: at least one worker,
+//! every listener's cluster index in range, every cluster with a backend.
+//!
+//! Validation resolves `listen` / `address` values that are not IP literals through the
+//! system resolver (`ToSocketAddrs`); on the CI machine such look-ups fail within a
+//! millisecond or two, so they are left in.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(cfg) = switchyard::config::parse(text, Path::new("fuzz.toml")) {
+        assert!(cfg.workers >= 1, "accepted {} workers", cfg.workers);
+        for l in &cfg.listeners {
+            assert!(
+                l.cluster < cfg.clusters.len(),
+                "listener {} points at cluster {} of {}",
+                l.name,
+                l.cluster,
+                cfg.clusters.len()
+            );
+        }
+        for c in &cfg.clusters {
+            assert!(!c.backends.is_empty(), "cluster {} has no backend", c.name);
+        }
+    }
+});
