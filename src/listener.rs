@@ -19,7 +19,11 @@ pub fn bind_reuseport(
     let mut out = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
-        let sock = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))?;
+        let sock = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         sock.set_reuse_address(true)?;
         sock.set_reuse_port(true)?;
         sock.set_nonblocking(true)?;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use switchyard::server::Signal;
+use switchyard::server::{Signal, Signals};
 
 #[derive(Parser)]
 #[command(
@@ -61,7 +61,11 @@ fn init_logging(filter: Option<&str>) {
         Targets::new().with_default(tracing::Level::INFO)
     });
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(targets)
         .init();
 }
@@ -90,17 +94,22 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let c = switchyard::config::load(&config)?;
+            let signals = Signals::register().context("registering signal handlers")?;
             let running = switchyard::server::start(c)?;
             for (name, addr) in &running.listeners {
                 announce(name, *addr);
             }
             tracing::info!(config = %config.display(), "switchyard running");
-            switchyard::server::handle_signals(|signal| match signal {
+            signals.handle(|signal| match signal {
                 Signal::Reload => {
                     match switchyard::config::load(&config) {
-                        Err(e) => tracing::error!("reload refused, keeping the running config: {e}"),
+                        Err(e) => {
+                            tracing::error!("reload refused, keeping the running config: {e}")
+                        }
                         Ok(c) => match running.reload(c) {
-                            Err(e) => tracing::error!("reload refused, keeping the running config: {e}"),
+                            Err(e) => {
+                                tracing::error!("reload refused, keeping the running config: {e}")
+                            }
                             Ok(fresh) => {
                                 for (name, addr) in &fresh {
                                     announce(name, *addr);
@@ -112,11 +121,13 @@ fn main() -> anyhow::Result<()> {
                     true
                 }
                 Signal::Terminate(name) => {
-                    tracing::info!(signal = name, "shutting down: no new connections, finishing in-flight messages");
+                    tracing::info!(
+                        signal = name,
+                        "shutting down: no new connections, finishing in-flight messages"
+                    );
                     false
                 }
-            })
-            .context("waiting for signals")?;
+            });
             running.shutdown();
             running.join();
             tracing::info!("shutdown complete");
@@ -125,9 +136,10 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => Ok(switchyard::demo::run_demo(args)?),
         Command::Bench(args) => Ok(switchyard::demo::bench::run(args)?),
         Command::Backend { listen, name } => {
+            let signals = Signals::register()?;
             let b = switchyard::demo::backend::TestBackend::start_at(&name, listen)?;
-            println!("listening {name} {}", b.addr);
-            switchyard::server::handle_signals(|s| !matches!(s, Signal::Terminate(_)))?;
+            announce(&name, b.addr);
+            signals.handle(|s| !matches!(s, Signal::Terminate(_)));
             Ok(())
         }
     }

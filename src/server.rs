@@ -5,7 +5,7 @@
 
 use crate::balancer::Cluster;
 use crate::config::Config;
-use crate::worker::{self, Generation, Shared, Stats};
+use crate::worker::{self, Generation, Shared, Stats, WorkerSockets};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -53,7 +53,7 @@ pub struct Running {
 fn bind_new(
     config: &Config,
     previous: Option<&Generation>,
-) -> Result<(Vec<SocketAddr>, Vec<Option<Mutex<Vec<Option<std::net::TcpListener>>>>>), ServerError> {
+) -> Result<(Vec<SocketAddr>, Vec<Option<WorkerSockets>>), ServerError> {
     let mut addrs = Vec::new();
     let mut sockets = Vec::new();
     for l in &config.listeners {
@@ -69,13 +69,14 @@ fn bind_new(
             sockets.push(None);
             continue;
         }
-        let (socks, bound) = crate::listener::bind_reuseport(l.listen, config.workers).map_err(|source| {
-            ServerError::Bind {
-                listener: l.name.clone(),
-                address: l.listen,
-                source,
-            }
-        })?;
+        let (socks, bound) =
+            crate::listener::bind_reuseport(l.listen, config.workers).map_err(|source| {
+                ServerError::Bind {
+                    listener: l.name.clone(),
+                    address: l.listen,
+                    source,
+                }
+            })?;
         addrs.push(bound);
         sockets.push(Some(Mutex::new(socks.into_iter().map(Some).collect())));
     }
@@ -111,7 +112,9 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         addrs,
         sockets,
     });
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(worker::PUSH_INBOX)).unzip();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| mpsc::channel(worker::PUSH_INBOX))
+        .unzip();
     let shared = Arc::new(Shared {
         push_tx: txs,
         stats: Stats::default(),
@@ -119,8 +122,20 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     });
     let (generations, gen_rx) = watch::channel(generation.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Every runtime is built before any thread starts, so a failure (e.g. no file
+    // descriptors left) stops the start instead of leaving a worker missing.
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(thread_error(name))
+    };
+    let worker_rts = (0..workers)
+        .map(|id| runtime(&format!("sy-worker-{id}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let control_rt = runtime("sy-control")?;
     let mut threads = Vec::new();
-    for (id, inbox) in rxs.into_iter().enumerate() {
+    for ((id, inbox), rt) in rxs.into_iter().enumerate().zip(worker_rts) {
         let shared = shared.clone();
         let gens = gen_rx.clone();
         let rx = shutdown_rx.clone();
@@ -128,13 +143,6 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
         let t = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(worker = id, "cannot build runtime: {e}");
-                        return;
-                    }
-                };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, worker::run(id, shared, gens, rx, inbox));
             })
@@ -146,7 +154,7 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
     threads.push(
         std::thread::Builder::new()
             .name("sy-control".into())
-            .spawn(move || control(control_rx, control_shutdown))
+            .spawn(move || control(control_rt, control_rx, control_shutdown))
             .map_err(thread_error("sy-control"))?,
     );
     Ok(Running {
@@ -161,14 +169,11 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
 
 /// The control thread: active health checks for the current generation, and a purge of
 /// expired session pins once a second, until shutdown.
-fn control(mut generations: watch::Receiver<Arc<Generation>>, mut shutdown: watch::Receiver<bool>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot build the control runtime: {e}");
-            return;
-        }
-    };
+fn control(
+    rt: tokio::runtime::Runtime,
+    mut generations: watch::Receiver<Arc<Generation>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     rt.block_on(async move {
         let mut current = generations.borrow_and_update().clone();
         let mut checks = crate::health::Checks::start(&current.clusters);
@@ -216,7 +221,10 @@ impl Running {
 
     /// The current generation.
     pub fn current(&self) -> Arc<Generation> {
-        self.generation.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Applies a new, validated config without dropping connections: listeners are added,
@@ -285,23 +293,45 @@ pub enum Signal {
     Terminate(&'static str),
 }
 
-/// Delivers signals to `on_signal` until it returns `false`.
-pub fn handle_signals(mut on_signal: impl FnMut(Signal) -> bool) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        loop {
-            let s = tokio::select! {
-                _ = term.recv() => Signal::Terminate("SIGTERM"),
-                _ = int.recv() => Signal::Terminate("SIGINT"),
-                _ = hup.recv() => Signal::Reload,
-            };
-            if !on_signal(s) {
-                return Ok(());
+/// The signals the `run` command listens to, registered up front (so that a process that
+/// later runs out of file descriptors can still be stopped and reloaded).
+#[derive(Debug)]
+pub struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers SIGTERM, SIGINT and SIGHUP.
+    pub fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _enter = rt.enter();
+        let term = signal(SignalKind::terminate())?;
+        let hup = signal(SignalKind::hangup())?;
+        let int = signal(SignalKind::interrupt())?;
+        drop(_enter);
+        Ok(Signals { rt, term, hup, int })
+    }
+
+    /// Delivers signals to `on_signal` until it returns `false`.
+    pub fn handle(mut self, mut on_signal: impl FnMut(Signal) -> bool) {
+        let Signals { rt, term, hup, int } = &mut self;
+        rt.block_on(async {
+            loop {
+                let s = tokio::select! {
+                    _ = term.recv() => Signal::Terminate("SIGTERM"),
+                    _ = int.recv() => Signal::Terminate("SIGINT"),
+                    _ = hup.recv() => Signal::Reload,
+                };
+                if !on_signal(s) {
+                    return;
+                }
             }
-        }
-    })
+        })
+    }
 }

@@ -58,8 +58,11 @@ pub struct Generation {
     pub addrs: Vec<std::net::SocketAddr>,
     /// Per listener (config order): for a listener bound anew in this generation, one socket
     /// per worker, each taken by its worker. `None` where the previous socket stays.
-    pub sockets: Vec<Option<Mutex<Vec<Option<std::net::TcpListener>>>>>,
+    pub sockets: Vec<Option<WorkerSockets>>,
 }
+
+/// One listening socket per worker, each taken once by its worker.
+pub type WorkerSockets = Mutex<Vec<Option<std::net::TcpListener>>>;
 
 /// What all workers share.
 #[derive(Debug)]
@@ -184,7 +187,11 @@ fn apply(ctx: &Rc<WorkerCtx>, g: &Generation, listeners: &mut HashMap<String, Wo
         keep.push(cfg.name.clone());
         let cluster = g.clusters[cfg.cluster].clone();
         let seed = ((ctx.id as u64) << 32) ^ (i as u64) ^ (g.number << 16) ^ 0x5157_4954_4348;
-        let picker = RefCell::new(Picker::new(cluster.config.policy, cluster.backends.len(), seed));
+        let picker = RefCell::new(Picker::new(
+            cluster.config.policy,
+            cluster.backends.len(),
+            seed,
+        ));
         let socket = g.sockets[i].as_ref().and_then(|m| {
             m.lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -195,12 +202,13 @@ fn apply(ctx: &Rc<WorkerCtx>, g: &Generation, listeners: &mut HashMap<String, Wo
             (Some(wl), None) => {
                 // Same socket: swap in the new context; connections follow it.
                 let old = wl.slot.current();
-                let pool = if old.same_protocol(cfg) && old.cluster.config.name == cluster.config.name {
-                    old.pool.reconcile(&cluster, ctx);
-                    old.pool.clone()
-                } else {
-                    Rc::new(Pool::start(cfg, &cluster, ctx))
-                };
+                let pool =
+                    if old.same_protocol(cfg) && old.cluster.config.name == cluster.config.name {
+                        old.pool.reconcile(&cluster, ctx);
+                        old.pool.clone()
+                    } else {
+                        Rc::new(Pool::start(cfg, &cluster, ctx))
+                    };
                 wl.slot.replace(Rc::new(ListenerCtx {
                     config: cfg.clone(),
                     cluster,
@@ -223,10 +231,13 @@ fn apply(ctx: &Rc<WorkerCtx>, g: &Generation, listeners: &mut HashMap<String, Wo
                 let slot = Rc::new(ListenerSlot::new(lctx, ctx.shared.conn_count(&cfg.name)));
                 match tokio::net::TcpListener::from_std(sock) {
                     Ok(l) => {
-                        let accept = tokio::task::spawn_local(crate::listener::accept_loop(l, slot.clone()));
+                        let accept =
+                            tokio::task::spawn_local(crate::listener::accept_loop(l, slot.clone()));
                         listeners.insert(cfg.name.clone(), WorkerListener { slot, accept });
                     }
-                    Err(e) => tracing::error!(listener = %cfg.name, "cannot register listener: {e}"),
+                    Err(e) => {
+                        tracing::error!(listener = %cfg.name, "cannot register listener: {e}")
+                    }
                 }
             }
             (None, None) => tracing::error!(listener = %cfg.name, "no socket for a new listener"),
@@ -297,6 +308,10 @@ pub async fn run(
     }
     let left = ctx.client_count();
     if left > 0 {
-        tracing::warn!(worker = id, clients = left, "shutdown deadline reached; closing remaining clients");
+        tracing::warn!(
+            worker = id,
+            clients = left,
+            "shutdown deadline reached; closing remaining clients"
+        );
     }
 }

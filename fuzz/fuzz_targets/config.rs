@@ -3,8 +3,10 @@
 //! every listener's cluster index in range, every cluster with a backend.
 //!
 //! Validation resolves `listen` / `address` values that are not IP literals through the
-//! system resolver (`ToSocketAddrs`); on the CI machine such look-ups fail within a
-//! millisecond or two, so they are left in.
+//! system resolver (`ToSocketAddrs`), so mutated host names become real look-ups. They are
+//! left in: on the CI machine a look-up of a name that does not exist fails at once, and
+//! with the seed corpus they cost about a third of the executions per second (~30k/s with
+//! look-ups against ~40-48k/s with resolution stubbed out).
 
 #![no_main]
 

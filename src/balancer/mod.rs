@@ -83,15 +83,16 @@ impl Cluster {
                 }
             })
             .collect();
-        let sessions = config.persistence.map(|p| {
-            match previous.and_then(|c| c.sessions.clone()) {
-                Some(t) => {
-                    t.set_limits(p.ttl, p.max_entries);
-                    t
-                }
-                None => Arc::new(SessionTable::new(p.ttl, p.max_entries)),
-            }
-        });
+        let sessions =
+            config
+                .persistence
+                .map(|p| match previous.and_then(|c| c.sessions.clone()) {
+                    Some(t) => {
+                        t.set_limits(p.ttl, p.max_entries);
+                        t
+                    }
+                    None => Arc::new(SessionTable::new(p.ttl, p.max_entries)),
+                });
         Cluster {
             config,
             backends,
@@ -129,11 +130,17 @@ impl Cluster {
             owner,
             repin,
             |id| self.index_of(id).is_some_and(usable),
-            || picker.pick(&self.backends, &fresh).map(|i| self.backends[i].id),
+            || {
+                picker
+                    .pick(&self.backends, &fresh)
+                    .map(|i| self.backends[i].id)
+            },
         );
         let index = |id: u32| self.index_of(id);
         match outcome {
-            PinOutcome::Hit(id) | PinOutcome::New(id) => index(id).map_or(Routed::Unavailable, Routed::To),
+            PinOutcome::Hit(id) | PinOutcome::New(id) => {
+                index(id).map_or(Routed::Unavailable, Routed::To)
+            }
             PinOutcome::Moved { from, to } => match index(to) {
                 Some(to) => Routed::Moved {
                     from: index(from),
@@ -202,7 +209,12 @@ mod tests {
             "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ncluster = \"c\"\n[listener.codec]\nkind = \"delimiter\"\n\
              [[cluster]]\nname = \"c\"\npolicy = \"round_robin\"\nbackends = {backends}\n{extra}"
         );
-        Cluster::new(parse(&text, Path::new("t.toml")).unwrap().clusters.remove(0))
+        Cluster::new(
+            parse(&text, Path::new("t.toml"))
+                .unwrap()
+                .clusters
+                .remove(0),
+        )
     }
 
     const THREE: &str = r#"[{ address = "127.0.0.1:1", name = "a" }, { address = "127.0.0.1:2", name = "b" }, { address = "127.0.0.1:3", name = "c", drain = true }]"#;
@@ -223,12 +235,18 @@ mod tests {
 
     #[test]
     fn on_backend_down_fail_refuses_instead_of_moving() {
-        let c = cluster("on_backend_down = \"fail\"\n[cluster.persistence]\nttl = \"1m\"", THREE);
+        let c = cluster(
+            "on_backend_down = \"fail\"\n[cluster.persistence]\nttl = \"1m\"",
+            THREE,
+        );
         let mut p = Picker::new(c.config.policy, 3, 0);
         let Routed::To(home) = c.route(Some(7), 1, &mut p, &|_| true) else {
             panic!("first message must be routed")
         };
-        assert_eq!(c.route(Some(7), 1, &mut p, &|i| i != home), Routed::PinnedDown(Some(home)));
+        assert_eq!(
+            c.route(Some(7), 1, &mut p, &|i| i != home),
+            Routed::PinnedDown(Some(home))
+        );
     }
 
     #[test]
@@ -250,14 +268,21 @@ mod tests {
         assert!(!c.backends[1].ejected(now_ms()));
         let mut p = Picker::new(c.config.policy, 3, 0);
         for _ in 0..10 {
-            assert_eq!(c.route(None, 1, &mut p, &|_| true), Routed::To(1), "only b is usable");
+            assert_eq!(
+                c.route(None, 1, &mut p, &|_| true),
+                Routed::To(1),
+                "only b is usable"
+            );
         }
     }
 
     #[test]
     fn reload_keeps_backend_state_and_pins() {
         let old = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
-        old.sessions.as_ref().unwrap().route(5, 1, true, |_| true, || Some(old.backends[1].id));
+        old.sessions
+            .as_ref()
+            .unwrap()
+            .route(5, 1, true, |_| true, || Some(old.backends[1].id));
         old.backends[1].on_sent(true);
         let new_cfg = cluster(
             "[cluster.persistence]\nttl = \"1m\"",
@@ -269,6 +294,10 @@ mod tests {
         assert_eq!(new.backends[0].weight(), 5);
         assert_eq!(new.backends[0].outstanding(), 1);
         let mut p = Picker::new(new.config.policy, 2, 0);
-        assert_eq!(new.route(Some(5), 1, &mut p, &|_| true), Routed::To(0), "pin survived");
+        assert_eq!(
+            new.route(Some(5), 1, &mut p, &|_| true),
+            Routed::To(0),
+            "pin survived"
+        );
     }
 }

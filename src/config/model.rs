@@ -224,7 +224,11 @@ fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Dura
     }
 }
 
-fn nonzero_duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, Invalid> {
+fn nonzero_duration(
+    key: &str,
+    value: Option<&String>,
+    default: Duration,
+) -> Result<Duration, Invalid> {
     let d = duration(key, value, default)?;
     if d.is_zero() {
         return Err((key.to_string(), "must be longer than 0s".into()));
@@ -662,11 +666,18 @@ fn validate_health(key: &dyn Fn(&str) -> String, h: RawHealth) -> Result<HealthC
     let one_of = |names: [(&str, bool); 3]| -> Result<(), Invalid> {
         let set: Vec<&str> = names.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
         if set.len() > 1 {
-            return Err((key(&format!("health.{}", set[1])), format!("conflicts with health.{}", set[0])));
+            return Err((
+                key(&format!("health.{}", set[1])),
+                format!("conflicts with health.{}", set[0]),
+            ));
         }
         Ok(())
     };
-    one_of([("send", h.send.is_some()), ("send_hex", h.send_hex.is_some()), ("", false)])?;
+    one_of([
+        ("send", h.send.is_some()),
+        ("send_hex", h.send_hex.is_some()),
+        ("", false),
+    ])?;
     one_of([
         ("expect", h.expect.is_some()),
         ("expect_hex", h.expect_hex.is_some()),
@@ -681,7 +692,10 @@ fn validate_health(key: &dyn Fn(&str) -> String, h: RawHealth) -> Result<HealthC
         (Some(t), _, _) => Some(Expect::Prefix(t.into_bytes())),
         (_, Some(x), _) => Some(Expect::Prefix(hex(&key("health.expect_hex"), &x)?)),
         (_, _, Some(r)) => Some(Expect::Regex(regex_lite::Regex::new(&r).map_err(|e| {
-            (key("health.expect_regex"), format!("not a valid regular expression: {e}"))
+            (
+                key("health.expect_regex"),
+                format!("not a valid regular expression: {e}"),
+            )
         })?)),
         _ => None,
     };
@@ -691,8 +705,16 @@ fn validate_health(key: &dyn Fn(&str) -> String, h: RawHealth) -> Result<HealthC
             n => Ok(n),
         }
     };
-    let interval = nonzero_duration(&key("health.interval"), h.interval.as_ref(), Duration::from_secs(2))?;
-    let timeout = nonzero_duration(&key("health.timeout"), h.timeout.as_ref(), Duration::from_secs(1))?;
+    let interval = nonzero_duration(
+        &key("health.interval"),
+        h.interval.as_ref(),
+        Duration::from_secs(2),
+    )?;
+    let timeout = nonzero_duration(
+        &key("health.timeout"),
+        h.timeout.as_ref(),
+        Duration::from_secs(1),
+    )?;
     Ok(HealthConfig {
         interval,
         timeout,
@@ -706,16 +728,33 @@ fn validate_health(key: &dyn Fn(&str) -> String, h: RawHealth) -> Result<HealthC
 fn validate_outlier(key: &dyn Fn(&str) -> String, o: RawOutlier) -> Result<OutlierConfig, Invalid> {
     let consecutive_failures = o.consecutive_failures.unwrap_or(5);
     if consecutive_failures == 0 {
-        return Err((key("outlier.consecutive_failures"), "must be at least 1".into()));
+        return Err((
+            key("outlier.consecutive_failures"),
+            "must be at least 1".into(),
+        ));
     }
     let max_ejected_percent = o.max_ejected_percent.unwrap_or(50);
     if max_ejected_percent > 100 {
-        return Err((key("outlier.max_ejected_percent"), format!("must be 0 to 100, got {max_ejected_percent}")));
+        return Err((
+            key("outlier.max_ejected_percent"),
+            format!("must be 0 to 100, got {max_ejected_percent}"),
+        ));
     }
-    let base_ejection = nonzero_duration(&key("outlier.base_ejection"), o.base_ejection.as_ref(), Duration::from_secs(10))?;
-    let max_ejection = nonzero_duration(&key("outlier.max_ejection"), o.max_ejection.as_ref(), Duration::from_secs(300))?;
+    let base_ejection = nonzero_duration(
+        &key("outlier.base_ejection"),
+        o.base_ejection.as_ref(),
+        Duration::from_secs(10),
+    )?;
+    let max_ejection = nonzero_duration(
+        &key("outlier.max_ejection"),
+        o.max_ejection.as_ref(),
+        Duration::from_secs(300),
+    )?;
     if max_ejection < base_ejection {
-        return Err((key("outlier.max_ejection"), "must not be shorter than base_ejection".into()));
+        return Err((
+            key("outlier.max_ejection"),
+            "must not be shorter than base_ejection".into(),
+        ));
     }
     Ok(OutlierConfig {
         consecutive_failures,

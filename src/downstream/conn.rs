@@ -103,17 +103,27 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) 
     let _guard = ConnGuard(slot.active.clone());
     let own = slot.current();
     let worker = own.worker.clone();
-    let client = Rc::new(Client::new(worker.next_gid(), peer, own.config.limits.max_reply_buffer));
+    let client = Rc::new(Client::new(
+        worker.next_gid(),
+        peer,
+        own.config.limits.max_reply_buffer,
+    ));
     worker.register(&client);
     let span = tracing::info_span!("client", listener = %own.config.name, %peer, conn = client.gid);
-    let outcome = drive(stream, &client, &slot, own).instrument(span.clone()).await;
+    let outcome = drive(stream, &client, &slot, own)
+        .instrument(span.clone())
+        .await;
     client.close();
     worker.unregister(client.gid);
     let _e = span.enter();
     match outcome {
         Ok(reason) => tracing::debug!(reason, "client connection closed"),
         Err(reason) => {
-            worker.shared.stats.clients_failed.fetch_add(1, Ordering::Relaxed);
+            worker
+                .shared
+                .stats
+                .clients_failed
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%reason, "closing client connection")
         }
     }
@@ -144,7 +154,11 @@ async fn drive(
     loop {
         // Follow reloads, unless the protocol changed under this connection.
         let current = slot.current();
-        let lctx = if current.same_protocol(&own.config) { current } else { own.clone() };
+        let lctx = if current.same_protocol(&own.config) {
+            current
+        } else {
+            own.clone()
+        };
         let blocked = match route_requeued(client, &lctx)? {
             Some(b) => Some(b),
             None => route_frames(&mut buf, &frames, &mut cursor, client, &lctx)?,
@@ -161,9 +175,14 @@ async fn drive(
         if let Some(reason) = client.failure() {
             return Err(reason);
         }
-        let idle = client.inflight() == 0 && out.is_empty() && frames.is_empty() && !client.has_requeued();
+        let idle =
+            client.inflight() == 0 && out.is_empty() && frames.is_empty() && !client.has_requeued();
         if idle && !reading {
-            return Ok(if *shutdown.borrow() { "shutting down" } else { "client closed" });
+            return Ok(if *shutdown.borrow() {
+                "shutting down"
+            } else {
+                "client closed"
+            });
         }
         // Timeouts: a partial frame must complete within frame_timeout; an idle client is
         // closed after idle_timeout.
@@ -190,7 +209,11 @@ async fn drive(
         let room = limits.max_buffered_bytes.saturating_sub(buf.len());
         let can_read = reading && blocked.is_none() && room > 0;
         if can_read && buf.capacity() - buf.len() < 512 {
-            let want = if buf.capacity() == 0 { FIRST_READ } else { READ_CHUNK };
+            let want = if buf.capacity() == 0 {
+                FIRST_READ
+            } else {
+                READ_CHUNK
+            };
             buf.reserve(want.min(room));
         }
         tokio::select! {
@@ -239,7 +262,9 @@ async fn read_bounded(
 
 fn scan(codec: &mut dyn Codec, buf: &[u8], frames: &mut FrameSet) -> Result<(), String> {
     debug_assert!(frames.is_empty());
-    codec.scan(buf, frames).map_err(|e| format!("bad request from client: {e}"))
+    codec
+        .scan(buf, frames)
+        .map_err(|e| format!("bad request from client: {e}"))
 }
 
 /// What routing one frame did.
@@ -265,9 +290,14 @@ fn route_one(
     let hashed = key.map(|k| key_hash(k.slice(frame)));
     let routed = {
         let mut picker = lctx.picker.borrow_mut();
-        lctx.cluster.route(hashed, client.gid, &mut picker, &|b| lctx.pool.usable(b))
+        lctx.cluster
+            .route(hashed, client.gid, &mut picker, &|b| lctx.pool.usable(b))
     };
-    let name = |i: Option<usize>| i.map_or("a removed backend", |i| lctx.cluster.backends[i].name.as_str());
+    let name = |i: Option<usize>| {
+        i.map_or("a removed backend", |i| {
+            lctx.cluster.backends[i].name.as_str()
+        })
+    };
     let backend = match routed {
         Routed::To(b) => b,
         Routed::Moved { from, to } => {
@@ -287,7 +317,10 @@ fn route_one(
         }
         Routed::Unavailable if lctx.pool.any_full() => return Ok(Step::Blocked(Blocked::Backend)),
         Routed::Unavailable => {
-            return Err(format!("no backend of cluster {} can take messages", lctx.cluster.config.name));
+            return Err(format!(
+                "no backend of cluster {} can take messages",
+                lctx.cluster.config.name
+            ));
         }
     };
     match lctx.pool.target(backend) {

@@ -24,7 +24,9 @@ pub async fn probe(backend: &Backend, cfg: &HealthConfig) -> Result<(), String> 
             .await
             .map_err(|e| format!("connect failed: {e}"))?;
         if let Some(bytes) = &cfg.send {
-            s.write_all(bytes).await.map_err(|e| format!("send failed: {e}"))?;
+            s.write_all(bytes)
+                .await
+                .map_err(|e| format!("send failed: {e}"))?;
         }
         let Some(expect) = &cfg.expect else {
             return Ok(());
@@ -35,15 +37,24 @@ pub async fn probe(backend: &Backend, cfg: &HealthConfig) -> Result<(), String> 
                 return Ok(());
             }
             if got.len() >= MAX_PROBE_ANSWER {
-                return Err(format!("unexpected answer {:?}", String::from_utf8_lossy(&got[..64.min(got.len())])));
+                return Err(format!(
+                    "unexpected answer {:?}",
+                    String::from_utf8_lossy(&got[..64.min(got.len())])
+                ));
             }
             let mut chunk = [0u8; 512];
-            let n = s.read(&mut chunk).await.map_err(|e| format!("read failed: {e}"))?;
+            let n = s
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("read failed: {e}"))?;
             if n == 0 {
                 return Err(if got.is_empty() {
                     "closed without answering".to_string()
                 } else {
-                    format!("unexpected answer {:?}", String::from_utf8_lossy(&got[..64.min(got.len())]))
+                    format!(
+                        "unexpected answer {:?}",
+                        String::from_utf8_lossy(&got[..64.min(got.len())])
+                    )
                 });
             }
             got.extend_from_slice(&chunk[..n]);
@@ -109,7 +120,11 @@ impl Checks {
             match &c.config.health {
                 Some(cfg) => {
                     for b in &c.backends {
-                        tasks.push(tokio::spawn(check_loop(c.config.name.clone(), b.clone(), cfg.clone())));
+                        tasks.push(tokio::spawn(check_loop(
+                            c.config.name.clone(),
+                            b.clone(),
+                            cfg.clone(),
+                        )));
                     }
                 }
                 None => {

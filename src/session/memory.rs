@@ -95,7 +95,8 @@ impl SessionTable {
     /// Applies reloaded bounds; pins already held are kept (a smaller bound evicts as new
     /// keys arrive).
     pub fn set_limits(&self, ttl: Duration, max_entries: usize) {
-        self.ttl_ms.store((ttl.as_millis() as u64).max(1), Ordering::Relaxed);
+        self.ttl_ms
+            .store((ttl.as_millis() as u64).max(1), Ordering::Relaxed);
         self.per_shard
             .store(max_entries.div_ceil(SHARDS).max(1), Ordering::Relaxed);
     }
@@ -245,8 +246,14 @@ mod tests {
     fn pins_stick_and_move_off_unusable_backends() {
         let t = SessionTable::new(Duration::from_secs(60), 1000);
         let k = key_hash(b"alice");
-        assert_eq!(t.route(k, 7, true, |_| true, || Some(2)), PinOutcome::New(2));
-        assert_eq!(t.route(k, 7, true, |_| true, || Some(0)), PinOutcome::Hit(2));
+        assert_eq!(
+            t.route(k, 7, true, |_| true, || Some(2)),
+            PinOutcome::New(2)
+        );
+        assert_eq!(
+            t.route(k, 7, true, |_| true, || Some(0)),
+            PinOutcome::Hit(2)
+        );
         assert_eq!(t.owner_of(k), Some(7));
         assert_eq!(
             t.route(k, 8, true, |b| b != 2, || Some(1)),
@@ -255,7 +262,10 @@ mod tests {
         assert_eq!(t.backend_of(k), Some(1));
         assert_eq!(t.owner_of(k), Some(8));
         // on_backend_down = "fail": the pin stays, the message is refused.
-        assert_eq!(t.route(k, 8, false, |b| b != 1, || Some(0)), PinOutcome::PinnedDown(1));
+        assert_eq!(
+            t.route(k, 8, false, |b| b != 1, || Some(0)),
+            PinOutcome::PinnedDown(1)
+        );
         assert_eq!(t.backend_of(k), Some(1));
         assert_eq!(
             t.route(key_hash(b"bob"), 1, true, |_| false, || None),
@@ -271,7 +281,10 @@ mod tests {
         t.route(k, 1, true, |_| true, || Some(0));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.backend_of(k), None);
-        assert_eq!(t.route(k, 1, true, |_| true, || Some(1)), PinOutcome::New(1));
+        assert_eq!(
+            t.route(k, 1, true, |_| true, || Some(1)),
+            PinOutcome::New(1)
+        );
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.purge_expired(), 1);
         assert!(t.is_empty());

@@ -81,12 +81,17 @@ struct OneWay {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
-    /// The first attempt: messages may queue while it connects.
-    FirstConnect,
+    /// Connecting, first or right after losing an established connection: messages may
+    /// queue (if the attempt fails they are handed back for another backend).
+    Connecting,
     Connected,
-    /// Failed; takes no messages until a reconnect succeeds.
+    /// A connect failed; takes no messages until a reconnect succeeds.
     Down,
 }
+
+/// A connection that lived shorter than this and died counts as a failed attempt (back-off
+/// applies), so a backend that accepts and closes at once is not hammered.
+const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct State {
@@ -141,7 +146,7 @@ impl UpConn {
             id_format,
             max_queued: pool.max_queued_bytes,
             state: RefCell::new(State {
-                status: Status::FirstConnect,
+                status: Status::Connecting,
                 wbuf: BytesMut::new(),
                 writing: 0,
                 queued_total: 0,
@@ -192,7 +197,14 @@ impl UpConn {
     /// frames, not per frame). `seq` is the request's sequence number when it is being
     /// retried; a new request gets one from the client. The caller has checked
     /// [`Self::has_room`].
-    pub fn send(&self, frame: &[u8], id: Option<Span>, client: &Rc<Client>, seq: Option<u64>, now: Instant) {
+    pub fn send(
+        &self,
+        frame: &[u8],
+        id: Option<Span>,
+        client: &Rc<Client>,
+        seq: Option<u64>,
+        now: Instant,
+    ) {
         let mut s = self.state.borrow_mut();
         let start = s.queued_total;
         let len_before = s.wbuf.len();
@@ -271,15 +283,25 @@ impl UpConn {
     }
 
     /// Routes one backend message: to the request it answers, or as a push.
-    fn on_backend_frame(&self, frame: &[u8], f: &Frame, now: Instant, resp_format: IdFormat, worker: &WorkerCtx) {
+    fn on_backend_frame(
+        &self,
+        frame: &[u8],
+        f: &Frame,
+        now: Instant,
+        resp_format: IdFormat,
+        worker: &WorkerCtx,
+    ) {
         let id = match self.correlation {
-            Correlation::ById => f.id.and_then(|s| codec::parse_proxy_id(resp_format, s.slice(frame))),
+            Correlation::ById => {
+                f.id.and_then(|s| codec::parse_proxy_id(resp_format, s.slice(frame)))
+            }
             _ => None,
         };
         let answer = self.state.borrow_mut().corr.answer(id);
         match answer {
             Answer::Matched(p) => {
-                self.backend.on_answer(now.saturating_duration_since(p.sent));
+                self.backend
+                    .on_answer(now.saturating_duration_since(p.sent));
                 match (&p.orig, f.id) {
                     (Some(orig), Some(span)) => p.client.answer_by_id(frame, span, orig.as_slice()),
                     _ => p.client.answer_in_order(p.seq, frame),
@@ -324,11 +346,17 @@ impl UpConn {
             let written = s.written_total;
             debug_assert_eq!(written + tail.len() as u64, s.queued_total);
             s.written_total = s.queued_total;
-            (s.corr.drain(), std::mem::take(&mut s.oneway), tail.freeze(), written)
+            (
+                s.corr.drain(),
+                std::mem::take(&mut s.oneway),
+                tail.freeze(),
+                written,
+            )
         };
         let cut = |p: &Placed| -> Option<Bytes> {
             let from = p.start.checked_sub(written)? as usize;
-            tail.get(from..from + p.len as usize).map(|_| tail.slice(from..from + p.len as usize))
+            tail.get(from..from + p.len as usize)
+                .map(|_| tail.slice(from..from + p.len as usize))
         };
         let mut failed = 0;
         let mut retried = 0;
@@ -355,7 +383,11 @@ impl UpConn {
         for o in oneway {
             if let Some(frame) = cut(&o.placed).filter(|_| retry) {
                 retried += 1;
-                o.client.requeue(Requeued { frame, id: None, seq: None });
+                o.client.requeue(Requeued {
+                    frame,
+                    id: None,
+                    seq: None,
+                });
             }
         }
         if failed > 0 || retried > 0 {
@@ -420,35 +452,64 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
             conn.fail_all("backend removed from the cluster", BytesMut::new(), retry);
             return;
         }
-        let (reason, unwritten, connected) = match tokio::time::timeout(pool.connect_timeout, TcpStream::connect(addr)).await {
+        let attempt = tokio::time::timeout(pool.connect_timeout, TcpStream::connect(addr)).await;
+        let (reason, unwritten, healthy_run) = match attempt {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 conn.set_status(Status::Connected);
                 if !conn.backend.set_up(true) {
                     tracing::info!(backend = %conn.backend.name, %addr, "backend is up");
                 }
-                backoff = None;
                 worker.capacity.notify_waiters();
-                let (reason, unwritten) = pump(&conn, stream, &listener, &worker, cluster.config.request_timeout).await;
-                if reason.is_empty() {
-                    // Retired and idle: a clean close.
-                    return;
-                }
+                let since = Instant::now();
+                let (ended, unwritten) = pump(
+                    &conn,
+                    stream,
+                    &listener,
+                    &worker,
+                    cluster.config.request_timeout,
+                )
+                .await;
+                let (reason, replaced) = match ended {
+                    Ended::Retired => return,
+                    Ended::Replace(r) => (r, true),
+                    Ended::Lost(r) => (r, false),
+                };
                 tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
-                (reason, unwritten, true)
+                (
+                    reason,
+                    unwritten,
+                    replaced || since.elapsed() >= MIN_HEALTHY_LIFETIME,
+                )
             }
             Ok(Err(e)) => (format!("connect failed: {e}"), BytesMut::new(), false),
-            Err(_) => (format!("connect timed out after {:?}", pool.connect_timeout), BytesMut::new(), false),
+            Err(_) => (
+                format!("connect timed out after {:?}", pool.connect_timeout),
+                BytesMut::new(),
+                false,
+            ),
         };
-        conn.set_status(Status::Down);
         let had_work = !conn.state.borrow().corr.is_empty();
-        conn.fail_all(&reason, unwritten, retry);
-        if !connected || had_work {
-            conn.report_failure(&reason);
+        if healthy_run {
+            // A connection that served a while and was lost: reconnect at once; messages
+            // may queue meanwhile.
+            conn.set_status(Status::Connecting);
+            backoff = None;
+            conn.fail_all(&reason, unwritten, retry);
+            if had_work {
+                conn.report_failure(&reason);
+            }
+            worker.capacity.notify_waiters();
+            continue;
         }
-        let delay = backoff.map_or(pool.reconnect_backoff_min, |b| (b * 2).min(pool.reconnect_backoff_max));
+        conn.set_status(Status::Down);
+        conn.fail_all(&reason, unwritten, retry);
+        conn.report_failure(&reason);
+        let delay = backoff.map_or(pool.reconnect_backoff_min, |b| {
+            (b * 2).min(pool.reconnect_backoff_max)
+        });
         backoff = Some(delay);
-        if !connected && conn.backend.set_up(false) {
+        if conn.backend.set_up(false) {
             tracing::warn!(backend = %conn.backend.name, %addr, %reason, retry_in = ?delay, "backend is down");
         }
         // Clients waiting for room must re-decide now that this connection is gone.
@@ -461,15 +522,25 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
     }
 }
 
-/// Moves bytes until the connection fails (or is retired and idle: empty reason); returns
-/// why it ended and the bytes the writer had taken but not written.
+/// Why [`pump`] ended.
+enum Ended {
+    /// Retired and idle: a clean close.
+    Retired,
+    /// Closed by the proxy to be replaced (an `in_order` request timed out).
+    Replace(String),
+    /// Lost: the backend closed it, or an I/O error, or a bad answer.
+    Lost(String),
+}
+
+/// Moves bytes until the connection ends; returns why, and the bytes the writer had taken
+/// but not written.
 async fn pump(
     conn: &Rc<UpConn>,
     mut stream: TcpStream,
     listener: &ListenerConfig,
     worker: &WorkerCtx,
     request_timeout: Duration,
-) -> (String, BytesMut) {
+) -> (Ended, BytesMut) {
     let max_frame = listener.limits.max_frame_size;
     let mut codec = listener.response_codec.build(max_frame);
     let resp_format = codec.id_format();
@@ -486,7 +557,7 @@ async fn pump(
             s.writing = out.len();
         }
         if out.is_empty() && conn.idle_and_retired() {
-            return (String::new(), out);
+            return (Ended::Retired, out);
         }
         let oldest = conn.state.borrow().corr.oldest().map(|p| p.sent);
         if let Some(sent) = oldest {
@@ -502,12 +573,12 @@ async fn pump(
             biased;
             r = rd.read_buf(&mut rbuf) => {
                 match r {
-                    Ok(0) => return ("backend closed the connection".into(), out),
+                    Ok(0) => return (Ended::Lost("backend closed the connection".into()), out),
                     Ok(_) => {}
-                    Err(e) => return (format!("read failed: {e}"), out),
+                    Err(e) => return (Ended::Lost(format!("read failed: {e}")), out),
                 }
                 if let Err(e) = codec.scan(&rbuf, &mut frames) {
-                    return (format!("bad answer from backend: {e}"), out);
+                    return (Ended::Lost(format!("bad answer from backend: {e}")), out);
                 }
                 let was_full = !conn.has_room();
                 let now = Instant::now();
@@ -530,12 +601,12 @@ async fn pump(
                             worker.capacity.notify_waiters();
                         }
                     }
-                    Err(e) => return (format!("write failed: {e}"), out),
+                    Err(e) => return (Ended::Lost(format!("write failed: {e}")), out),
                 }
             }
             _ = &mut timer, if oldest.is_some() => {
                 if let Some(reason) = expire(conn, request_timeout) {
-                    return (reason, out);
+                    return (Ended::Replace(reason), out);
                 }
             }
             _ = conn.notify.notified(), if out.is_empty() => {}
@@ -555,8 +626,10 @@ fn expire(conn: &UpConn, timeout: Duration) -> Option<String> {
                 conn.backend.on_failed();
                 conn.report_failure("request timeout");
                 tracing::warn!(backend = %conn.backend.name, timeout = ?timeout, "request timed out; failing it");
-                p.client
-                    .fail_request(&format!("request to backend {} timed out after {timeout:?}", conn.backend.name));
+                p.client.fail_request(&format!(
+                    "request to backend {} timed out after {timeout:?}",
+                    conn.backend.name
+                ));
             }
             Some(Expired::ConnectionLost) => {
                 // An in_order connection cannot skip an answer: close and replace it.

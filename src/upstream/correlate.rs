@@ -222,7 +222,11 @@ mod tests {
         // The only free id is reused; ids in use are skipped.
         assert_eq!(c.register(7), Some(2));
         assert_eq!(c.answer(Some(2)), Answer::Matched(7));
-        assert_eq!(c.answer(Some(2)), Answer::Unmatched, "an unknown id is a push");
+        assert_eq!(
+            c.answer(Some(2)),
+            Answer::Unmatched,
+            "an unknown id is a push"
+        );
         assert_eq!(c.answer(None), Answer::Unmatched);
         assert_eq!(c.drain(), vec![0, 1, 3]);
         assert!(c.is_empty());

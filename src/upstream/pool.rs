@@ -33,7 +33,11 @@ pub enum PoolTarget {
 
 impl Pool {
     /// Creates the pool and spawns its connection tasks on the current `LocalSet`.
-    pub fn start(listener: &ListenerConfig, cluster: &Arc<Cluster>, worker: &Rc<WorkerCtx>) -> Self {
+    pub fn start(
+        listener: &ListenerConfig,
+        cluster: &Arc<Cluster>,
+        worker: &Rc<WorkerCtx>,
+    ) -> Self {
         let pool = Pool {
             listener: listener.clone(),
             conns: RefCell::new(Vec::new()),
@@ -42,8 +46,20 @@ impl Pool {
         pool
     }
 
-    fn spawn(&self, backend: &Arc<crate::balancer::Backend>, slot: usize, cluster: &Arc<Cluster>, worker: &Rc<WorkerCtx>) -> Rc<UpConn> {
-        let c = Rc::new(UpConn::new(backend.clone(), slot, &self.listener, &cluster.config.pool, cluster.clone()));
+    fn spawn(
+        &self,
+        backend: &Arc<crate::balancer::Backend>,
+        slot: usize,
+        cluster: &Arc<Cluster>,
+        worker: &Rc<WorkerCtx>,
+    ) -> Rc<UpConn> {
+        let c = Rc::new(UpConn::new(
+            backend.clone(),
+            slot,
+            &self.listener,
+            &cluster.config.pool,
+            cluster.clone(),
+        ));
         tokio::task::spawn_local(conn::run(c.clone(), self.listener.clone(), worker.clone()));
         c
     }

@@ -4,9 +4,14 @@
 mod support;
 
 mod bad_input;
+mod chaos;
 mod cli;
 mod correlation;
 mod delimiter;
 mod failover;
+mod health;
+mod hygiene;
 mod push;
+mod reload;
 mod spread;
+mod timeouts;

@@ -66,7 +66,9 @@ impl Proxy {
             None => Command::new(bin()),
             Some(n) => {
                 let mut c = Command::new("sh");
-                c.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(bin());
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
                 c
             }
         };
@@ -128,7 +130,10 @@ impl Proxy {
     pub fn next_listening(&mut self, wait: Duration) -> Option<(String, SocketAddr)> {
         let deadline = Instant::now() + wait;
         loop {
-            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()?;
             let parts: Vec<&str> = line.split_whitespace().collect();
             if let ["listening", name, addr] = parts[..] {
                 let addr: SocketAddr = addr.parse().unwrap();

@@ -1,0 +1,194 @@
+//! Request timeouts, and retries of requests that never reached a backend.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use switchyard::demo::proto;
+
+/// Sends one request and collects frames until EOF or `wait`: (answers, pushes, closed).
+fn one(
+    addr: std::net::SocketAddr,
+    key: u64,
+    id: u32,
+    payload: &[u8],
+    wait: Duration,
+) -> (Vec<u32>, usize, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = Vec::new();
+    proto::write_request(&mut req, key, id, payload);
+    s.write_all(&req).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let deadline = Instant::now() + wait;
+    let (mut answers, mut pushes, mut buf) = (Vec::new(), 0, Vec::new());
+    while Instant::now() < deadline {
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => return (answers, pushes, true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (answers, pushes, true)
+            }
+            Err(_) => continue,
+        }
+        while buf.len() >= 4 {
+            let len = 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            if buf.len() < len {
+                break;
+            }
+            let m = proto::parse(&buf[..len]).unwrap();
+            if m.id == u32::MAX {
+                pushes += 1;
+            } else {
+                answers.push(m.id);
+            }
+            buf.drain(..len);
+        }
+    }
+    (answers, pushes, false)
+}
+
+#[test]
+fn by_id_timeout_fails_only_that_request_and_drops_its_late_answer() {
+    let bs = backends(1);
+    let cfg = demo_config(
+        &bs,
+        1,
+        "by_id",
+        "round_robin",
+        true,
+        "",
+        "request_timeout = \"300ms\"\npool = { connections_per_backend = 1 }\n[cluster.persistence]\nttl = \"1m\"",
+    );
+    let proxy = Proxy::start(&cfg);
+    let addr = proxy.addr("app");
+    // The backend answers this one after 1 s: its client is closed at 300 ms.
+    let late = std::thread::spawn(move || one(addr, 42, 7, b"LATE", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(100));
+    // Meanwhile others on the same shared connection are served.
+    for r in run_clients(addr, vec![plan(500, 8, vec![1, 2], 1, true)]) {
+        assert_clean(&r);
+    }
+    let (answers, _, closed) = late.join().unwrap();
+    assert!(
+        answers.is_empty() && closed,
+        "the timed-out client is told by closing"
+    );
+    // A new owner of key 42 must not receive the late answer as a push.
+    let (answers, pushes, _) = one(addr, 42, 9, b"hello", Duration::from_millis(1500));
+    assert_eq!((answers, pushes), (vec![9], 0));
+    let log = proxy.stderr();
+    assert!(log.contains("request timed out; failing it"), "{log}");
+    assert!(log.contains("timed out after 300ms"), "{log}");
+}
+
+#[test]
+fn in_order_timeout_replaces_the_connection() {
+    let bs = backends(1);
+    let cfg = demo_config(
+        &bs,
+        1,
+        "in_order",
+        "round_robin",
+        false,
+        "",
+        "request_timeout = \"300ms\"\npool = { connections_per_backend = 1 }",
+    );
+    let proxy = Proxy::start(&cfg);
+    let addr = proxy.addr("app");
+    let (answers, _, closed) = one(addr, 1, 1, b"STALL", Duration::from_secs(5));
+    assert!(answers.is_empty() && closed);
+    // The replacement connection serves in order again.
+    for r in run_clients(addr, vec![plan(500, 8, vec![1], 1, false)]) {
+        assert_clean(&r);
+    }
+    let log = proxy.stderr();
+    assert!(
+        log.contains("an in_order connection cannot skip an answer"),
+        "{log}"
+    );
+    assert!(
+        bs[0]
+            .log
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2,
+        "the connection was replaced"
+    );
+}
+
+/// A listener whose accept queue is full: connects to it hang until they time out.
+fn black_hole() -> (socket2::Socket, TcpStream, std::net::SocketAddr) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    // Fill the queue (backlog 0 still admits one) and one more to be sure.
+    let a = TcpStream::connect(addr).unwrap();
+    let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    (l, a, addr)
+}
+
+fn retry_config(
+    hole: std::net::SocketAddr,
+    live: &switchyard::demo::backend::TestBackend,
+    retry: bool,
+) -> String {
+    format!(
+        r#"workers = 1
+[[listener]]
+name = "app"
+listen = "127.0.0.1:0"
+cluster = "app"
+correlation = "by_id"
+[listener.codec]
+kind = "length_field"
+length_width = 4
+id = {{ offset = 12, width = 4 }}
+
+[[cluster]]
+name = "app"
+policy = "round_robin"
+retry_on_connect_failure = {retry}
+backends = [{{ address = "{hole}", name = "hole" }}, {{ address = "{}", name = "live" }}]
+pool = {{ connections_per_backend = 1, connect_timeout = "700ms" }}
+"#,
+        live.addr
+    )
+}
+
+#[test]
+fn requests_never_written_are_retried_on_another_backend() {
+    let (_l, _a, hole) = black_hole();
+    let bs = backends(1);
+    let proxy = Proxy::start(&retry_config(hole, &bs[0], true));
+    // Sent while the connect to `hole` hangs: half of them queue there, unwritten.
+    let reports = run_clients(proxy.addr("app"), vec![plan(200, 200, vec![0], 1, true)]);
+    for r in &reports {
+        assert_clean(r);
+        assert_eq!(r.per_backend.get("b1"), Some(&200), "{:?}", r.per_backend);
+    }
+    let log = proxy.stderr();
+    assert!(log.contains("retrying what was not"), "{log}");
+}
+
+#[test]
+fn without_retry_unwritten_requests_fail() {
+    let (_l, _a, hole) = black_hole();
+    let bs = backends(1);
+    let proxy = Proxy::start(&retry_config(hole, &bs[0], false));
+    let mut p = plan(200, 200, vec![0], 1, true);
+    p.answer_timeout = Duration::from_secs(5);
+    let r = run_clients(proxy.addr("app"), vec![p]).remove(0);
+    assert!(
+        r.error.is_some_and(|e| e.contains("closed")),
+        "the client is told"
+    );
+    assert!(proxy.stderr().contains("connect timed out"));
+}
