@@ -6,7 +6,6 @@
 use crate::balancer::{Cluster, Picker};
 use crate::config::Config;
 use crate::downstream::{Client, ListenerCtx, ListenerSlot};
-use crate::session::key_hash;
 use crate::upstream::Pool;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -128,14 +127,10 @@ impl WorkerCtx {
     }
 
     /// Routes a backend message that answers nothing to the client owning its session key.
-    pub fn route_push(&self, cluster: &Cluster, key: Option<&[u8]>, frame: &[u8]) {
+    /// `key` is the hashed session key of the message, if it has one.
+    pub fn route_push(&self, cluster: &Cluster, key: Option<u64>, frame: &[u8]) {
         let stats = &self.shared.stats;
-        let owner = key.and_then(|k| {
-            cluster
-                .sessions
-                .as_ref()
-                .and_then(|t| t.owner_of(key_hash(k)))
-        });
+        let owner = key.and_then(|k| cluster.sessions.as_ref().and_then(|t| t.owner_of(k)));
         let Some(owner) = owner else {
             stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(cluster = %cluster.config.name, "dropping a backend message with no live session");

@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{assert_same, scan_chunked, scan_whole, Input};
+use common::{assert_same, key_span, scan_chunked, scan_whole, Input};
 use libfuzzer_sys::fuzz_target;
 use switchyard::codec::{Delimiter, DelimiterSpec, Frame, Span};
 
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
             "{spec:?}: frame {frame:?} runs past a delimiter"
         );
         assert_eq!(
-            f.key,
+            key_span(f),
             spec.key_token.and_then(|n| nth_token(line, n)),
             "{spec:?}: key of {frame:?}"
         );

@@ -2,7 +2,7 @@
 //! (`"\n"`, `"\r\n"`, or any other byte string). The key and the id are optional 0-based
 //! tokens of the line, split on spaces and tabs.
 
-use super::{Codec, CodecError, Frame, FrameSet, IdFormat, Span};
+use super::{Codec, CodecError, Frame, FrameSet, IdFormat, Key, Span};
 
 /// Validated `delimiter` settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +90,7 @@ impl Codec for Delimiter {
             out.push(Frame {
                 len: len as u32,
                 id: self.spec.id_token.and_then(|n| token(line, n)),
-                key: self.spec.key_token.and_then(|n| token(line, n)),
+                key: self.spec.key_token.and_then(|n| token(line, n)).map(Key::Bytes),
             });
             pos += len;
             self.searched = 0;
@@ -126,9 +126,9 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].len, 17);
         assert_eq!(out[0].id.unwrap().slice(buf), b"17");
-        assert_eq!(out[0].key.unwrap().slice(buf), b"alice");
+        assert_eq!(out[0].key.unwrap().display(buf), "alice");
         let second = &buf[17..];
-        assert_eq!(out[1].key.unwrap().slice(second), b"bob");
+        assert_eq!(out[1].key.unwrap().display(second), "bob");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! "the length counts the body" (adjust 0) and "the length counts the whole frame"
 //! (adjust = -(offset + width)) can be described.
 
-use super::{Codec, CodecError, Frame, FrameSet, IdFormat, Span};
+use super::{Codec, CodecError, Frame, FrameSet, IdFormat, Key, Span};
 
 /// Byte order of the length field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +81,11 @@ impl LengthField {
 impl Codec for LengthField {
     fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
         let mut pos = 0usize;
-        let key = self.spec.key.map(|f| Span {
-            offset: f.offset,
-            len: f.width,
+        let key = self.spec.key.map(|f| {
+            Key::Bytes(Span {
+                offset: f.offset,
+                len: f.width,
+            })
         });
         let id = self.spec.id.map(|f| Span {
             offset: f.offset,
@@ -153,7 +155,7 @@ mod tests {
         c.scan(&buf, &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].len, 5);
-        assert_eq!(out[0].key.unwrap().slice(&buf[..5]), b"k1");
+        assert_eq!(out[0].key, Some(Key::Bytes(Span { offset: 2, len: 2 })));
     }
 
     #[test]

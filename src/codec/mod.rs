@@ -12,6 +12,7 @@
 
 mod delimiter;
 mod length_field;
+pub mod lua;
 #[cfg(test)]
 mod props;
 
@@ -35,6 +36,42 @@ impl Span {
     }
 }
 
+/// A frame's session key: bytes inside the frame, or an integer a script computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// These bytes of the frame.
+    Bytes(Span),
+    /// An integer (hashed as its 8 big-endian bytes).
+    Int(u64),
+}
+
+impl Key {
+    /// The key's bytes: a slice of `frame`, or the integer's big-endian bytes in `scratch`.
+    pub fn bytes<'a>(&self, frame: &'a [u8], scratch: &'a mut [u8; 8]) -> &'a [u8] {
+        match self {
+            Key::Bytes(s) => s.slice(frame),
+            Key::Int(v) => {
+                *scratch = v.to_be_bytes();
+                &scratch[..]
+            }
+        }
+    }
+
+    /// A printable form: the bytes (lossy UTF-8, or hex if not text) or the integer.
+    pub fn display(&self, frame: &[u8]) -> String {
+        match self {
+            Key::Int(v) => v.to_string(),
+            Key::Bytes(s) => {
+                let b = s.slice(frame);
+                match std::str::from_utf8(b) {
+                    Ok(t) if t.chars().all(|c| !c.is_control()) => t.to_string(),
+                    _ => b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(""),
+                }
+            }
+        }
+    }
+}
+
 /// One complete message at the head of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
@@ -42,8 +79,8 @@ pub struct Frame {
     pub len: u32,
     /// Correlation id field, if the codec found one.
     pub id: Option<Span>,
-    /// Session key field, if the codec found one.
-    pub key: Option<Span>,
+    /// Session key, if the codec found one.
+    pub key: Option<Key>,
 }
 
 /// The frames found by one scan, in stream order. Reused across reads.
@@ -72,6 +109,10 @@ pub enum CodecError {
     /// The bytes cannot be a frame of this protocol.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// A protocol script failed (error, time or memory limit, or a bad report), or said the
+    /// input is garbage; the message names the script's file and line where known.
+    #[error("{0}")]
+    Script(String),
 }
 
 /// A protocol codec. Implementations are cheap, per-connection values.
@@ -92,14 +133,49 @@ pub enum CodecSpec {
     LengthField(LengthFieldSpec),
     /// Line (or other delimiter) framed text.
     Delimiter(DelimiterSpec),
+    /// A user's protocol script.
+    Lua(lua::LuaSpec),
 }
 
 impl CodecSpec {
-    /// A fresh codec instance bounded by `max_frame` bytes per frame.
-    pub fn build(&self, max_frame: usize) -> Box<dyn Codec> {
-        match self {
+    /// A fresh codec instance bounded by `max_frame` bytes per frame. Fails only for a
+    /// script that cannot be loaded on this thread (it was loaded once when the config was
+    /// validated, so this means e.g. memory exhaustion).
+    pub fn build(&self, max_frame: usize) -> Result<Box<dyn Codec>, CodecError> {
+        Ok(match self {
             CodecSpec::LengthField(s) => Box::new(LengthField::new(s.clone(), max_frame)),
             CodecSpec::Delimiter(s) => Box::new(Delimiter::new(s.clone(), max_frame)),
+            CodecSpec::Lua(s) => Box::new(lua::LuaCodec::new(s, max_frame)?),
+        })
+    }
+
+    /// The codec for answers when no `response_codec` is configured: the same one (a
+    /// script frames answers with its `answers` function if it has one).
+    pub fn for_answers(&self) -> CodecSpec {
+        match self {
+            CodecSpec::Lua(s) => CodecSpec::Lua(lua::LuaSpec {
+                direction: lua::Direction::Answers,
+                ..s.clone()
+            }),
+            other => other.clone(),
+        }
+    }
+
+    /// How ids of this codec are rewritten.
+    pub fn id_format(&self) -> IdFormat {
+        match self {
+            CodecSpec::LengthField(_) => IdFormat::Binary,
+            CodecSpec::Delimiter(_) => IdFormat::Text,
+            CodecSpec::Lua(s) => s.info.id_format,
+        }
+    }
+
+    /// Width in bytes of a binary id field, for the proxy's id space.
+    pub fn id_width(&self) -> usize {
+        match self {
+            CodecSpec::LengthField(s) => s.id.map_or(8, |f| f.width as usize),
+            CodecSpec::Delimiter(_) => 8,
+            CodecSpec::Lua(s) => s.info.id_width,
         }
     }
 
@@ -108,6 +184,7 @@ impl CodecSpec {
         match self {
             CodecSpec::LengthField(s) => s.key.is_some(),
             CodecSpec::Delimiter(s) => s.key_token.is_some(),
+            CodecSpec::Lua(_) => true,
         }
     }
 
@@ -116,6 +193,7 @@ impl CodecSpec {
         match self {
             CodecSpec::LengthField(s) => s.id.is_some(),
             CodecSpec::Delimiter(s) => s.id_token.is_some(),
+            CodecSpec::Lua(_) => true,
         }
     }
 
@@ -124,6 +202,7 @@ impl CodecSpec {
         match self {
             CodecSpec::LengthField(_) => "length_field",
             CodecSpec::Delimiter(_) => "delimiter",
+            CodecSpec::Lua(_) => "lua",
         }
     }
 }

@@ -26,7 +26,7 @@ fn frames_by_reads(codec: &mut dyn Codec, stream: &[u8], cuts: &[usize]) -> Vec<
             let bytes = &buf[consumed..consumed + f.len as usize];
             out.push((
                 bytes.to_vec(),
-                f.key.map(|s| s.slice(bytes).to_vec()),
+                f.key.map(|k| k.bytes(bytes, &mut [0; 8]).to_vec()),
                 f.id.map(|s| s.slice(bytes).to_vec()),
             ));
             consumed += f.len as usize;

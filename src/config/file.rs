@@ -55,6 +55,10 @@ pub struct RawCodec {
     pub delimiter: Option<String>,
     pub key_token: Option<usize>,
     pub id_token: Option<usize>,
+    // lua
+    pub script: Option<String>,
+    pub time_limit: Option<String>,
+    pub memory_limit: Option<u64>,
 }
 
 /// `{ offset = N, width = N }`.

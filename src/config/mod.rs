@@ -58,7 +58,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         file: path.to_path_buf(),
         message: e.to_string().trim_end().replace('\n', "\n    "),
     })?;
-    model::validate(raw).map_err(|(key, problem)| ConfigError::Invalid {
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    model::validate(raw, base).map_err(|(key, problem)| ConfigError::Invalid {
         file: path.to_path_buf(),
         key,
         problem,

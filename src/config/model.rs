@@ -2,6 +2,7 @@
 //! range, every default filled in. Built only by [`validate`].
 
 use super::file::{RawCluster, RawCodec, RawConfig, RawField, RawHealth, RawListener, RawOutlier};
+use crate::codec::lua::{self, Direction};
 use crate::codec::{CodecSpec, DelimiterSpec, Endian, FieldSpec, LengthFieldSpec};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -244,8 +245,9 @@ fn size(key: &str, value: Option<u64>, default: usize, min: usize) -> Result<usi
     Ok(v)
 }
 
-/// Validates the raw file into a [`Config`].
-pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
+/// Validates the raw file into a [`Config`]; relative script paths are resolved against
+/// `base` (the config file's folder).
+pub fn validate(raw: RawConfig, base: &std::path::Path) -> Result<Config, Invalid> {
     let workers = match raw.workers {
         Some(0) => return Err(("workers".into(), "must be at least 1".into())),
         Some(n) if n > 1024 => return Err(("workers".into(), format!("{n} is too many"))),
@@ -279,7 +281,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Invalid> {
     }
     let mut listeners = Vec::new();
     for (i, l) in raw.listener.into_iter().enumerate() {
-        let listener = validate_listener(i, l, &clusters)?;
+        let listener = validate_listener(i, l, &clusters, base)?;
         if listeners
             .iter()
             .any(|x: &ListenerConfig| x.name == listener.name)
@@ -313,6 +315,7 @@ fn validate_listener(
     i: usize,
     l: RawListener,
     clusters: &[ClusterConfig],
+    base: &std::path::Path,
 ) -> Result<ListenerConfig, Invalid> {
     let label = if l.name.is_empty() {
         format!("listener[{i}]")
@@ -367,12 +370,17 @@ fn validate_listener(
         )?,
     };
     let max_connections = size(&key("max_connections"), l.max_connections, 10_000, 1)?;
-    let codec = validate_codec(&key("codec"), &l.codec)?;
+    let codec = validate_codec(&key("codec"), &l.codec, base, Direction::Requests)?;
     let response_codec = match &l.response_codec {
-        Some(c) => validate_codec(&key("response_codec"), c)?,
-        None => codec.clone(),
+        Some(c) => validate_codec(&key("response_codec"), c, base, Direction::Answers)?,
+        None => codec.for_answers(),
     };
-    let correlation = match l.correlation.as_deref() {
+    // A script may declare its correlation mode; the listener's own key wins.
+    let declared = match &codec {
+        CodecSpec::Lua(s) => s.info.correlation.clone(),
+        _ => None,
+    };
+    let correlation = match l.correlation.as_deref().or(declared.as_deref()) {
         None | Some("in_order") => Correlation::InOrder,
         Some("by_id") => Correlation::ById,
         Some("none") => Correlation::None,
@@ -419,7 +427,12 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{addr}` resolves to no address"))
 }
 
-fn validate_codec(prefix: &str, c: &RawCodec) -> Result<CodecSpec, Invalid> {
+fn validate_codec(
+    prefix: &str,
+    c: &RawCodec,
+    base: &std::path::Path,
+    direction: Direction,
+) -> Result<CodecSpec, Invalid> {
     let key = |k: &str| format!("{prefix}.{k}");
     let foreign = |names: &[(&str, bool)]| -> Result<(), Invalid> {
         match names.iter().find(|(_, set)| *set) {
@@ -433,6 +446,9 @@ fn validate_codec(prefix: &str, c: &RawCodec) -> Result<CodecSpec, Invalid> {
                 ("delimiter", c.delimiter.is_some()),
                 ("key_token", c.key_token.is_some()),
                 ("id_token", c.id_token.is_some()),
+                ("script", c.script.is_some()),
+                ("time_limit", c.time_limit.is_some()),
+                ("memory_limit", c.memory_limit.is_some()),
             ])?;
             let length_width = c
                 .length_width
@@ -486,6 +502,9 @@ fn validate_codec(prefix: &str, c: &RawCodec) -> Result<CodecSpec, Invalid> {
                 ("endian", c.endian.is_some()),
                 ("key", c.key.is_some()),
                 ("id", c.id.is_some()),
+                ("script", c.script.is_some()),
+                ("time_limit", c.time_limit.is_some()),
+                ("memory_limit", c.memory_limit.is_some()),
             ])?;
             let delimiter = c.delimiter.clone().unwrap_or_else(|| "\n".into());
             if delimiter.is_empty() {
@@ -497,9 +516,40 @@ fn validate_codec(prefix: &str, c: &RawCodec) -> Result<CodecSpec, Invalid> {
                 id_token: c.id_token,
             }))
         }
+        "lua" => {
+            foreign(&[
+                ("length_offset", c.length_offset.is_some()),
+                ("length_width", c.length_width.is_some()),
+                ("length_adjust", c.length_adjust.is_some()),
+                ("endian", c.endian.is_some()),
+                ("key", c.key.is_some()),
+                ("id", c.id.is_some()),
+                ("delimiter", c.delimiter.is_some()),
+                ("key_token", c.key_token.is_some()),
+                ("id_token", c.id_token.is_some()),
+            ])?;
+            let script = c
+                .script
+                .as_ref()
+                .ok_or_else(|| (key("script"), "is required".to_string()))?;
+            let path = base.join(script);
+            let source = std::fs::read_to_string(&path)
+                .map_err(|e| (key("script"), format!("cannot read {}: {e}", path.display())))?;
+            let time_limit = nonzero_duration(&key("time_limit"), c.time_limit.as_ref(), Duration::from_millis(10))?;
+            let memory_limit = size(&key("memory_limit"), c.memory_limit, 64 << 20, 1 << 20)?;
+            let info = lua::inspect(&path, &source, time_limit, memory_limit).map_err(|e| (key("script"), e))?;
+            Ok(CodecSpec::Lua(lua::LuaSpec {
+                path,
+                source: source.into(),
+                direction,
+                time_limit,
+                memory_limit,
+                info,
+            }))
+        }
         other => Err((
             key("kind"),
-            format!("unknown codec `{other}`, expected length_field or delimiter"),
+            format!("unknown codec `{other}`, expected length_field, delimiter or lua"),
         )),
     }
 }

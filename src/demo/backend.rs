@@ -197,7 +197,7 @@ async fn serve(
     let mut codec = LengthField::new(
         match proto::codec_spec(true) {
             crate::codec::CodecSpec::LengthField(l) => l,
-            crate::codec::CodecSpec::Delimiter(_) => return,
+            _ => return,
         },
         16 << 20,
     );

@@ -98,7 +98,7 @@ async fn drive(
     let mut codec = LengthField::new(
         match proto::codec_spec(true) {
             crate::codec::CodecSpec::LengthField(l) => l,
-            crate::codec::CodecSpec::Delimiter(_) => return Err("demo codec".into()),
+            _ => return Err("demo codec".into()),
         },
         16 << 20,
     );

@@ -3,7 +3,7 @@
 
 use super::reply::{Client, Requeued};
 use crate::balancer::{Cluster, Picker, Routed};
-use crate::codec::{Codec, FrameSet, Span};
+use crate::codec::{Codec, FrameSet, Key, Span};
 use crate::config::{Correlation, ListenerConfig};
 use crate::session::key_hash;
 use crate::upstream::{Pool, PoolTarget};
@@ -138,7 +138,11 @@ async fn drive(
 ) -> Result<&'static str, String> {
     // The codec and the bounds are fixed for the connection's life.
     let limits = own.config.limits;
-    let mut codec = own.config.codec.build(limits.max_frame_size);
+    let mut codec = own
+        .config
+        .codec
+        .build(limits.max_frame_size)
+        .map_err(|e| format!("cannot frame requests: {e}"))?;
     let worker = own.worker.clone();
     let (mut rd, mut wr) = stream.split();
     let mut shutdown = worker.shutdown.clone();
@@ -276,7 +280,7 @@ enum Step {
 /// Routes one frame: pin or policy, then a connection of the chosen backend.
 fn route_one(
     frame: &[u8],
-    key: Option<Span>,
+    key: Option<Key>,
     id: Option<Span>,
     seq: Option<u64>,
     client: &Rc<Client>,
@@ -287,7 +291,7 @@ fn route_one(
     if awaits && seq.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
         return Ok(Step::Blocked(Blocked::Inflight));
     }
-    let hashed = key.map(|k| key_hash(k.slice(frame)));
+    let hashed = key.map(|k| key_hash(k.bytes(frame, &mut [0; 8])));
     let routed = {
         let mut picker = lctx.picker.borrow_mut();
         lctx.cluster
@@ -302,7 +306,7 @@ fn route_one(
         Routed::To(b) => b,
         Routed::Moved { from, to } => {
             tracing::info!(
-                key = %String::from_utf8_lossy(key.map_or(&[][..], |k| k.slice(frame))),
+                key = %key.map(|k| k.display(frame)).unwrap_or_default(),
                 from = name(from),
                 to = name(Some(to)),
                 "session moved off an unavailable backend"
@@ -350,8 +354,8 @@ fn route_requeued(client: &Rc<Client>, lctx: &ListenerCtx) -> Result<Option<Bloc
 }
 
 /// The key span of a handed-back frame (found again by the listener's codec).
-fn keys_of(lctx: &ListenerCtx, r: &Requeued) -> Option<Span> {
-    let mut codec = lctx.config.codec.build(lctx.config.limits.max_frame_size);
+fn keys_of(lctx: &ListenerCtx, r: &Requeued) -> Option<Key> {
+    let mut codec = lctx.config.codec.build(lctx.config.limits.max_frame_size).ok()?;
     let mut frames = Vec::with_capacity(1);
     codec.scan(&r.frame, &mut frames).ok()?;
     frames.first().and_then(|f| f.key)

@@ -133,12 +133,8 @@ impl UpConn {
         pool: &PoolConfig,
         cluster: Arc<Cluster>,
     ) -> Self {
-        let codec = listener.codec.build(listener.limits.max_frame_size);
-        let id_format = codec.id_format();
-        let id_width = match &listener.codec {
-            codec::CodecSpec::LengthField(s) => s.id.map_or(8, |f| f.width as usize),
-            codec::CodecSpec::Delimiter(_) => 8,
-        };
+        let id_format = listener.codec.id_format();
+        let id_width = listener.codec.id_width();
         UpConn {
             backend,
             slot,
@@ -312,7 +308,8 @@ impl UpConn {
             }
             Answer::Unmatched => {
                 let cluster = self.cluster.borrow().clone();
-                worker.route_push(&cluster, f.key.map(|k| k.slice(frame)), frame);
+                let key = f.key.map(|k| crate::session::key_hash(k.bytes(frame, &mut [0; 8])));
+                worker.route_push(&cluster, key, frame);
             }
         }
     }
@@ -542,7 +539,10 @@ async fn pump(
     request_timeout: Duration,
 ) -> (Ended, BytesMut) {
     let max_frame = listener.limits.max_frame_size;
-    let mut codec = listener.response_codec.build(max_frame);
+    let mut codec = match listener.response_codec.build(max_frame) {
+        Ok(c) => c,
+        Err(e) => return (Ended::Lost(format!("cannot frame answers: {e}")), BytesMut::new()),
+    };
     let resp_format = codec.id_format();
     let (mut rd, mut wr) = stream.split();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);

@@ -1,0 +1,204 @@
+//! The script engine against the native codec, and its safety limits.
+
+use super::*;
+use crate::codec::{Endian, FieldSpec, LengthField, LengthFieldSpec};
+use proptest::prelude::*;
+use std::path::Path;
+
+fn spec_for(path: &Path, source: &str, time_limit: Duration, memory_limit: usize) -> LuaSpec {
+    let info = inspect(path, source, time_limit, memory_limit).unwrap();
+    LuaSpec {
+        path: path.to_path_buf(),
+        source: source.into(),
+        direction: Direction::Requests,
+        time_limit,
+        memory_limit,
+        info,
+    }
+}
+
+fn example(name: &str) -> LuaSpec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scripts").join(name);
+    let source = std::fs::read_to_string(&path).unwrap();
+    spec_for(&path, &source, Duration::from_millis(50), 64 << 20)
+}
+
+fn script(source: &str) -> LuaCodec {
+    LuaCodec::new(&spec_for(Path::new("t.lua"), source, Duration::from_millis(30), 4 << 20), 1 << 20).unwrap()
+}
+
+fn native() -> LengthField {
+    LengthField::new(
+        LengthFieldSpec {
+            length_offset: 0,
+            length_width: 4,
+            endian: Endian::Big,
+            length_adjust: 0,
+            key: Some(FieldSpec { offset: 4, width: 8 }),
+            id: Some(FieldSpec { offset: 12, width: 4 }),
+        },
+        1 << 20,
+    )
+}
+
+fn frames_by_reads(codec: &mut dyn Codec, stream: &[u8], cuts: &[usize]) -> Vec<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut frames = Vec::new();
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    points.push(stream.len());
+    points.sort_unstable();
+    let mut prev = 0;
+    for p in points {
+        buf.extend_from_slice(&stream[prev..p]);
+        prev = p;
+        codec.scan(&buf, &mut frames).unwrap();
+        let mut at = 0;
+        for f in frames.drain(..) {
+            let b = &buf[at..at + f.len as usize];
+            out.push((
+                b.to_vec(),
+                f.key.map(|k| k.bytes(b, &mut [0; 8]).to_vec()),
+                f.id.map(|s| s.slice(b).to_vec()),
+            ));
+            at += f.len as usize;
+        }
+        buf.drain(..at);
+    }
+    assert!(buf.is_empty());
+    out
+}
+
+fn demo_stream(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut s = Vec::new();
+    for (i, b) in bodies.iter().enumerate() {
+        crate::demo::proto::write_request(&mut s, i as u64 * 7919, i as u32, b);
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn lua_example_d_equals_the_native_codec_for_any_split(
+        bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..40),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let stream = demo_stream(&bodies);
+        let mut lua = LuaCodec::new(&example("binary64.lua"), 1 << 20).unwrap();
+        let want = frames_by_reads(&mut native(), &stream, &[]);
+        prop_assert_eq!(frames_by_reads(&mut lua, &stream, &cuts), want.clone());
+        prop_assert_eq!(want.len(), bodies.len());
+    }
+}
+
+#[test]
+fn more_frames_than_one_call_reports_are_all_found() {
+    let bodies: Vec<Vec<u8>> = (0..10_000).map(|_| Vec::new()).collect();
+    let stream = demo_stream(&bodies);
+    let mut lua = LuaCodec::new(&example("binary64.lua"), 1 << 20).unwrap();
+    let mut frames = Vec::new();
+    lua.scan(&stream, &mut frames).unwrap();
+    assert_eq!(frames.len(), 10_000);
+}
+
+#[test]
+fn the_sandbox_has_no_io_os_require_or_debug() {
+    for name in ["io", "os", "require", "debug", "loadstring", "getfenv"] {
+        let src = format!("return {{ scan = function(d, l, o) return 0 end, probe = {name} }}");
+        let check = format!("if {name} ~= nil then error('{name} is reachable') end\n{src}");
+        inspect(Path::new("t.lua"), &check, Duration::from_millis(50), 4 << 20).unwrap();
+    }
+    // Library tables are read-only.
+    let e = inspect(Path::new("t.lua"), "string.len = nil\nreturn {}", Duration::from_millis(50), 4 << 20).unwrap_err();
+    assert!(e.contains("t.lua:1"), "{e}");
+}
+
+#[test]
+fn syntax_and_runtime_errors_name_file_and_line() {
+    let e = inspect(Path::new("proto.lua"), "return {\n scan = function(\n", Duration::from_millis(50), 4 << 20).unwrap_err();
+    assert!(e.contains("proto.lua:"), "{e}");
+    let e = inspect(Path::new("proto.lua"), "local x = nil\nreturn x.y", Duration::from_millis(50), 4 << 20).unwrap_err();
+    assert!(e.contains("proto.lua:2"), "{e}");
+    let e = inspect(Path::new("proto.lua"), "return { scan = 5 }", Duration::from_millis(50), 4 << 20).unwrap_err();
+    assert!(e.contains("`scan` function"), "{e}");
+}
+
+const MISBEHAVING: &str = r#"
+return {
+  scan = function(data, len, out)
+    local op = buffer.readstring(data, 0, math.min(len, 4))
+    if op == "LOOP" then
+      while true do end
+    elseif op == "BOOM" then
+      local t = {}
+      for i = 1, 1e9 do t[i] = string.rep("x", 200000) .. i end
+    elseif op == "FAIL" then
+      error("cannot parse this")
+    elseif op == "JUNK" then
+      return nil, "junk on the wire"
+    end
+    sy.frame(out, 0, len)
+    return 1
+  end,
+}
+"#;
+
+#[test]
+fn runaway_oom_and_failing_calls_fail_only_that_call() {
+    let mut c = script(MISBEHAVING);
+    let mut frames = Vec::new();
+    let started = std::time::Instant::now();
+    let e = c.scan(b"LOOP", &mut frames).unwrap_err().to_string();
+    assert!(e.contains("time limit") && e.contains("t.lua:6"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let e = c.scan(b"BOOM", &mut frames).unwrap_err().to_string();
+    assert!(e.contains("memory"), "{e}");
+    let e = c.scan(b"FAIL", &mut frames).unwrap_err().to_string();
+    assert!(e.contains("t.lua:11: cannot parse this"), "{e}");
+    let e = c.scan(b"JUNK", &mut frames).unwrap_err().to_string();
+    assert!(e.contains("junk on the wire"), "{e}");
+    // The VM still serves.
+    c.scan(b"fine", &mut frames).unwrap();
+    assert_eq!(frames.len(), 1);
+}
+
+#[test]
+fn bad_reports_are_refused() {
+    let mut frames = Vec::new();
+    let mut c = script("return { scan = function(d, l, o) sy.frame(o, 0, l + 1); return 1 end }");
+    assert!(c.scan(b"abc", &mut frames).is_err());
+    let mut c = script("return { scan = function(d, l, o) sy.frame(o, 0, 2, 1, 5); return 1 end }");
+    let e = c.scan(b"abc", &mut frames).unwrap_err().to_string();
+    assert!(e.contains("key at 1..6 outside its frame 0..2"), "{e}");
+    let mut c = script("return { scan = function(d, l, o) return 'x' end }");
+    assert!(c.scan(b"abc", &mut frames).is_err());
+}
+
+#[test]
+fn integer_keys_and_text_ids() {
+    let mut c = script("return { id_format = 'text', scan = function(d, l, o) sy.frame_intkey(o, 0, l, 12345, 0, 2); return 1 end }");
+    assert_eq!(c.id_format(), IdFormat::Text);
+    let mut frames = Vec::new();
+    c.scan(b"42 hello", &mut frames).unwrap();
+    assert_eq!(frames[0].key, Some(Key::Int(12345)));
+    assert_eq!(frames[0].id, Some(Span { offset: 0, len: 2 }));
+}
+
+#[test]
+fn find_spans_chunks() {
+    let mut c = script(
+        "return { scan = function(d, l, o) local at = sy.find(d, 1, l, 'NEEDLE'); if at then sy.frame(o, 0, at + 6) return 1 end return 0 end }",
+    );
+    let mut data = vec![b'x'; 9000];
+    data.extend_from_slice(b"NEEDLE");
+    let mut frames = Vec::new();
+    c.scan(&data, &mut frames).unwrap();
+    assert_eq!(frames[0].len as usize, data.len());
+    // Straddling the 4 KiB chunk boundary.
+    let mut data = vec![b'x'; 4093];
+    data.extend_from_slice(b"NEEDLE");
+    frames.clear();
+    c.scan(&data, &mut frames).unwrap();
+    assert_eq!(frames[0].len as usize, data.len());
+}

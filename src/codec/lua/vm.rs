@@ -1,0 +1,303 @@
+//! One Luau VM per script per worker thread: sandbox, limits, the `sy` library, and the call.
+
+use super::{Direction, LuaSpec, OUT_RECORDS, RECORD};
+use crate::codec::{CodecError, IdFormat};
+use mlua::{Buffer, Function, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+/// What a script declares in its module table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptInfo {
+    /// `correlation = "in_order" | "by_id" | "none"`, if declared.
+    pub correlation: Option<String>,
+    /// `id_format = "binary" | "text"` (default binary).
+    pub id_format: IdFormat,
+    /// `id_width`: bytes of a binary id field (default 4).
+    pub id_width: usize,
+    /// Whether it frames answers with its own `answers` function.
+    pub has_answers: bool,
+}
+
+/// The per-call time limit, checked from the VM's interrupt.
+struct Budget {
+    deadline: Cell<Option<Instant>>,
+    ticks: Cell<u32>,
+    limit: Duration,
+}
+
+/// A loaded script on one thread.
+pub(super) struct Vm {
+    lua: Lua,
+    scan: Function,
+    answers: Option<Function>,
+    input: RefCell<Buffer>,
+    input_len: Cell<usize>,
+    output: Buffer,
+    budget: Rc<Budget>,
+}
+
+/// What one call returned.
+pub(super) struct Call<'a> {
+    pub(super) count: usize,
+    pub(super) need: Option<usize>,
+    pub(super) out: &'a Buffer,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct VmKey {
+    path: PathBuf,
+    source: u64,
+    time_limit: Duration,
+    memory_limit: usize,
+}
+
+thread_local! {
+    static VMS: RefCell<HashMap<VmKey, Weak<Vm>>> = RefCell::new(HashMap::new());
+}
+
+const PRELUDE: &str = include_str!("prelude.luau");
+
+fn source_hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// A Lua error as one line: the message, which starts with `file:line:` for errors raised
+/// in the script.
+fn describe(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => describe(cause),
+        mlua::Error::MemoryError(m) => format!("out of memory: {m}"),
+        other => other.to_string().lines().next().unwrap_or_default().to_string(),
+    }
+}
+
+impl Vm {
+    /// This thread's VM for `spec`'s script, loading it on first use.
+    pub(super) fn for_thread(spec: &LuaSpec) -> Result<Rc<Vm>, String> {
+        let key = VmKey {
+            path: spec.path.clone(),
+            source: source_hash(&spec.source),
+            time_limit: spec.time_limit,
+            memory_limit: spec.memory_limit,
+        };
+        if let Some(vm) = VMS.with(|m| m.borrow().get(&key).and_then(Weak::upgrade)) {
+            return Ok(vm);
+        }
+        let vm = Rc::new(Vm::load(&spec.path, &spec.source, spec.time_limit, spec.memory_limit)?.0);
+        VMS.with(|m| {
+            let mut m = m.borrow_mut();
+            m.retain(|_, v| v.strong_count() > 0);
+            m.insert(key, Rc::downgrade(&vm));
+        });
+        Ok(vm)
+    }
+
+    fn load(path: &Path, source: &str, time_limit: Duration, memory_limit: usize) -> Result<(Vm, ScriptInfo), String> {
+        let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::BIT | StdLib::UTF8 | StdLib::BUFFER;
+        let lua = Lua::new_with(libs, LuaOptions::default()).map_err(|e| describe(&e))?;
+        let setup = || -> mlua::Result<()> {
+            lua.set_compiler(mlua::chunk::Compiler::new().set_optimization_level(2));
+            let g = lua.globals();
+            for name in ["require", "loadstring", "getfenv", "setfenv", "collectgarbage", "newproxy", "os", "debug"] {
+                g.raw_set(name, Value::Nil)?;
+            }
+            let sy: Table = lua.load(PRELUDE).set_name("=sy").eval()?;
+            sy.raw_set("find", lua.create_function(find)?)?;
+            sy.raw_set("RECORDS", OUT_RECORDS)?;
+            g.raw_set("sy", sy)?;
+            // From here on the libraries and `sy` are read-only for the script.
+            lua.sandbox(true)?;
+            Ok(())
+        };
+        setup().map_err(|e| format!("cannot set up the script VM: {}", describe(&e)))?;
+        lua.set_memory_limit(memory_limit).map_err(|e| describe(&e))?;
+        let budget = Rc::new(Budget {
+            deadline: Cell::new(None),
+            ticks: Cell::new(0),
+            limit: time_limit,
+        });
+        let b = budget.clone();
+        lua.set_interrupt(move |lua| {
+            let t = b.ticks.get().wrapping_add(1);
+            b.ticks.set(t);
+            if t % 64 != 0 {
+                return Ok(VmState::Continue);
+            }
+            match b.deadline.get() {
+                Some(d) if Instant::now() > d => {
+                    let at = (0..3)
+                        .find_map(|level| {
+                            lua.inspect_stack(level, |d| {
+                                let line = d.current_line()?;
+                                Some(format!("{}:{line}", d.source().short_src.unwrap_or_default()))
+                            })
+                            .flatten()
+                        })
+                        .unwrap_or_else(|| "the script".into());
+                    Err(mlua::Error::runtime(format!("{at}: time limit {:?} exceeded", b.limit)))
+                }
+                _ => Ok(VmState::Continue),
+            }
+        });
+        let name = format!("@{}", path.display());
+        budget.deadline.set(Some(Instant::now() + time_limit.max(Duration::from_millis(100))));
+        let module: mlua::Result<Table> = lua.load(source).set_name(name).eval();
+        budget.deadline.set(None);
+        let module = module.map_err(|e| describe(&e))?;
+        let scan: Function = match module.raw_get("scan") {
+            Ok(Value::Function(f)) => f,
+            _ => return Err(format!("{}: the script must return a table with a `scan` function", path.display())),
+        };
+        let answers = match module.raw_get("answers") {
+            Ok(Value::Function(f)) => Some(f),
+            Ok(Value::Nil) => None,
+            _ => return Err(format!("{}: `answers` must be a function", path.display())),
+        };
+        let info = read_info(path, &module, answers.is_some())?;
+        let input = lua.create_buffer_with_capacity(64 << 10).map_err(|e| describe(&e))?;
+        let output = lua.create_buffer_with_capacity(OUT_RECORDS * RECORD).map_err(|e| describe(&e))?;
+        let vm = Vm {
+            lua,
+            scan,
+            answers,
+            input: RefCell::new(input),
+            input_len: Cell::new(64 << 10),
+            output,
+            budget,
+        };
+        Ok((vm, info))
+    }
+
+    /// Runs the script's framing function over `data`.
+    pub(super) fn call(&self, direction: Direction, data: &[u8]) -> Result<Call<'_>, CodecError> {
+        let script = |m: String| CodecError::Script(m);
+        if data.len() > self.input_len.get() {
+            let size = data.len().next_power_of_two();
+            let b = self.lua.create_buffer_with_capacity(size).map_err(|e| script(describe(&e)))?;
+            *self.input.borrow_mut() = b;
+            self.input_len.set(size);
+        }
+        let input = self.input.borrow().clone();
+        input.write_bytes(0, data);
+        let f = match (direction, &self.answers) {
+            (Direction::Answers, Some(a)) => a,
+            _ => &self.scan,
+        };
+        self.budget.ticks.set(0);
+        self.budget.deadline.set(Some(Instant::now() + self.budget.limit));
+        let r: mlua::Result<(Value, Value)> = f.call((input, data.len(), self.output.clone()));
+        self.budget.deadline.set(None);
+        let (first, second) = r.map_err(|e| {
+            // Free what the failed call left behind (after running out of memory, the
+            // next call must not inherit the garbage).
+            let _ = self.lua.gc_collect();
+            script(format!("script error: {}", describe(&e)))
+        })?;
+        let number = |v: &Value| match v {
+            Value::Integer(i) => Some(*i as f64),
+            Value::Number(n) => Some(*n),
+            _ => None,
+        };
+        let count = match (&first, number(&first)) {
+            (Value::Nil, _) => {
+                let reason = match &second {
+                    Value::String(s) => s.to_string_lossy().to_string(),
+                    _ => "no reason given".to_string(),
+                };
+                return Err(script(format!("script rejected the input: {reason}")));
+            }
+            (_, Some(n)) if n >= 0.0 && n <= OUT_RECORDS as f64 && n.fract() == 0.0 => n as usize,
+            _ => {
+                return Err(script(format!(
+                    "script returned {first:?} instead of a frame count from 0 to {OUT_RECORDS}"
+                )))
+            }
+        };
+        let need = number(&second).filter(|n| *n >= 1.0).map(|n| n as usize);
+        Ok(Call {
+            count,
+            need,
+            out: &self.output,
+        })
+    }
+}
+
+fn read_info(path: &Path, module: &Table, has_answers: bool) -> Result<ScriptInfo, String> {
+    let field = |name: &str| -> Result<Option<String>, String> {
+        match module.raw_get::<Value>(name) {
+            Ok(Value::Nil) => Ok(None),
+            Ok(Value::String(s)) => Ok(Some(s.to_string_lossy().to_string())),
+            _ => Err(format!("{}: `{name}` must be a string", path.display())),
+        }
+    };
+    let correlation = field("correlation")?;
+    if let Some(c) = &correlation {
+        if !["in_order", "by_id", "none"].contains(&c.as_str()) {
+            return Err(format!("{}: correlation `{c}` must be in_order, by_id or none", path.display()));
+        }
+    }
+    let id_format = match field("id_format")?.as_deref() {
+        None | Some("binary") => IdFormat::Binary,
+        Some("text") => IdFormat::Text,
+        Some(o) => return Err(format!("{}: id_format `{o}` must be binary or text", path.display())),
+    };
+    let id_width = match module.raw_get::<Value>("id_width") {
+        Ok(Value::Nil) => 4,
+        Ok(Value::Integer(n)) if (1..=8).contains(&n) => n as usize,
+        Ok(Value::Number(n)) if (1.0..=8.0).contains(&n) && n.fract() == 0.0 => n as usize,
+        _ => return Err(format!("{}: id_width must be 1 to 8", path.display())),
+    };
+    Ok(ScriptInfo {
+        correlation,
+        id_format,
+        id_width,
+        has_answers,
+    })
+}
+
+/// `sy.find(data, from, to, needle)`: the offset of the first `needle` in `data[from, to)`,
+/// or nil. Runs in the host (memchr), reading the buffer in chunks.
+fn find(_: &Lua, (data, from, to, needle): (Buffer, usize, usize, mlua::LuaString)) -> mlua::Result<Option<usize>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let needle = needle.as_bytes();
+    let to = to.min(data.len());
+    if needle.is_empty() || from >= to || to - from < needle.len() {
+        return Ok(None);
+    }
+    let finder = memchr::memmem::Finder::new(&needle[..]);
+    let mut cursor = data.cursor();
+    cursor.seek(SeekFrom::Start(from as u64))?;
+    let mut chunk = [0u8; 4096];
+    let mut carry = 0usize;
+    let mut pos = from;
+    while pos < to {
+        let want = (to - pos).min(chunk.len() - carry);
+        let n = cursor.read(&mut chunk[carry..carry + want])?;
+        if n == 0 {
+            break;
+        }
+        let filled = carry + n;
+        if let Some(i) = finder.find(&chunk[..filled]) {
+            return Ok(Some(pos - carry + i));
+        }
+        pos += n;
+        // Keep the last needle-1 bytes: a match may straddle two chunks.
+        let keep = (needle.len() - 1).min(filled);
+        chunk.copy_within(filled - keep..filled, 0);
+        carry = keep;
+    }
+    Ok(None)
+}
+
+/// Loads and runs a script once, as `switchyard check` and config loading do, and returns
+/// what it declares; errors carry the file and line.
+pub fn inspect(path: &Path, source: &str, time_limit: Duration, memory_limit: usize) -> Result<ScriptInfo, String> {
+    Vm::load(path, source, time_limit, memory_limit).map(|(_, info)| info)
+}
