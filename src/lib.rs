@@ -28,10 +28,12 @@
 //! | [`demo`] | tiny real backends and load clients for `switchyard demo`, `bench` and tests |
 
 pub mod balancer;
+pub mod capture;
 pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod downstream;
+pub mod frames;
 pub mod health;
 pub mod listener;
 pub mod server;

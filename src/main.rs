@@ -38,6 +38,25 @@ enum Command {
     Demo(switchyard::demo::DemoArgs),
     /// Measure messages/s and latency through the proxy against the backends directly.
     Bench(switchyard::demo::bench::BenchArgs),
+    /// Run a listener's codec over captured bytes (raw, pcap or pcapng) and print each
+    /// frame's offset, length, key and id, and the backend it would pin to.
+    Frames {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The listener whose codec to use.
+        #[arg(long)]
+        listener: String,
+        /// The capture: raw bytes of one direction, or a pcap / pcapng file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Which direction to frame.
+        #[arg(long, value_enum, default_value = "requests")]
+        direction: switchyard::frames::Side,
+        /// In a pcap, the server port of the conversation (default: the listener's port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Run a demo backend (length-field echo) on an address, for load scripts.
     Backend {
         /// Address to listen on.
@@ -132,6 +151,27 @@ fn main() -> anyhow::Result<()> {
             running.join();
             tracing::info!("shutdown complete");
             Ok(())
+        }
+        Command::Frames {
+            config,
+            listener,
+            input,
+            direction,
+            port,
+        } => {
+            let c = switchyard::config::load(&config)?;
+            let bytes = std::fs::read(&input)
+                .with_context(|| format!("{}: cannot read", input.display()))?;
+            match switchyard::frames::run(&c, &listener, &bytes, direction, port) {
+                Ok(report) => {
+                    print!("{report}");
+                    Ok(())
+                }
+                Err((report, e)) => {
+                    print!("{report}");
+                    Err(e.into())
+                }
+            }
         }
         Command::Demo(args) => Ok(switchyard::demo::run_demo(args)?),
         Command::Bench(args) => Ok(switchyard::demo::bench::run(args)?),

@@ -90,7 +90,11 @@ impl Codec for Delimiter {
             out.push(Frame {
                 len: len as u32,
                 id: self.spec.id_token.and_then(|n| token(line, n)),
-                key: self.spec.key_token.and_then(|n| token(line, n)).map(Key::Bytes),
+                key: self
+                    .spec
+                    .key_token
+                    .and_then(|n| token(line, n))
+                    .map(Key::Bytes),
             });
             pos += len;
             self.searched = 0;

@@ -65,7 +65,11 @@ impl Key {
                 let b = s.slice(frame);
                 match std::str::from_utf8(b) {
                     Ok(t) if t.chars().all(|c| !c.is_control()) => t.to_string(),
-                    _ => b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(""),
+                    _ => b
+                        .iter()
+                        .map(|x| format!("{x:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(""),
                 }
             }
         }

@@ -5,11 +5,11 @@ use super::*;
 use proptest::prelude::*;
 
 /// A frame's bytes, key bytes and id bytes.
-type Found = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+pub(crate) type Found = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// (frame bytes, key bytes, id bytes) of every frame, scanning `stream` as it arrives in
 /// `chunks`, the way a connection does: append, scan, cut what was found.
-fn frames_by_reads(codec: &mut dyn Codec, stream: &[u8], cuts: &[usize]) -> Vec<Found> {
+pub(crate) fn frames_by_reads(codec: &mut dyn Codec, stream: &[u8], cuts: &[usize]) -> Vec<Found> {
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
     let mut frames = Vec::new();

@@ -533,11 +533,20 @@ fn validate_codec(
                 .as_ref()
                 .ok_or_else(|| (key("script"), "is required".to_string()))?;
             let path = base.join(script);
-            let source = std::fs::read_to_string(&path)
-                .map_err(|e| (key("script"), format!("cannot read {}: {e}", path.display())))?;
-            let time_limit = nonzero_duration(&key("time_limit"), c.time_limit.as_ref(), Duration::from_millis(10))?;
+            let source = std::fs::read_to_string(&path).map_err(|e| {
+                (
+                    key("script"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let time_limit = nonzero_duration(
+                &key("time_limit"),
+                c.time_limit.as_ref(),
+                Duration::from_millis(10),
+            )?;
             let memory_limit = size(&key("memory_limit"), c.memory_limit, 64 << 20, 1 << 20)?;
-            let info = lua::inspect(&path, &source, time_limit, memory_limit).map_err(|e| (key("script"), e))?;
+            let info = lua::inspect(&path, &source, time_limit, memory_limit)
+                .map_err(|e| (key("script"), e))?;
             Ok(CodecSpec::Lua(lua::LuaSpec {
                 path,
                 source: source.into(),

@@ -355,7 +355,11 @@ fn route_requeued(client: &Rc<Client>, lctx: &ListenerCtx) -> Result<Option<Bloc
 
 /// The key span of a handed-back frame (found again by the listener's codec).
 fn keys_of(lctx: &ListenerCtx, r: &Requeued) -> Option<Key> {
-    let mut codec = lctx.config.codec.build(lctx.config.limits.max_frame_size).ok()?;
+    let mut codec = lctx
+        .config
+        .codec
+        .build(lctx.config.limits.max_frame_size)
+        .ok()?;
     let mut frames = Vec::with_capacity(1);
     codec.scan(&r.frame, &mut frames).ok()?;
     frames.first().and_then(|f| f.key)

@@ -308,7 +308,9 @@ impl UpConn {
             }
             Answer::Unmatched => {
                 let cluster = self.cluster.borrow().clone();
-                let key = f.key.map(|k| crate::session::key_hash(k.bytes(frame, &mut [0; 8])));
+                let key = f
+                    .key
+                    .map(|k| crate::session::key_hash(k.bytes(frame, &mut [0; 8])));
                 worker.route_push(&cluster, key, frame);
             }
         }
@@ -541,7 +543,12 @@ async fn pump(
     let max_frame = listener.limits.max_frame_size;
     let mut codec = match listener.response_codec.build(max_frame) {
         Ok(c) => c,
-        Err(e) => return (Ended::Lost(format!("cannot frame answers: {e}")), BytesMut::new()),
+        Err(e) => {
+            return (
+                Ended::Lost(format!("cannot frame answers: {e}")),
+                BytesMut::new(),
+            )
+        }
     };
     let resp_format = codec.id_format();
     let (mut rd, mut wr) = stream.split();

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)] // each target uses a different part of this module
 
-use switchyard::codec::{Codec, Frame, FrameSet, Span};
+use switchyard::codec::{Codec, Frame, FrameSet, Key, Span};
 
 /// Reads settings off the front of the fuzzer's input; past its end every byte reads as 0,
 /// so any input (even an empty one) describes some case.
@@ -71,7 +71,10 @@ impl<'a> Input<'a> {
 /// Where a frame's session key sits. (The one place that reads `Frame::key`, so a change of
 /// its type touches only this function.)
 pub fn key_span(f: &Frame) -> Option<Span> {
-    f.key
+    f.key.map(|k| match k {
+        Key::Bytes(s) => s,
+        Key::Int(v) => panic!("a byte codec gave an integer key {v}"),
+    })
 }
 
 /// Checks the frames one `scan` appended, against the buffer it was given: each is non-empty

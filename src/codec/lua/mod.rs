@@ -78,7 +78,9 @@ pub struct LuaCodec {
 
 impl std::fmt::Debug for LuaCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LuaCodec").field("direction", &self.direction).finish()
+        f.debug_struct("LuaCodec")
+            .field("direction", &self.direction)
+            .finish()
     }
 }
 
@@ -164,7 +166,9 @@ fn record(r: &[u8; RECORD], at: usize, left: usize, max_frame: usize) -> Result<
         });
     }
     if len > left {
-        return bad(format!("a frame of {len} bytes where only {left} are buffered"));
+        return bad(format!(
+            "a frame of {len} bytes where only {left} are buffered"
+        ));
     }
     let span = |off: usize, n: usize, what: &str| -> Result<Span, CodecError> {
         if off < at || off + n > at + len {
@@ -185,7 +189,9 @@ fn record(r: &[u8; RECORD], at: usize, left: usize, max_frame: usize) -> Result<
         2 => {
             let v = f64::from_le_bytes(r[24..32].try_into().unwrap_or([0; 8]));
             if !(v >= 0.0 && v <= 2f64.powi(53) && v.fract() == 0.0) {
-                return bad(format!("an integer key {v} that is not a whole number below 2^53"));
+                return bad(format!(
+                    "an integer key {v} that is not a whole number below 2^53"
+                ));
             }
             Some(Key::Int(v as u64))
         }

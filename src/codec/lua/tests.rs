@@ -1,6 +1,7 @@
 //! The script engine against the native codec, and its safety limits.
 
 use super::*;
+use crate::codec::props::frames_by_reads;
 use crate::codec::{Endian, FieldSpec, LengthField, LengthFieldSpec};
 use proptest::prelude::*;
 use std::path::Path;
@@ -18,13 +19,24 @@ fn spec_for(path: &Path, source: &str, time_limit: Duration, memory_limit: usize
 }
 
 fn example(name: &str) -> LuaSpec {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scripts").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/scripts")
+        .join(name);
     let source = std::fs::read_to_string(&path).unwrap();
     spec_for(&path, &source, Duration::from_millis(50), 64 << 20)
 }
 
 fn script(source: &str) -> LuaCodec {
-    LuaCodec::new(&spec_for(Path::new("t.lua"), source, Duration::from_millis(30), 4 << 20), 1 << 20).unwrap()
+    LuaCodec::new(
+        &spec_for(
+            Path::new("t.lua"),
+            source,
+            Duration::from_millis(30),
+            4 << 20,
+        ),
+        1 << 20,
+    )
+    .unwrap()
 }
 
 fn native() -> LengthField {
@@ -34,39 +46,17 @@ fn native() -> LengthField {
             length_width: 4,
             endian: Endian::Big,
             length_adjust: 0,
-            key: Some(FieldSpec { offset: 4, width: 8 }),
-            id: Some(FieldSpec { offset: 12, width: 4 }),
+            key: Some(FieldSpec {
+                offset: 4,
+                width: 8,
+            }),
+            id: Some(FieldSpec {
+                offset: 12,
+                width: 4,
+            }),
         },
         1 << 20,
     )
-}
-
-fn frames_by_reads(codec: &mut dyn Codec, stream: &[u8], cuts: &[usize]) -> Vec<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    let mut frames = Vec::new();
-    let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
-    points.push(stream.len());
-    points.sort_unstable();
-    let mut prev = 0;
-    for p in points {
-        buf.extend_from_slice(&stream[prev..p]);
-        prev = p;
-        codec.scan(&buf, &mut frames).unwrap();
-        let mut at = 0;
-        for f in frames.drain(..) {
-            let b = &buf[at..at + f.len as usize];
-            out.push((
-                b.to_vec(),
-                f.key.map(|k| k.bytes(b, &mut [0; 8]).to_vec()),
-                f.id.map(|s| s.slice(b).to_vec()),
-            ));
-            at += f.len as usize;
-        }
-        buf.drain(..at);
-    }
-    assert!(buf.is_empty());
-    out
 }
 
 fn demo_stream(bodies: &[Vec<u8>]) -> Vec<u8> {
@@ -107,20 +97,50 @@ fn the_sandbox_has_no_io_os_require_or_debug() {
     for name in ["io", "os", "require", "debug", "loadstring", "getfenv"] {
         let src = format!("return {{ scan = function(d, l, o) return 0 end, probe = {name} }}");
         let check = format!("if {name} ~= nil then error('{name} is reachable') end\n{src}");
-        inspect(Path::new("t.lua"), &check, Duration::from_millis(50), 4 << 20).unwrap();
+        inspect(
+            Path::new("t.lua"),
+            &check,
+            Duration::from_millis(50),
+            4 << 20,
+        )
+        .unwrap();
     }
     // Library tables are read-only.
-    let e = inspect(Path::new("t.lua"), "string.len = nil\nreturn {}", Duration::from_millis(50), 4 << 20).unwrap_err();
+    let e = inspect(
+        Path::new("t.lua"),
+        "string.len = nil\nreturn {}",
+        Duration::from_millis(50),
+        4 << 20,
+    )
+    .unwrap_err();
     assert!(e.contains("t.lua:1"), "{e}");
 }
 
 #[test]
 fn syntax_and_runtime_errors_name_file_and_line() {
-    let e = inspect(Path::new("proto.lua"), "return {\n scan = function(\n", Duration::from_millis(50), 4 << 20).unwrap_err();
+    let e = inspect(
+        Path::new("proto.lua"),
+        "return {\n scan = function(\n",
+        Duration::from_millis(50),
+        4 << 20,
+    )
+    .unwrap_err();
     assert!(e.contains("proto.lua:"), "{e}");
-    let e = inspect(Path::new("proto.lua"), "local x = nil\nreturn x.y", Duration::from_millis(50), 4 << 20).unwrap_err();
+    let e = inspect(
+        Path::new("proto.lua"),
+        "local x = nil\nreturn x.y",
+        Duration::from_millis(50),
+        4 << 20,
+    )
+    .unwrap_err();
     assert!(e.contains("proto.lua:2"), "{e}");
-    let e = inspect(Path::new("proto.lua"), "return { scan = 5 }", Duration::from_millis(50), 4 << 20).unwrap_err();
+    let e = inspect(
+        Path::new("proto.lua"),
+        "return { scan = 5 }",
+        Duration::from_millis(50),
+        4 << 20,
+    )
+    .unwrap_err();
     assert!(e.contains("`scan` function"), "{e}");
 }
 

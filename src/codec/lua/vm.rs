@@ -74,7 +74,12 @@ fn describe(e: &mlua::Error) -> String {
     match e {
         mlua::Error::CallbackError { cause, .. } => describe(cause),
         mlua::Error::MemoryError(m) => format!("out of memory: {m}"),
-        other => other.to_string().lines().next().unwrap_or_default().to_string(),
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
@@ -99,13 +104,32 @@ impl Vm {
         Ok(vm)
     }
 
-    fn load(path: &Path, source: &str, time_limit: Duration, memory_limit: usize) -> Result<(Vm, ScriptInfo), String> {
-        let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::BIT | StdLib::UTF8 | StdLib::BUFFER;
+    fn load(
+        path: &Path,
+        source: &str,
+        time_limit: Duration,
+        memory_limit: usize,
+    ) -> Result<(Vm, ScriptInfo), String> {
+        let libs = StdLib::TABLE
+            | StdLib::STRING
+            | StdLib::MATH
+            | StdLib::BIT
+            | StdLib::UTF8
+            | StdLib::BUFFER;
         let lua = Lua::new_with(libs, LuaOptions::default()).map_err(|e| describe(&e))?;
         let setup = || -> mlua::Result<()> {
             lua.set_compiler(mlua::chunk::Compiler::new().set_optimization_level(2));
             let g = lua.globals();
-            for name in ["require", "loadstring", "getfenv", "setfenv", "collectgarbage", "newproxy", "os", "debug"] {
+            for name in [
+                "require",
+                "loadstring",
+                "getfenv",
+                "setfenv",
+                "collectgarbage",
+                "newproxy",
+                "os",
+                "debug",
+            ] {
                 g.raw_set(name, Value::Nil)?;
             }
             let sy: Table = lua.load(PRELUDE).set_name("=sy").eval()?;
@@ -117,7 +141,8 @@ impl Vm {
             Ok(())
         };
         setup().map_err(|e| format!("cannot set up the script VM: {}", describe(&e)))?;
-        lua.set_memory_limit(memory_limit).map_err(|e| describe(&e))?;
+        lua.set_memory_limit(memory_limit)
+            .map_err(|e| describe(&e))?;
         let budget = Rc::new(Budget {
             deadline: Cell::new(None),
             ticks: Cell::new(0),
@@ -136,24 +161,37 @@ impl Vm {
                         .find_map(|level| {
                             lua.inspect_stack(level, |d| {
                                 let line = d.current_line()?;
-                                Some(format!("{}:{line}", d.source().short_src.unwrap_or_default()))
+                                Some(format!(
+                                    "{}:{line}",
+                                    d.source().short_src.unwrap_or_default()
+                                ))
                             })
                             .flatten()
                         })
                         .unwrap_or_else(|| "the script".into());
-                    Err(mlua::Error::runtime(format!("{at}: time limit {:?} exceeded", b.limit)))
+                    Err(mlua::Error::runtime(format!(
+                        "{at}: time limit {:?} exceeded",
+                        b.limit
+                    )))
                 }
                 _ => Ok(VmState::Continue),
             }
         });
         let name = format!("@{}", path.display());
-        budget.deadline.set(Some(Instant::now() + time_limit.max(Duration::from_millis(100))));
+        budget.deadline.set(Some(
+            Instant::now() + time_limit.max(Duration::from_millis(100)),
+        ));
         let module: mlua::Result<Table> = lua.load(source).set_name(name).eval();
         budget.deadline.set(None);
         let module = module.map_err(|e| describe(&e))?;
         let scan: Function = match module.raw_get("scan") {
             Ok(Value::Function(f)) => f,
-            _ => return Err(format!("{}: the script must return a table with a `scan` function", path.display())),
+            _ => {
+                return Err(format!(
+                    "{}: the script must return a table with a `scan` function",
+                    path.display()
+                ))
+            }
         };
         let answers = match module.raw_get("answers") {
             Ok(Value::Function(f)) => Some(f),
@@ -161,8 +199,12 @@ impl Vm {
             _ => return Err(format!("{}: `answers` must be a function", path.display())),
         };
         let info = read_info(path, &module, answers.is_some())?;
-        let input = lua.create_buffer_with_capacity(64 << 10).map_err(|e| describe(&e))?;
-        let output = lua.create_buffer_with_capacity(OUT_RECORDS * RECORD).map_err(|e| describe(&e))?;
+        let input = lua
+            .create_buffer_with_capacity(64 << 10)
+            .map_err(|e| describe(&e))?;
+        let output = lua
+            .create_buffer_with_capacity(OUT_RECORDS * RECORD)
+            .map_err(|e| describe(&e))?;
         let vm = Vm {
             lua,
             scan,
@@ -180,7 +222,10 @@ impl Vm {
         let script = |m: String| CodecError::Script(m);
         if data.len() > self.input_len.get() {
             let size = data.len().next_power_of_two();
-            let b = self.lua.create_buffer_with_capacity(size).map_err(|e| script(describe(&e)))?;
+            let b = self
+                .lua
+                .create_buffer_with_capacity(size)
+                .map_err(|e| script(describe(&e)))?;
             *self.input.borrow_mut() = b;
             self.input_len.set(size);
         }
@@ -191,7 +236,9 @@ impl Vm {
             _ => &self.scan,
         };
         self.budget.ticks.set(0);
-        self.budget.deadline.set(Some(Instant::now() + self.budget.limit));
+        self.budget
+            .deadline
+            .set(Some(Instant::now() + self.budget.limit));
         let r: mlua::Result<(Value, Value)> = f.call((input, data.len(), self.output.clone()));
         self.budget.deadline.set(None);
         let (first, second) = r.map_err(|e| {
@@ -240,13 +287,21 @@ fn read_info(path: &Path, module: &Table, has_answers: bool) -> Result<ScriptInf
     let correlation = field("correlation")?;
     if let Some(c) = &correlation {
         if !["in_order", "by_id", "none"].contains(&c.as_str()) {
-            return Err(format!("{}: correlation `{c}` must be in_order, by_id or none", path.display()));
+            return Err(format!(
+                "{}: correlation `{c}` must be in_order, by_id or none",
+                path.display()
+            ));
         }
     }
     let id_format = match field("id_format")?.as_deref() {
         None | Some("binary") => IdFormat::Binary,
         Some("text") => IdFormat::Text,
-        Some(o) => return Err(format!("{}: id_format `{o}` must be binary or text", path.display())),
+        Some(o) => {
+            return Err(format!(
+                "{}: id_format `{o}` must be binary or text",
+                path.display()
+            ))
+        }
     };
     let id_width = match module.raw_get::<Value>("id_width") {
         Ok(Value::Nil) => 4,
@@ -264,7 +319,10 @@ fn read_info(path: &Path, module: &Table, has_answers: bool) -> Result<ScriptInf
 
 /// `sy.find(data, from, to, needle)`: the offset of the first `needle` in `data[from, to)`,
 /// or nil. Runs in the host (memchr), reading the buffer in chunks.
-fn find(_: &Lua, (data, from, to, needle): (Buffer, usize, usize, mlua::LuaString)) -> mlua::Result<Option<usize>> {
+fn find(
+    _: &Lua,
+    (data, from, to, needle): (Buffer, usize, usize, mlua::LuaString),
+) -> mlua::Result<Option<usize>> {
     use std::io::{Read, Seek, SeekFrom};
     let needle = needle.as_bytes();
     let to = to.min(data.len());
@@ -298,6 +356,11 @@ fn find(_: &Lua, (data, from, to, needle): (Buffer, usize, usize, mlua::LuaStrin
 
 /// Loads and runs a script once, as `switchyard check` and config loading do, and returns
 /// what it declares; errors carry the file and line.
-pub fn inspect(path: &Path, source: &str, time_limit: Duration, memory_limit: usize) -> Result<ScriptInfo, String> {
+pub fn inspect(
+    path: &Path,
+    source: &str,
+    time_limit: Duration,
+    memory_limit: usize,
+) -> Result<ScriptInfo, String> {
     Vm::load(path, source, time_limit, memory_limit).map(|(_, info)| info)
 }

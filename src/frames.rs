@@ -1,0 +1,169 @@
+//! `switchyard frames`: runs a listener's codec (native or script) over captured bytes and
+//! prints every frame's offset, length, key and id, and the backend its key would pin to
+//! (simulated with the cluster's policy, all backends up, starting from an empty table).
+//! Script authors debug with it; tests use it.
+
+use crate::balancer::{Cluster, Picker, Routed};
+use crate::capture::{self, Flow};
+use crate::codec::{Codec, CodecSpec, Frame};
+use crate::config::Config;
+use crate::session::key_hash;
+use std::fmt::Write as _;
+
+/// Which side of the conversation to frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    /// Client → proxy bytes (the listener's `codec`).
+    Requests,
+    /// Backend → client bytes (the listener's `response_codec`).
+    Responses,
+}
+
+/// Why `frames` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FramesError {
+    /// No listener has that name.
+    #[error("no listener is named `{0}`")]
+    NoListener(String),
+    /// The capture could not be read.
+    #[error("{0}")]
+    Capture(#[from] capture::CaptureError),
+    /// The codec could not be built.
+    #[error("{0}")]
+    Codec(#[from] crate::codec::CodecError),
+    /// Some flow had bytes the codec refused (the report says where).
+    #[error("the codec refused some input")]
+    Refused,
+}
+
+/// Frames `input` as listener `listener` of `config` would; returns the printable report
+/// (and `Err(Refused)` after printing if any flow had bad bytes).
+pub fn run(
+    config: &Config,
+    listener: &str,
+    input: &[u8],
+    side: Side,
+    port: Option<u16>,
+) -> Result<String, (String, FramesError)> {
+    let fail = |e: FramesError| (String::new(), e);
+    let l = config
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .ok_or_else(|| fail(FramesError::NoListener(listener.to_string())))?;
+    let port = port.unwrap_or(l.listen.port());
+    let flows = capture::read(input, |from, to| match side {
+        Side::Requests => port == 0 || to.port() == port,
+        Side::Responses => port == 0 || from.port() == port,
+    })
+    .map_err(|e| fail(e.into()))?;
+    let spec: &CodecSpec = match side {
+        Side::Requests => &l.codec,
+        Side::Responses => &l.response_codec,
+    };
+    let cluster = Cluster::new(config.clusters[l.cluster].clone());
+    let mut picker = Picker::new(cluster.config.policy, cluster.backends.len(), 0);
+    let mut out = String::new();
+    let mut refused = false;
+    for flow in &flows {
+        let mut codec = spec
+            .build(l.limits.max_frame_size)
+            .map_err(|e| fail(e.into()))?;
+        if flows.len() > 1 || flow.from.port() != 0 {
+            let _ = writeln!(
+                out,
+                "# flow {} -> {} ({} bytes)",
+                flow.from,
+                flow.to,
+                flow.bytes.len()
+            );
+        }
+        refused |= frame_flow(&mut *codec, flow, side, &cluster, &mut picker, &mut out);
+    }
+    if flows.is_empty() {
+        let _ = writeln!(out, "# no TCP payload matched port {port}");
+    }
+    if refused {
+        return Err((out, FramesError::Refused));
+    }
+    Ok(out)
+}
+
+/// Prints one flow's frames; returns whether the codec refused some of it.
+fn frame_flow(
+    codec: &mut dyn Codec,
+    flow: &Flow,
+    side: Side,
+    cluster: &Cluster,
+    picker: &mut Picker,
+    out: &mut String,
+) -> bool {
+    let _ = writeln!(
+        out,
+        "{:>10} {:>8}  {:<24} {:<12} backend",
+        "offset", "len", "key", "id"
+    );
+    // Feed the stream in 16 KiB reads, as a connection would.
+    let bytes = &flow.bytes;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut base = 0usize; // stream offset of buf[0]
+    let mut fed = 0usize;
+    let mut frames: Vec<Frame> = Vec::new();
+    while fed < bytes.len() || !buf.is_empty() {
+        let next = (fed + (16 << 10)).min(bytes.len());
+        buf.extend_from_slice(&bytes[fed..next]);
+        let eof = next == bytes.len();
+        fed = next;
+        if let Err(e) = codec.scan(&buf, &mut frames) {
+            let _ = writeln!(out, "error in the bytes from offset {base}: {e}");
+            return true;
+        }
+        let mut at = 0usize;
+        for f in frames.drain(..) {
+            let frame = &buf[at..at + f.len as usize];
+            let key = f.key.map(|k| k.display(frame));
+            // Text ids print as text, binary ones as hex.
+            let id = match f.id.map(|s| s.slice(frame)) {
+                Some(b) if b.iter().all(u8::is_ascii_graphic) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                Some(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+                None => "-".into(),
+            };
+            let backend = match side {
+                Side::Requests => {
+                    let hashed = f.key.map(|k| key_hash(k.bytes(frame, &mut [0; 8])));
+                    match cluster.route(hashed, 1, picker, &|_| true) {
+                        Routed::To(b) | Routed::Moved { to: b, .. } => {
+                            cluster.backends[b].name.clone()
+                        }
+                        _ => "-".into(),
+                    }
+                }
+                Side::Responses => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:>10} {:>8}  {:<24} {:<12} {backend}",
+                base + at,
+                f.len,
+                key.unwrap_or_else(|| "-".into()),
+                id
+            );
+            at += f.len as usize;
+        }
+        buf.drain(..at);
+        base += at;
+        if eof {
+            if !buf.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "# {} bytes at offset {base} do not complete a frame",
+                    buf.len()
+                );
+            }
+            break;
+        }
+    }
+    false
+}

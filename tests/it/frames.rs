@@ -1,0 +1,175 @@
+//! `switchyard frames`: a listener's codec over raw bytes and pcap captures.
+
+use crate::support::*;
+use std::process::Command;
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// A classic pcap of Ethernet/IPv4/TCP segments (sport, dport, seq, payload).
+fn pcap(packets: &[(u16, u16, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    for (sport, dport, seq, payload) in packets {
+        let mut p = vec![0u8; 12];
+        p.extend_from_slice(&[0x08, 0x00]);
+        let total = 40 + payload.len();
+        p.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+            127,
+            0,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&p);
+    }
+    f
+}
+
+fn frames(
+    config: &std::path::Path,
+    listener: &str,
+    input: &std::path::Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(["frames", "--config"])
+        .arg(config)
+        .args(["--listener", listener, "--input"])
+        .arg(input)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn lua_and_native_codecs_frame_a_capture_identically() {
+    let mut stream = Vec::new();
+    for i in 0..50u32 {
+        switchyard::demo::proto::write_request(
+            &mut stream,
+            u64::from(i % 7) << 40,
+            i,
+            &vec![b'p'; (i * 13 % 200) as usize],
+        );
+    }
+    let raw = TempFile::new("cap.bin", "");
+    std::fs::write(&raw.0, &stream).unwrap();
+    let (ok, lua, err) = frames(
+        &examples().join("lua-binary.toml"),
+        "orders-lua",
+        &raw.0,
+        &[],
+    );
+    assert!(ok, "{err}");
+    let (ok, native, err) = frames(&examples().join("orders.toml"), "orders", &raw.0, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(lua, native);
+    assert_eq!(lua.lines().count(), 51, "{lua}");
+    assert!(lua.contains("0000060000000000"), "keys are shown: {lua}");
+}
+
+#[test]
+fn sip_requests_and_answers_from_a_pcap() {
+    let req = |call: &str, cseq: u32| {
+        format!("INVITE sip:bob@x SIP/2.0\r\nCall-ID: {call}\r\nCSeq: {cseq} INVITE\r\nContent-Length: 3\r\n\r\nabc").into_bytes()
+    };
+    let a = req("alpha@host", 1);
+    let b = req("beta@host", 2);
+    // The second request arrives split across two segments, and the first is retransmitted.
+    let split = 20;
+    let packets = vec![
+        (40000, 5060, 1000, a.clone()),
+        (40000, 5060, 1000 + a.len() as u32, b[..split].to_vec()),
+        (40000, 5060, 1000, a.clone()),
+        (
+            40000,
+            5060,
+            1000 + (a.len() + split) as u32,
+            b[split..].to_vec(),
+        ),
+        (
+            5060,
+            40000,
+            7,
+            b"SIP/2.0 200 OK\r\nCall-ID: alpha@host\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+        ),
+    ];
+    let cap = TempFile::new("sip.pcap", "");
+    std::fs::write(&cap.0, pcap(&packets)).unwrap();
+    let (ok, out, err) = frames(&examples().join("sip.toml"), "sip", &cap.0, &[]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("@host")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[0].contains("alpha@host") && rows[0].split_whitespace().nth(3) == Some("1"),
+        "{out}"
+    );
+    assert!(
+        rows[1].contains("beta@host") && rows[1].split_whitespace().nth(3) == Some("2"),
+        "{out}"
+    );
+    let (ok, out, err) = frames(
+        &examples().join("sip.toml"),
+        "sip",
+        &cap.0,
+        &["--direction", "responses"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("alpha@host")).count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_bytes_are_reported_with_their_offset() {
+    let raw = TempFile::new("bad.bin", "");
+    let mut stream = Vec::new();
+    switchyard::demo::proto::write_request(&mut stream, 1, 1, b"ok");
+    stream.extend_from_slice(&[0, 0, 0, 2, 9, 9]);
+    std::fs::write(&raw.0, &stream).unwrap();
+    let (ok, out, err) = frames(
+        &examples().join("lua-binary.toml"),
+        "orders-lua",
+        &raw.0,
+        &[],
+    );
+    assert!(!ok);
+    assert!(out.contains("error in the bytes from offset 0: script rejected the input: frame of 6 bytes is shorter than its 16-byte header"), "{out}");
+    assert!(err.contains("refused"), "{err}");
+}
