@@ -5,10 +5,6 @@
 --
 -- The same protocol as the native codec in ../orders.toml, so the two can be compared.
 
-local frame = sy.frame
-local u32be = sy.u32be
-local RECORDS = sy.RECORDS
-
 local HEADER = 16
 
 return {

@@ -10,10 +10,6 @@
 --   \r\n
 --   hello
 
-local find, frame, int, str = sy.find, sy.frame, sy.int, sy.str
-local RECORDS = sy.RECORDS
-local readu8 = buffer.readu8
-
 -- Offset and length of a header's value in data[from, to), skipping spaces after the colon.
 local function value(data: buffer, from: number, to: number, name_len: number)
 	local v = from + name_len

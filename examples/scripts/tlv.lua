@@ -3,9 +3,6 @@
 -- u8 type | u16 BE length | value. The session key is the value of TLV type 1, the request
 -- id the value of TLV type 2 (4 bytes); other types are carried through untouched.
 
-local frame, u16be, u32be, u8 = sy.frame, sy.u16be, sy.u32be, sy.u8
-local RECORDS = sy.RECORDS
-
 local KEY, ID = 1, 2
 
 return {

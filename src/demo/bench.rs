@@ -1,12 +1,15 @@
 //! `switchyard bench`: pipelined load of the demo protocol against three demo backends
-//! directly, then through the proxy in front of the same backends, in one run. Reports
-//! messages/s, answer latency p50/p99, and the proxy workers' CPU time per message (read
-//! from `/proc/self/task/*/stat`).
+//! directly, then through the proxy in front of the same backends (native `length_field`
+//! codec, and with `--script` the same protocol framed by a Lua script), in one run.
+//! Reports messages/s, answer latency p50/p99, and the proxy workers' CPU time per message
+//! (read from `/proc/self/task/*/stat`).
 
 use super::backend::TestBackend;
 use super::client::{self, ClientPlan, ClientReport};
 use super::DemoError;
+use crate::config::Config;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// `switchyard bench` options.
@@ -18,7 +21,7 @@ pub struct BenchArgs {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 32)]
     pub depth: usize,
-    /// Payload bytes per message (the frame adds 16).
+    /// Payload bytes per message (at least 16; the frame adds 16).
     #[arg(long, default_value_t = 48)]
     pub payload: usize,
     /// Length of each measured phase.
@@ -27,9 +30,13 @@ pub struct BenchArgs {
     /// Proxy workers.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Rounds (each: direct, then proxied); medians are reported.
+    /// Rounds (each: direct, proxied, proxied with the script); medians are reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Also measure the proxy with this protocol script framing the same traffic
+    /// (e.g. examples/scripts/binary64.lua).
+    #[arg(long)]
+    pub script: Option<PathBuf>,
 }
 
 struct Phase {
@@ -39,18 +46,56 @@ struct Phase {
     cpu_ns_per_msg: Option<f64>,
 }
 
+/// The proxy config measured: round robin over `backends`, no pins, answers in request
+/// order; the codec is native `length_field` or `script`.
+fn bench_config(
+    backends: &[SocketAddr],
+    workers: usize,
+    script: Option<&std::path::Path>,
+) -> Result<Config, DemoError> {
+    let codec = match script {
+        None => "kind = \"length_field\"\nlength_width = 4\nkey = { offset = 4, width = 8 }\nid = { offset = 12, width = 4 }".to_string(),
+        Some(p) => format!("kind = \"lua\"\nscript = \"{}\"", p.display()),
+    };
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    let text = format!(
+        "workers = {workers}\n[[listener]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\ncluster = \"bench\"\ncorrelation = \"in_order\"\n\
+         [listener.codec]\n{codec}\n[[cluster]]\nname = \"bench\"\npolicy = \"round_robin\"\nbackends = [{}]\n",
+        list.join(", ")
+    );
+    crate::config::parse(&text, std::path::Path::new("<bench>"))
+        .map_err(|e| DemoError::Check(e.to_string()))
+}
+
 /// Runs the benchmark and prints a table.
 pub fn run(args: BenchArgs) -> Result<(), DemoError> {
     let backends: Vec<TestBackend> = (1..=3)
         .map(|i| TestBackend::start(&format!("b{i}"), false))
         .collect::<Result<_, _>>()?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let mut config = super::demo_config(&addrs, args.workers, "round_robin")?;
-    // Pure per-message balancing: no pins, answers restored in request order.
-    config.clusters[0].persistence = None;
-    config.listeners[0].correlation = crate::config::Correlation::InOrder;
-    let running = crate::server::start(config)?;
-    let proxy = running.listeners[0].1;
+    let mut targets: Vec<(String, Option<Config>)> = vec![
+        ("direct to 3 backends".into(), None),
+        (
+            "switchyard, native length_field".into(),
+            Some(bench_config(&addrs, args.workers, None)?),
+        ),
+    ];
+    if let Some(script) = &args.script {
+        let script = std::fs::canonicalize(script)?;
+        targets.push((
+            format!(
+                "switchyard, Lua {}",
+                script
+                    .file_name()
+                    .map(|f| f.to_string_lossy())
+                    .unwrap_or_default()
+            ),
+            Some(bench_config(&addrs, args.workers, Some(&script))?),
+        ));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -58,25 +103,37 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
         "bench: {} connections × depth {}, {} B frames, {:?} per phase, {} proxy worker(s), {} rounds",
         args.connections,
         args.depth,
-        args.payload.max(8) + 16,
+        args.payload.max(16) + 16,
         args.duration,
         args.workers,
         args.rounds
     );
-    let mut direct = Vec::new();
-    let mut proxied = Vec::new();
+    let mut results: Vec<Vec<Phase>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
-        let d = phase(&rt, &args, |i| addrs[i % addrs.len()], None)?;
-        let p = phase(&rt, &args, |_| proxy, Some(()))?;
-        println!(
-            "round {round}: direct {:>9.0} msg/s p50 {:>5} µs p99 {:>6} µs | proxy {:>9.0} msg/s p50 {:>5} µs p99 {:>6} µs, {:.0} ns CPU/msg",
-            d.msgs_per_s, d.p50_us, d.p99_us, p.msgs_per_s, p.p50_us, p.p99_us, p.cpu_ns_per_msg.unwrap_or(f64::NAN)
-        );
-        direct.push(d);
-        proxied.push(p);
+        for (i, (name, config)) in targets.iter().enumerate() {
+            let p = match config {
+                None => phase(&rt, &args, |c| addrs[c % addrs.len()], false)?,
+                Some(config) => {
+                    // A fresh proxy per phase, so its worker threads' CPU time is its own.
+                    let running = crate::server::start(config.clone())?;
+                    let proxy = running.listeners[0].1;
+                    let p = phase(&rt, &args, |_| proxy, true);
+                    running.shutdown();
+                    running.join();
+                    p?
+                }
+            };
+            println!(
+                "round {round}: {name:<34} {:>9.0} msg/s  p50 {:>5} µs  p99 {:>6} µs  {}",
+                p.msgs_per_s,
+                p.p50_us,
+                p.p99_us,
+                p.cpu_ns_per_msg
+                    .map_or(String::new(), |c| format!("{c:.0} ns proxy CPU/msg"))
+            );
+            results[i].push(p);
+        }
     }
-    running.shutdown();
-    running.join();
     let med = |v: &[Phase], f: fn(&Phase) -> f64| {
         let mut x: Vec<f64> = v.iter().map(f).collect();
         x.sort_by(f64::total_cmp);
@@ -84,19 +141,20 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
     };
     println!("\n| target | msg/s (median) | p50 µs | p99 µs | proxy CPU ns/msg |");
     println!("|---|---|---|---|---|");
-    println!(
-        "| direct to 3 backends | {:.0} | {:.0} | {:.0} | – |",
-        med(&direct, |p| p.msgs_per_s),
-        med(&direct, |p| f64::from(p.p50_us)),
-        med(&direct, |p| f64::from(p.p99_us))
-    );
-    println!(
-        "| switchyard over 3 backends | {:.0} | {:.0} | {:.0} | {:.0} |",
-        med(&proxied, |p| p.msgs_per_s),
-        med(&proxied, |p| f64::from(p.p50_us)),
-        med(&proxied, |p| f64::from(p.p99_us)),
-        med(&proxied, |p| p.cpu_ns_per_msg.unwrap_or(f64::NAN))
-    );
+    for ((name, _), r) in targets.iter().zip(&results) {
+        let cpu = med(r, |p| p.cpu_ns_per_msg.unwrap_or(f64::NAN));
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {} |",
+            med(r, |p| p.msgs_per_s),
+            med(r, |p| f64::from(p.p50_us)),
+            med(r, |p| f64::from(p.p99_us)),
+            if cpu.is_nan() {
+                "–".to_string()
+            } else {
+                format!("{cpu:.0}")
+            }
+        );
+    }
     Ok(())
 }
 
@@ -104,10 +162,10 @@ fn phase(
     rt: &tokio::runtime::Runtime,
     args: &BenchArgs,
     target: impl Fn(usize) -> SocketAddr,
-    measure_proxy: Option<()>,
+    measure_proxy: bool,
 ) -> Result<Phase, DemoError> {
     let deadline = Instant::now() + args.duration;
-    let cpu_before = measure_proxy.and_then(|_| worker_cpu_ns());
+    let cpu_before = measure_proxy.then(worker_cpu_ns).flatten();
     let start = Instant::now();
     let reports: Vec<ClientReport> = rt.block_on(async {
         let tasks: Vec<_> = (0..args.connections)
@@ -134,7 +192,7 @@ fn phase(
         out
     });
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_after = measure_proxy.and_then(|_| worker_cpu_ns());
+    let cpu_after = measure_proxy.then(worker_cpu_ns).flatten();
     let mut lat = Vec::new();
     let mut answered = 0;
     for r in reports {

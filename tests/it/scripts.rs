@@ -307,7 +307,7 @@ fn misbehaving_scripts_close_only_their_connection() {
     let dir = TempFile::new(
         "bad.lua",
         r#"
-local frame, u32be = sy.frame, sy.u32be
+-- frame and u32be come from the prelude
 return {
   correlation = "by_id",
   scan = function(data, len, out)

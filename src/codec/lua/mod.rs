@@ -14,6 +14,7 @@
 //! past its limit or out of memory fails the call: the connection it was serving is closed
 //! with the script's file and line in the log, and the VM serves the next call.
 
+mod interrupt;
 mod vm;
 
 pub use vm::{inspect, ScriptInfo};
@@ -111,15 +112,18 @@ impl Codec for LuaCodec {
                 return Ok(());
             }
             let call = self.vm.call(self.direction, data)?;
+            let count = call.records.len() / RECORD;
             let mut at = 0usize;
-            for i in 0..call.count {
-                let r: [u8; RECORD] = call.out.read_bytes::<RECORD>(i * RECORD);
-                let frame = record(&r, at, data.len() - at, self.max_frame)?;
+            for r in call.records.chunks_exact(RECORD) {
+                let r: &[u8; RECORD] = r
+                    .try_into()
+                    .map_err(|_| CodecError::Script("short record".into()))?;
+                let frame = record(r, at, data.len() - at, self.max_frame)?;
                 at += frame.len as usize;
                 out.push(frame);
             }
             base += at;
-            if call.count < OUT_RECORDS {
+            if count < OUT_RECORDS {
                 let rest = buf.len() - base;
                 if let Some(need) = call.need {
                     if need > self.max_frame {
@@ -184,8 +188,9 @@ fn record(r: &[u8; RECORD], at: usize, left: usize, max_frame: usize) -> Result<
         })
     };
     let key = match u32_at(r, 20) {
-        0 => None,
-        1 => Some(Key::Bytes(span(u32_at(r, 4), u32_at(r, 8), "key")?)),
+        // `frame`: a key if it has bytes.
+        0 if u32_at(r, 8) == 0 => None,
+        0 | 1 => Some(Key::Bytes(span(u32_at(r, 4), u32_at(r, 8), "key")?)),
         2 => {
             let v = f64::from_le_bytes(r[24..32].try_into().unwrap_or([0; 8]));
             if !(v >= 0.0 && v <= 2f64.powi(53) && v.fract() == 0.0) {

@@ -158,7 +158,7 @@ return {
     elseif op == "JUNK" then
       return nil, "junk on the wire"
     end
-    sy.frame(out, 0, len)
+    frame(out, 0, len)
     return 1
   end,
 }
@@ -186,9 +186,9 @@ fn runaway_oom_and_failing_calls_fail_only_that_call() {
 #[test]
 fn bad_reports_are_refused() {
     let mut frames = Vec::new();
-    let mut c = script("return { scan = function(d, l, o) sy.frame(o, 0, l + 1); return 1 end }");
+    let mut c = script("return { scan = function(d, l, o) frame(o, 0, l + 1); return 1 end }");
     assert!(c.scan(b"abc", &mut frames).is_err());
-    let mut c = script("return { scan = function(d, l, o) sy.frame(o, 0, 2, 1, 5); return 1 end }");
+    let mut c = script("return { scan = function(d, l, o) frame(o, 0, 2, 1, 5); return 1 end }");
     let e = c.scan(b"abc", &mut frames).unwrap_err().to_string();
     assert!(e.contains("key at 1..6 outside its frame 0..2"), "{e}");
     let mut c = script("return { scan = function(d, l, o) return 'x' end }");
@@ -197,7 +197,7 @@ fn bad_reports_are_refused() {
 
 #[test]
 fn integer_keys_and_text_ids() {
-    let mut c = script("return { id_format = 'text', scan = function(d, l, o) sy.frame_intkey(o, 0, l, 12345, 0, 2); return 1 end }");
+    let mut c = script("return { id_format = 'text', scan = function(d, l, o) frame_intkey(o, 0, l, 12345, 0, 2); return 1 end }");
     assert_eq!(c.id_format(), IdFormat::Text);
     let mut frames = Vec::new();
     c.scan(b"42 hello", &mut frames).unwrap();
@@ -208,7 +208,7 @@ fn integer_keys_and_text_ids() {
 #[test]
 fn find_spans_chunks() {
     let mut c = script(
-        "return { scan = function(d, l, o) local at = sy.find(d, 1, l, 'NEEDLE'); if at then sy.frame(o, 0, at + 6) return 1 end return 0 end }",
+        "return { scan = function(d, l, o) local at = find(d, 1, l, 'NEEDLE'); if at then frame(o, 0, at + 6) return 1 end return 0 end }",
     );
     let mut data = vec![b'x'; 9000];
     data.extend_from_slice(b"NEEDLE");

@@ -2,12 +2,12 @@
 
 use super::{Direction, LuaSpec, OUT_RECORDS, RECORD};
 use crate::codec::{CodecError, IdFormat};
-use mlua::{Buffer, Function, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use mlua::{Buffer, Function, Lua, LuaOptions, StdLib, Table, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a script declares in its module table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +22,6 @@ pub struct ScriptInfo {
     pub has_answers: bool,
 }
 
-/// The per-call time limit, checked from the VM's interrupt.
-struct Budget {
-    deadline: Cell<Option<Instant>>,
-    ticks: Cell<u32>,
-    limit: Duration,
-}
-
 /// A loaded script on one thread.
 pub(super) struct Vm {
     lua: Lua,
@@ -37,14 +30,16 @@ pub(super) struct Vm {
     input: RefCell<Buffer>,
     input_len: Cell<usize>,
     output: Buffer,
-    budget: Rc<Budget>,
+    /// A copy of the used part of `output`, taken in one read after each call.
+    records: RefCell<Vec<u8>>,
+    time_limit: Duration,
 }
 
 /// What one call returned.
 pub(super) struct Call<'a> {
-    pub(super) count: usize,
+    /// The frame records the script wrote, `RECORD` bytes each.
+    pub(super) records: std::cell::Ref<'a, [u8]>,
     pub(super) need: Option<usize>,
-    pub(super) out: &'a Buffer,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -60,6 +55,19 @@ thread_local! {
 }
 
 const PRELUDE: &str = include_str!("prelude.luau");
+
+/// The prelude as one line: comments dropped, lines joined.
+fn prelude_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        PRELUDE
+            .lines()
+            .map(|l| l.split("--").next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
 
 fn source_hash(s: &str) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -132,7 +140,7 @@ impl Vm {
             ] {
                 g.raw_set(name, Value::Nil)?;
             }
-            let sy: Table = lua.load(PRELUDE).set_name("=sy").eval()?;
+            let sy = lua.create_table()?;
             sy.raw_set("find", lua.create_function(find)?)?;
             sy.raw_set("RECORDS", OUT_RECORDS)?;
             g.raw_set("sy", sy)?;
@@ -143,46 +151,16 @@ impl Vm {
         setup().map_err(|e| format!("cannot set up the script VM: {}", describe(&e)))?;
         lua.set_memory_limit(memory_limit)
             .map_err(|e| describe(&e))?;
-        let budget = Rc::new(Budget {
-            deadline: Cell::new(None),
-            ticks: Cell::new(0),
-            limit: time_limit,
-        });
-        let b = budget.clone();
-        lua.set_interrupt(move |lua| {
-            let t = b.ticks.get().wrapping_add(1);
-            b.ticks.set(t);
-            if t % 64 != 0 {
-                return Ok(VmState::Continue);
-            }
-            match b.deadline.get() {
-                Some(d) if Instant::now() > d => {
-                    let at = (0..3)
-                        .find_map(|level| {
-                            lua.inspect_stack(level, |d| {
-                                let line = d.current_line()?;
-                                Some(format!(
-                                    "{}:{line}",
-                                    d.source().short_src.unwrap_or_default()
-                                ))
-                            })
-                            .flatten()
-                        })
-                        .unwrap_or_else(|| "the script".into());
-                    Err(mlua::Error::runtime(format!(
-                        "{at}: time limit {:?} exceeded",
-                        b.limit
-                    )))
-                }
-                _ => Ok(VmState::Continue),
-            }
-        });
+        super::interrupt::install(&lua).map_err(|e| describe(&e))?;
         let name = format!("@{}", path.display());
-        budget.deadline.set(Some(
-            Instant::now() + time_limit.max(Duration::from_millis(100)),
-        ));
-        let module: mlua::Result<Table> = lua.load(source).set_name(name).eval();
-        budget.deadline.set(None);
+        super::interrupt::arm(time_limit.max(Duration::from_millis(100)));
+        // The helpers go on the script's first line: same chunk (so they can be inlined),
+        // same line numbers.
+        let module: mlua::Result<Table> = lua
+            .load(format!("{} {source}", prelude_line()))
+            .set_name(name)
+            .eval();
+        super::interrupt::disarm();
         let module = module.map_err(|e| describe(&e))?;
         let scan: Function = match module.raw_get("scan") {
             Ok(Value::Function(f)) => f,
@@ -212,7 +190,8 @@ impl Vm {
             input: RefCell::new(input),
             input_len: Cell::new(64 << 10),
             output,
-            budget,
+            records: RefCell::new(vec![0; OUT_RECORDS * RECORD]),
+            time_limit,
         };
         Ok((vm, info))
     }
@@ -235,12 +214,9 @@ impl Vm {
             (Direction::Answers, Some(a)) => a,
             _ => &self.scan,
         };
-        self.budget.ticks.set(0);
-        self.budget
-            .deadline
-            .set(Some(Instant::now() + self.budget.limit));
+        super::interrupt::arm(self.time_limit);
         let r: mlua::Result<(Value, Value)> = f.call((input, data.len(), self.output.clone()));
-        self.budget.deadline.set(None);
+        super::interrupt::disarm();
         let (first, second) = r.map_err(|e| {
             // Free what the failed call left behind (after running out of memory, the
             // next call must not inherit the garbage).
@@ -268,10 +244,18 @@ impl Vm {
             }
         };
         let need = number(&second).filter(|n| *n >= 1.0).map(|n| n as usize);
+        {
+            use std::io::Read;
+            let mut records = self.records.borrow_mut();
+            self.output
+                .clone()
+                .cursor()
+                .read_exact(&mut records[..count * RECORD])
+                .map_err(|e| script(format!("reading the frame records: {e}")))?;
+        }
         Ok(Call {
-            count,
+            records: std::cell::Ref::map(self.records.borrow(), |r| &r[..count * RECORD]),
             need,
-            out: &self.output,
         })
     }
 }

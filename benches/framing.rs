@@ -1,0 +1,99 @@
+//! The framing call: the native `length_field` codec against the same protocol framed by
+//! `examples/scripts/binary64.lua`, over 16 KiB reads of 64 B and 512 B messages (one call
+//! per read, as a connection makes). Per-message time = reported time / messages per read.
+//!
+//! `cargo bench --bench framing`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::path::Path;
+use std::time::Duration;
+use switchyard::codec::lua::{inspect, Direction, LuaCodec, LuaSpec};
+use switchyard::codec::{Codec, Endian, FieldSpec, LengthField, LengthFieldSpec};
+
+/// A 16 KiB read: whole messages of `size` bytes plus the start of one more.
+fn read_of(size: usize) -> (Vec<u8>, usize) {
+    let mut buf = Vec::new();
+    let mut n = 0;
+    while buf.len() + size <= 16 << 10 {
+        switchyard::demo::proto::write_request(
+            &mut buf,
+            n as u64 * 7919,
+            n as u32,
+            &vec![7u8; size - 16],
+        );
+        n += 1;
+    }
+    let mut partial = Vec::new();
+    switchyard::demo::proto::write_request(&mut partial, 1, 1, &vec![7u8; size - 16]);
+    buf.extend_from_slice(&partial[..size / 2]);
+    (buf, n)
+}
+
+fn native() -> LengthField {
+    LengthField::new(
+        LengthFieldSpec {
+            length_offset: 0,
+            length_width: 4,
+            endian: Endian::Big,
+            length_adjust: 0,
+            key: Some(FieldSpec {
+                offset: 4,
+                width: 8,
+            }),
+            id: Some(FieldSpec {
+                offset: 12,
+                width: 4,
+            }),
+        },
+        1 << 20,
+    )
+}
+
+fn lua() -> LuaCodec {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scripts/binary64.lua");
+    let source = std::fs::read_to_string(&path).expect("example script");
+    let (time_limit, memory_limit) = (Duration::from_millis(10), 64 << 20);
+    let info = inspect(&path, &source, time_limit, memory_limit).expect("script loads");
+    let spec = LuaSpec {
+        path,
+        source: source.into(),
+        direction: Direction::Requests,
+        time_limit,
+        memory_limit,
+        info,
+    };
+    LuaCodec::new(&spec, 1 << 20).expect("codec")
+}
+
+fn framing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("framing_16k_read");
+    for size in [64usize, 512] {
+        let (buf, n) = read_of(size);
+        group.throughput(Throughput::Elements(n as u64));
+        let mut frames = Vec::with_capacity(n);
+        let mut codec = native();
+        group.bench_with_input(BenchmarkId::new("native", size), &buf, |b, buf| {
+            b.iter(|| {
+                frames.clear();
+                codec.scan(buf, &mut frames).expect("valid");
+                assert_eq!(frames.len(), n);
+            })
+        });
+        let mut codec = lua();
+        group.bench_with_input(BenchmarkId::new("lua", size), &buf, |b, buf| {
+            b.iter(|| {
+                frames.clear();
+                codec.scan(buf, &mut frames).expect("valid");
+                assert_eq!(frames.len(), n);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    targets = framing
+}
+criterion_main!(benches);
