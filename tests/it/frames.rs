@@ -173,3 +173,30 @@ fn bad_bytes_are_reported_with_their_offset() {
     assert!(out.contains("error in the bytes from offset 0: script rejected the input: frame of 6 bytes is shorter than its 16-byte header"), "{out}");
     assert!(err.contains("refused"), "{err}");
 }
+
+#[test]
+fn the_tutorial_script_frames_its_protocol() {
+    let mut stream = Vec::new();
+    for (key, id) in [("alice", 1u32), ("bob", 2), ("alice", 3)] {
+        let mut body = vec![7u8];
+        body.extend_from_slice(key.as_bytes());
+        body.push(b'|');
+        body.extend_from_slice(&id.to_be_bytes());
+        body.extend_from_slice(b"rest");
+        stream.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        stream.extend_from_slice(&body);
+    }
+    let raw = TempFile::new("tutorial.bin", "");
+    std::fs::write(&raw.0, &stream).unwrap();
+    let (ok, out, err) = frames(&examples().join("tutorial.toml"), "tutorial", &raw.0, &[]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!((rows[0][2], rows[0][3]), ("alice", "00000001"));
+    assert_eq!((rows[1][2], rows[1][3]), ("bob", "00000002"));
+    assert_eq!(rows[0][4], rows[2][4], "alice sticks: {out}");
+}
