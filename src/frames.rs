@@ -7,7 +7,6 @@ use crate::balancer::{Cluster, Picker, Routed};
 use crate::capture::{self, Flow};
 use crate::codec::{Codec, CodecSpec, Frame};
 use crate::config::Config;
-use crate::session::key_hash;
 use std::fmt::Write as _;
 
 /// Which side of the conversation to frame.
@@ -132,8 +131,9 @@ fn frame_flow(
             };
             let backend = match side {
                 Side::Requests => {
-                    let hashed = f.key.map(|k| key_hash(k.bytes(frame, &mut [0; 8])));
-                    match cluster.route(hashed, 1, picker, &|_| true) {
+                    let mut scratch = [0; 8];
+                    let key = f.key.map(|k| k.bytes(frame, &mut scratch));
+                    match cluster.route(key, 1, picker, &|_| true) {
                         Routed::To(b) | Routed::Moved { to: b, .. } => {
                             cluster.backends[b].name.clone()
                         }

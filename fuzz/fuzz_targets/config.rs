@@ -1,6 +1,7 @@
 //! Fuzzes config validation: `switchyard::config::parse` on arbitrary UTF-8 text must never
 //! panic, and a config it accepts must be one the server can run: at least one worker,
-//! every listener's cluster index in range, every cluster with a backend.
+//! every listener's cluster index in range, every cluster with a backend, and every
+//! listener's codecs build and scan bytes without panicking.
 //!
 //! Validation resolves `listen` / `address` values that are not IP literals through the
 //! system resolver (`ToSocketAddrs`), so mutated host names become real look-ups. They are
@@ -30,6 +31,15 @@ fuzz_target!(|data: &[u8]| {
         }
         for c in &cfg.clusters {
             assert!(!c.backends.is_empty(), "cluster {} has no backend", c.name);
+        }
+        // Every accepted codec must build and survive bytes (the config text itself).
+        for l in &cfg.listeners {
+            for spec in [&l.codec, &l.response_codec] {
+                if let Ok(mut codec) = spec.build(l.limits.max_frame_size) {
+                    let mut frames = Vec::new();
+                    let _ = codec.scan(data, &mut frames);
+                }
+            }
         }
     }
 });

@@ -2,19 +2,25 @@
 //! of one backend per message. A message with a session key goes where its key is pinned if
 //! that backend is usable; otherwise (and for keyless messages) the cluster's policy picks
 //! from live load among available, non-draining backends, and the key is pinned to the
-//! pick. The balancer owns no connections: whether this worker can reach a backend right
-//! now is a question the caller (the worker's upstream pool) answers. Passive outlier
-//! ejection also lives here, since it is a cluster-wide decision (at most
-//! `max_ejected_percent` of the backends out at once).
+//! pick. The key-hashing policies (`ketama`, `maglev`) instead place a keyed message by its
+//! key bytes on a map built once per cluster, walking past unusable backends. The balancer
+//! owns no connections: whether this worker can reach a backend right now is a question the
+//! caller (the worker's upstream pool) answers. Passive outlier ejection also lives here,
+//! since it is a cluster-wide decision (at most `max_ejected_percent` of the backends out at
+//! once).
 
 mod backend;
+pub mod ketama;
+pub mod maglev;
 mod policy;
 
 pub use backend::Backend;
+pub use ketama::Continuum;
+pub use maglev::Maglev;
 pub use policy::Picker;
 
-use crate::config::{ClusterConfig, OnBackendDown};
-use crate::session::{PinOutcome, SessionTable};
+use crate::config::{ClusterConfig, OnBackendDown, PolicyKind};
+use crate::session::{key_hash, PinOutcome, SessionTable};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -34,6 +40,39 @@ pub struct Cluster {
     pub backends: Vec<Arc<Backend>>,
     /// Key pins (by backend id), when the cluster has persistence.
     pub sessions: Option<Arc<SessionTable>>,
+    /// The key → backend map of a key-hashing policy, over `backends` by index.
+    keymap: Option<KeyMap>,
+}
+
+/// Where a key-hashing policy sends each key, built from the backends' names and weights.
+#[derive(Debug)]
+enum KeyMap {
+    Ketama(Continuum),
+    Maglev(Maglev),
+}
+
+impl KeyMap {
+    fn build(config: &ClusterConfig) -> Option<Self> {
+        let named = || -> Vec<(&str, u32)> {
+            config
+                .backends
+                .iter()
+                .map(|b| (b.name.as_str(), b.weight))
+                .collect()
+        };
+        match config.policy {
+            PolicyKind::Ketama => Some(KeyMap::Ketama(Continuum::new(&named()))),
+            PolicyKind::Maglev => Some(KeyMap::Maglev(Maglev::new(&named()))),
+            _ => None,
+        }
+    }
+
+    fn pick(&self, key: &[u8], usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        match self {
+            KeyMap::Ketama(c) => c.pick(key, usable),
+            KeyMap::Maglev(m) => m.pick(key, usable),
+        }
+    }
 }
 
 /// Where one message goes.
@@ -94,10 +133,17 @@ impl Cluster {
                     None => Arc::new(SessionTable::new(p.ttl, p.max_entries)),
                 });
         Cluster {
+            keymap: KeyMap::build(&config),
             config,
             backends,
             sessions,
         }
+    }
+
+    /// The backend (index) a key-hashing policy (`ketama`, `maglev`) sends `key` to with
+    /// every backend usable; `None` under the other policies.
+    pub fn key_home(&self, key: &[u8]) -> Option<usize> {
+        self.keymap.as_ref()?.pick(key, &|_| true)
     }
 
     /// The index of the backend with `id`, if it is in this cluster.
@@ -105,12 +151,16 @@ impl Cluster {
         self.backends.iter().position(|b| b.id == id)
     }
 
-    /// Chooses the backend for one message. `key` is the hashed session key, if the message
+    /// Chooses the backend for one message. `key` is the message's session key bytes, if it
     /// has one; `owner` the global id of the sending client connection; `reachable` whether
     /// this worker can send to a backend (by index) right now.
+    ///
+    /// With persistence, the pin table is consulted first (by [`key_hash`] of the key);
+    /// the policy places what is not pinned. A key-hashing policy places a keyed message on
+    /// its map, walking past unusable backends; everything else is picked by `picker`.
     pub fn route(
         &self,
-        key: Option<u64>,
+        key: Option<&[u8]>,
         owner: u64,
         picker: &mut Picker,
         reachable: &dyn Fn(usize) -> bool,
@@ -118,23 +168,24 @@ impl Cluster {
         let now = now_ms();
         let usable = |i: usize| self.backends[i].available(now) && reachable(i);
         let fresh = |i: usize| usable(i) && !self.backends[i].draining();
+        let place = |picker: &mut Picker| match (&self.keymap, key) {
+            (Some(map), Some(k)) => map.pick(k, &fresh),
+            _ => picker.pick(&self.backends, &fresh),
+        };
         let (Some(k), Some(table)) = (key, &self.sessions) else {
-            return match picker.pick(&self.backends, &fresh) {
+            return match place(picker) {
                 Some(b) => Routed::To(b),
                 None => Routed::Unavailable,
             };
         };
+        let k = key_hash(k);
         let repin = self.config.on_backend_down == OnBackendDown::Repin;
         let outcome = table.route(
             k,
             owner,
             repin,
             |id| self.index_of(id).is_some_and(usable),
-            || {
-                picker
-                    .pick(&self.backends, &fresh)
-                    .map(|i| self.backends[i].id)
-            },
+            || place(picker).map(|i| self.backends[i].id),
         );
         let index = |id: u32| self.index_of(id);
         match outcome {
@@ -229,8 +280,8 @@ mod tests {
         // A pin made before the drain is still honoured.
         let table = c.sessions.as_ref().unwrap();
         let drained_id = c.backends[2].id;
-        table.route(99, 1, true, |_| true, || Some(drained_id));
-        assert_eq!(c.route(Some(99), 1, &mut p, &|_| true), Routed::To(2));
+        table.route(key_hash(b"k99"), 1, true, |_| true, || Some(drained_id));
+        assert_eq!(c.route(Some(b"k99".as_slice()), 1, &mut p, &|_| true), Routed::To(2));
     }
 
     #[test]
@@ -240,11 +291,11 @@ mod tests {
             THREE,
         );
         let mut p = Picker::new(c.config.policy, 3, 0);
-        let Routed::To(home) = c.route(Some(7), 1, &mut p, &|_| true) else {
+        let Routed::To(home) = c.route(Some(b"k7".as_slice()), 1, &mut p, &|_| true) else {
             panic!("first message must be routed")
         };
         assert_eq!(
-            c.route(Some(7), 1, &mut p, &|i| i != home),
+            c.route(Some(b"k7".as_slice()), 1, &mut p, &|i| i != home),
             Routed::PinnedDown(Some(home))
         );
     }
@@ -282,7 +333,7 @@ mod tests {
         old.sessions
             .as_ref()
             .unwrap()
-            .route(5, 1, true, |_| true, || Some(old.backends[1].id));
+            .route(key_hash(b"k5"), 1, true, |_| true, || Some(old.backends[1].id));
         old.backends[1].on_sent(true);
         let new_cfg = cluster(
             "[cluster.persistence]\nttl = \"1m\"",
@@ -295,7 +346,7 @@ mod tests {
         assert_eq!(new.backends[0].outstanding(), 1);
         let mut p = Picker::new(new.config.policy, 2, 0);
         assert_eq!(
-            new.route(Some(5), 1, &mut p, &|_| true),
+            new.route(Some(b"k5".as_slice()), 1, &mut p, &|_| true),
             Routed::To(0),
             "pin survived"
         );

@@ -110,7 +110,11 @@ impl Picker {
                 tracing::trace!(a, b, ca, cb, "p2c pick");
                 Some(if cb < ca { b } else { a })
             }
-            PolicyKind::Random => self.random_usable(backends, usable, true),
+            // The hashing policies place keyed messages themselves (see `Cluster::route`);
+            // what reaches the picker has no key, and goes anywhere, by weight.
+            PolicyKind::Random | PolicyKind::Ketama | PolicyKind::Maglev => {
+                self.random_usable(backends, usable, true)
+            }
         }
     }
 

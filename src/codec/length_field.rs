@@ -53,8 +53,9 @@ pub struct LengthField {
 impl LengthField {
     /// A codec for `spec`, refusing frames over `max_frame` bytes.
     pub fn new(spec: LengthFieldSpec, max_frame: usize) -> Self {
-        let header = (spec.length_offset + spec.length_width) as usize;
-        let field_end = |f: &Option<FieldSpec>| f.map_or(0, |f| u64::from(f.offset + f.width));
+        // In u64: offsets come from config and must not overflow (found by fuzzing).
+        let header = (u64::from(spec.length_offset) + u64::from(spec.length_width)) as usize;
+        let field_end = |f: &Option<FieldSpec>| f.map_or(0, |f| u64::from(f.offset) + u64::from(f.width));
         let min_frame = (header as u64)
             .max(field_end(&spec.key))
             .max(field_end(&spec.id));

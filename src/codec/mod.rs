@@ -13,6 +13,9 @@
 mod delimiter;
 mod length_field;
 pub mod lua;
+pub mod memcache;
+pub mod plan;
+pub mod resp;
 #[cfg(test)]
 mod props;
 
@@ -139,6 +142,16 @@ pub enum CodecSpec {
     Delimiter(DelimiterSpec),
     /// A user's protocol script.
     Lua(lua::LuaSpec),
+    /// Redis RESP; `answers` frames replies.
+    Resp {
+        /// Frames answers rather than requests.
+        answers: bool,
+    },
+    /// memcached's text protocol; `answers` frames replies.
+    Memcache {
+        /// Frames answers rather than requests.
+        answers: bool,
+    },
 }
 
 impl CodecSpec {
@@ -150,6 +163,8 @@ impl CodecSpec {
             CodecSpec::LengthField(s) => Box::new(LengthField::new(s.clone(), max_frame)),
             CodecSpec::Delimiter(s) => Box::new(Delimiter::new(s.clone(), max_frame)),
             CodecSpec::Lua(s) => Box::new(lua::LuaCodec::new(s, max_frame)?),
+            CodecSpec::Resp { answers } => Box::new(resp::Resp::new(*answers, max_frame)),
+            CodecSpec::Memcache { answers } => Box::new(memcache::Memcache::new(*answers, max_frame)),
         })
     }
 
@@ -161,6 +176,8 @@ impl CodecSpec {
                 direction: lua::Direction::Answers,
                 ..s.clone()
             }),
+            CodecSpec::Resp { .. } => CodecSpec::Resp { answers: true },
+            CodecSpec::Memcache { .. } => CodecSpec::Memcache { answers: true },
             other => other.clone(),
         }
     }
@@ -171,6 +188,7 @@ impl CodecSpec {
             CodecSpec::LengthField(_) => IdFormat::Binary,
             CodecSpec::Delimiter(_) => IdFormat::Text,
             CodecSpec::Lua(s) => s.info.id_format,
+            CodecSpec::Resp { .. } | CodecSpec::Memcache { .. } => IdFormat::Binary,
         }
     }
 
@@ -180,6 +198,7 @@ impl CodecSpec {
             CodecSpec::LengthField(s) => s.id.map_or(8, |f| f.width as usize),
             CodecSpec::Delimiter(_) => 8,
             CodecSpec::Lua(s) => s.info.id_width,
+            CodecSpec::Resp { .. } | CodecSpec::Memcache { .. } => 8,
         }
     }
 
@@ -188,7 +207,7 @@ impl CodecSpec {
         match self {
             CodecSpec::LengthField(s) => s.key.is_some(),
             CodecSpec::Delimiter(s) => s.key_token.is_some(),
-            CodecSpec::Lua(_) => true,
+            CodecSpec::Lua(_) | CodecSpec::Resp { .. } | CodecSpec::Memcache { .. } => true,
         }
     }
 
@@ -198,6 +217,7 @@ impl CodecSpec {
             CodecSpec::LengthField(s) => s.id.is_some(),
             CodecSpec::Delimiter(s) => s.id_token.is_some(),
             CodecSpec::Lua(_) => true,
+            CodecSpec::Resp { .. } | CodecSpec::Memcache { .. } => false,
         }
     }
 
@@ -207,7 +227,24 @@ impl CodecSpec {
             CodecSpec::LengthField(_) => "length_field",
             CodecSpec::Delimiter(_) => "delimiter",
             CodecSpec::Lua(_) => "lua",
+            CodecSpec::Resp { .. } => "resp",
+            CodecSpec::Memcache { .. } => "memcache",
         }
+    }
+
+    /// What the proxy does with one request of this protocol (Forward for protocols the
+    /// proxy does not interpret). `password`: the listener's client password, if any.
+    pub fn plan(&self, frame: &[u8], state: &mut plan::ConnState, password: Option<&[u8]>) -> plan::Plan {
+        match self {
+            CodecSpec::Resp { .. } => resp::plan(frame, state, password),
+            CodecSpec::Memcache { .. } => memcache::plan(frame, state),
+            _ => plan::Plan::Forward,
+        }
+    }
+
+    /// Whether requests of this protocol go through [`Self::plan`].
+    pub fn has_plans(&self) -> bool {
+        matches!(self, CodecSpec::Resp { .. } | CodecSpec::Memcache { .. })
     }
 }
 
@@ -262,7 +299,9 @@ pub fn write_proxy_id(format: IdFormat, id: u64, width: usize, out: &mut bytes::
 pub fn id_space(format: IdFormat, width: usize) -> u64 {
     match format {
         IdFormat::Binary if width < 8 => 1u64 << (8 * width),
-        _ => u64::MAX,
+        IdFormat::Binary => u64::MAX,
+        // At most 19 decimal digits: what `parse_proxy_id` reads back.
+        IdFormat::Text => 10_000_000_000_000_000_000,
     }
 }
 
@@ -286,5 +325,10 @@ mod tests {
         assert_eq!(parse_proxy_id(IdFormat::Text, b"12a"), None);
         assert_eq!(parse_proxy_id(IdFormat::Binary, &[0; 9]), None);
         assert_eq!(id_space(IdFormat::Binary, 2), 65_536);
+        // Every text id the proxy can hand out reads back (found by the proxy_id fuzz target).
+        let last = id_space(IdFormat::Text, 0) - 1;
+        let mut b = bytes::BytesMut::new();
+        write_proxy_id(IdFormat::Text, last, 0, &mut b);
+        assert_eq!(parse_proxy_id(IdFormat::Text, &b), Some(last));
     }
 }

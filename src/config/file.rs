@@ -37,6 +37,7 @@ pub struct RawListener {
     pub max_connections: Option<u64>,
     pub client_idle_timeout: Option<String>,
     pub frame_timeout: Option<String>,
+    pub password: Option<String>,
 }
 
 /// A codec table: `kind` plus that kind's keys.
@@ -84,6 +85,7 @@ pub struct RawCluster {
     pub on_backend_down: Option<String>,
     pub health: Option<RawHealth>,
     pub outlier: Option<RawOutlier>,
+    pub backend_password: Option<String>,
 }
 
 /// `[cluster.health]`: active probes.

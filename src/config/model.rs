@@ -7,6 +7,9 @@ use crate::codec::{CodecSpec, DelimiterSpec, Endian, FieldSpec, LengthFieldSpec}
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+/// Largest offset of a length, key or id field in a frame.
+const MAX_FIELD_OFFSET: u32 = 1 << 20;
+
 /// A validation failure: (dotted key, problem).
 pub type Invalid = (String, String);
 
@@ -70,6 +73,8 @@ pub struct ListenerConfig {
     pub limits: ClientLimits,
     /// Open client connections across all workers; more are accepted and closed at once.
     pub max_connections: usize,
+    /// The password clients must present with AUTH (`resp` only).
+    pub password: Option<String>,
 }
 
 /// Balancing policy of a cluster.
@@ -85,11 +90,15 @@ pub enum PolicyKind {
     P2cEwma,
     /// Random, in proportion to weight.
     Random,
+    /// By key, on twemproxy's ketama continuum (MD5 points, twemproxy's `fnv1a_64` key hash).
+    Ketama,
+    /// By key, on a Maglev lookup table (65537 entries, weighted).
+    Maglev,
 }
 
 impl PolicyKind {
     const NAMES: &'static str =
-        "round_robin, weighted_round_robin, least_outstanding, p2c_ewma, random";
+        "round_robin, weighted_round_robin, least_outstanding, p2c_ewma, random, ketama, maglev";
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -98,6 +107,8 @@ impl PolicyKind {
             "least_outstanding" => PolicyKind::LeastOutstanding,
             "p2c_ewma" => PolicyKind::P2cEwma,
             "random" => PolicyKind::Random,
+            "ketama" => PolicyKind::Ketama,
+            "maglev" => PolicyKind::Maglev,
             _ => return None,
         })
     }
@@ -163,6 +174,8 @@ pub struct ClusterConfig {
     pub health: Option<HealthConfig>,
     /// Passive outlier ejection, if configured.
     pub outlier: Option<OutlierConfig>,
+    /// Sent with AUTH on every new backend connection (`resp` listeners).
+    pub backend_password: Option<String>,
 }
 
 /// What happens to a session pinned to a backend that is down.
@@ -391,6 +404,14 @@ fn validate_listener(
             ))
         }
     };
+    let password = l.password;
+    if codec.has_plans() {
+        if l.correlation.is_some() && correlation != Correlation::InOrder {
+            return Err((key("correlation"), format!("the {} codec answers in order: only in_order fits", codec.kind())));
+        }
+    } else if password.is_some() {
+        return Err((key("password"), "client passwords apply to the resp codec only".into()));
+    }
     if correlation == Correlation::ById {
         if !codec.has_id() {
             return Err((
@@ -414,6 +435,7 @@ fn validate_listener(
         response_codec,
         limits,
         max_connections,
+        password,
     })
 }
 
@@ -469,9 +491,18 @@ fn validate_codec(
                     ))
                 }
             };
+            let length_offset = c.length_offset.unwrap_or(0);
+            if length_offset > MAX_FIELD_OFFSET {
+                return Err((key("length_offset"), format!("must be at most {MAX_FIELD_OFFSET}, got {length_offset}")));
+            }
             let field = |name: &str, f: Option<RawField>, max_width: u32| {
                 f.map(|f| {
-                    if f.width == 0 || f.width > max_width {
+                    if f.offset > MAX_FIELD_OFFSET {
+                        Err((
+                            key(&format!("{name}.offset")),
+                            format!("must be at most {MAX_FIELD_OFFSET}, got {}", f.offset),
+                        ))
+                    } else if f.width == 0 || f.width > max_width {
                         Err((
                             key(&format!("{name}.width")),
                             format!("must be 1 to {max_width} bytes, got {}", f.width),
@@ -486,7 +517,7 @@ fn validate_codec(
                 .transpose()
             };
             Ok(CodecSpec::LengthField(LengthFieldSpec {
-                length_offset: c.length_offset.unwrap_or(0),
+                length_offset,
                 length_width,
                 endian,
                 length_adjust: c.length_adjust.unwrap_or(0),
@@ -515,6 +546,28 @@ fn validate_codec(
                 key_token: c.key_token,
                 id_token: c.id_token,
             }))
+        }
+        "resp" | "memcache" => {
+            foreign(&[
+                ("length_offset", c.length_offset.is_some()),
+                ("length_width", c.length_width.is_some()),
+                ("length_adjust", c.length_adjust.is_some()),
+                ("endian", c.endian.is_some()),
+                ("key", c.key.is_some()),
+                ("id", c.id.is_some()),
+                ("delimiter", c.delimiter.is_some()),
+                ("key_token", c.key_token.is_some()),
+                ("id_token", c.id_token.is_some()),
+                ("script", c.script.is_some()),
+                ("time_limit", c.time_limit.is_some()),
+                ("memory_limit", c.memory_limit.is_some()),
+            ])?;
+            let answers = direction == Direction::Answers;
+            Ok(if c.kind == "resp" {
+                CodecSpec::Resp { answers }
+            } else {
+                CodecSpec::Memcache { answers }
+            })
         }
         "lua" => {
             foreign(&[
@@ -558,7 +611,7 @@ fn validate_codec(
         }
         other => Err((
             key("kind"),
-            format!("unknown codec `{other}`, expected length_field, delimiter or lua"),
+            format!("unknown codec `{other}`, expected length_field, delimiter, lua, resp or memcache"),
         )),
     }
 }
@@ -702,6 +755,7 @@ fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
         on_backend_down,
         health: c.health.map(|h| validate_health(&key, h)).transpose()?,
         outlier: c.outlier.map(|o| validate_outlier(&key, o)).transpose()?,
+        backend_password: c.backend_password,
     })
 }
 

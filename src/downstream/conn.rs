@@ -3,10 +3,10 @@
 
 use super::reply::{Client, Requeued};
 use crate::balancer::{Cluster, Picker, Routed};
-use crate::codec::{Codec, FrameSet, Key, Span};
+use crate::codec::plan::{ConnState, Plan};
+use crate::codec::{Codec, Frame, FrameSet, Key, Span};
 use crate::config::{Correlation, ListenerConfig};
-use crate::session::key_hash;
-use crate::upstream::{Pool, PoolTarget};
+use crate::upstream::{Pool, PoolTarget, Req};
 use crate::worker::WorkerCtx;
 use bytes::{Buf, BufMut, BytesMut};
 use std::cell::RefCell;
@@ -86,6 +86,8 @@ enum Blocked {
     Inflight,
     /// The chosen backends are full: wait for a backend connection to drain.
     Backend,
+    /// The client asked to end the connection (e.g. QUIT): read nothing more.
+    Quit,
 }
 
 /// Decrements the listener's connection count when the client task ends.
@@ -153,6 +155,9 @@ async fn drive(
     let mut reading = !*shutdown.borrow();
     let mut last_active = Instant::now();
     let mut partial_since: Option<Instant> = None;
+    let mut proto = ConnState {
+        authenticated: own.config.password.is_none(),
+    };
     let timer = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(timer);
     loop {
@@ -163,10 +168,18 @@ async fn drive(
         } else {
             own.clone()
         };
-        let blocked = match route_requeued(client, &lctx)? {
+        let mut blocked = match route_requeued(client, &lctx)? {
             Some(b) => Some(b),
-            None => route_frames(&mut buf, &frames, &mut cursor, client, &lctx)?,
+            None => route_frames(&mut buf, &frames, &mut cursor, client, &lctx, &mut proto)?,
         };
+        if matches!(blocked, Some(Blocked::Quit)) {
+            // Answer what came before, then close; later requests are dropped.
+            reading = false;
+            frames.clear();
+            cursor = 0;
+            buf.clear();
+            blocked = None;
+        }
         if blocked.is_none() && cursor == frames.len() {
             frames.clear();
             cursor = 0;
@@ -282,20 +295,21 @@ fn route_one(
     frame: &[u8],
     key: Option<Key>,
     id: Option<Span>,
-    seq: Option<u64>,
+    req: Req,
     client: &Rc<Client>,
     lctx: &ListenerCtx,
     now: Instant,
 ) -> Result<Step, String> {
-    let awaits = lctx.config.correlation != Correlation::None;
-    if awaits && seq.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
+    let awaits = lctx.config.correlation != Correlation::None && !req.one_way;
+    if awaits && req.seq.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
         return Ok(Step::Blocked(Blocked::Inflight));
     }
-    let hashed = key.map(|k| key_hash(k.bytes(frame, &mut [0; 8])));
+    let mut scratch = [0; 8];
+    let key_bytes = key.map(|k| k.bytes(frame, &mut scratch));
     let routed = {
         let mut picker = lctx.picker.borrow_mut();
         lctx.cluster
-            .route(hashed, client.gid, &mut picker, &|b| lctx.pool.usable(b))
+            .route(key_bytes, client.gid, &mut picker, &|b| lctx.pool.usable(b))
     };
     let name = |i: Option<usize>| {
         i.map_or("a removed backend", |i| {
@@ -329,7 +343,7 @@ fn route_one(
     };
     match lctx.pool.target(backend) {
         PoolTarget::Conn(conn) => {
-            conn.send(frame, id, client, seq, now);
+            conn.send(frame, id, client, req, now);
             Ok(Step::Sent)
         }
         // `usable` said yes a moment ago on this same thread; nothing can have changed.
@@ -342,7 +356,12 @@ fn route_requeued(client: &Rc<Client>, lctx: &ListenerCtx) -> Result<Option<Bloc
     let now = Instant::now();
     while let Some(r) = client.take_requeued() {
         let key = keys_of(lctx, &r);
-        match route_one(&r.frame, key, r.id, r.seq, client, lctx, now)? {
+        let req = Req {
+            seq: r.seq,
+            part: r.part,
+            one_way: r.seq.is_none(),
+        };
+        match route_one(&r.frame, key, r.id, req, client, lctx, now)? {
             Step::Sent => {}
             Step::Blocked(b) => {
                 client.untake_requeued(r);
@@ -373,11 +392,18 @@ fn route_frames(
     cursor: &mut usize,
     client: &Rc<Client>,
     lctx: &ListenerCtx,
+    proto: &mut ConnState,
 ) -> Result<Option<Blocked>, String> {
     let now = Instant::now();
+    let planned = lctx.config.codec.has_plans();
     while let Some(f) = frames.get(*cursor) {
         let len = f.len as usize;
-        match route_one(&buf[..len], f.key, f.id, None, client, lctx, now)? {
+        let step = if planned {
+            carry_out(&buf[..len], f, client, lctx, proto, now)?
+        } else {
+            route_one(&buf[..len], f.key, f.id, Req::default(), client, lctx, now)?
+        };
+        match step {
             Step::Sent => {}
             Step::Blocked(b) => return Ok(Some(b)),
         }
@@ -385,4 +411,45 @@ fn route_frames(
         *cursor += 1;
     }
     Ok(None)
+}
+
+/// Carries out the protocol's plan for one request: forward it, answer it here, or split
+/// it per key (parts that cannot be routed yet wait in the client's retry queue, so the
+/// request is never planned twice).
+fn carry_out(frame: &[u8], f: &Frame, client: &Rc<Client>, lctx: &ListenerCtx, proto: &mut ConnState, now: Instant) -> Result<Step, String> {
+    if client.inflight() >= lctx.config.limits.max_inflight {
+        return Ok(Step::Blocked(Blocked::Inflight));
+    }
+    let password = lctx.config.password.as_deref().map(str::as_bytes);
+    match lctx.config.codec.plan(frame, proto, password) {
+        Plan::Forward => route_one(frame, f.key, f.id, Req::default(), client, lctx, now),
+        Plan::ForwardOneWay => route_one(frame, f.key, f.id, Req { one_way: true, ..Req::default() }, client, lctx, now),
+        Plan::Reply(answer) => {
+            client.reply_local(&answer);
+            Ok(Step::Sent)
+        }
+        Plan::ReplyAndClose(answer) => {
+            if !answer.is_empty() {
+                client.reply_local(&answer);
+            }
+            Ok(Step::Blocked(Blocked::Quit))
+        }
+        Plan::Split(parts, merge) => {
+            let seq = client.begin_split(parts.len(), merge);
+            for (i, part) in parts.into_iter().enumerate() {
+                client.requeue(Requeued {
+                    frame: part.frame,
+                    id: None,
+                    seq: Some(seq),
+                    part: Some(i as u16),
+                });
+            }
+            // The parts go out through the retry queue, ahead of any later request.
+            match route_requeued(client, lctx)? {
+                None => Ok(Step::Sent),
+                // The frame is consumed; the parts left wait in the queue.
+                Some(Blocked::Backend) | Some(Blocked::Inflight) | Some(Blocked::Quit) => Ok(Step::Sent),
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@
 use crate::codec::Span;
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use crate::codec::plan::{merge, Merge};
 use std::net::SocketAddr;
 use tokio::sync::Notify;
 
@@ -20,6 +21,16 @@ pub struct Requeued {
     /// Its sequence number, if it awaits an answer (it keeps its place in the client's
     /// order).
     pub seq: Option<u64>,
+    /// Which part of a split request it is.
+    pub part: Option<u16>,
+}
+
+/// The answers of a split request gathering until all its parts are in.
+#[derive(Debug)]
+struct Gathering {
+    kind: Merge,
+    parts: Vec<Option<Bytes>>,
+    missing: usize,
 }
 
 /// One client connection as seen from the upstream side.
@@ -46,6 +57,8 @@ struct ReplyState {
     next_seq: u64,
     /// Requests handed back by a failed backend connection before they were written.
     requeued: VecDeque<Requeued>,
+    /// Split requests waiting for parts, by sequence number.
+    gathering: HashMap<u64, Gathering>,
     /// Set once: why this client must be closed.
     failed: Option<String>,
     closed: bool,
@@ -80,6 +93,52 @@ impl Client {
 
     fn finish_request(&self) {
         self.inflight.set(self.inflight.get().saturating_sub(1));
+    }
+
+    /// Starts a request split into `parts` parts whose answers merge with `kind`; returns
+    /// its sequence number.
+    pub fn begin_split(&self, parts: usize, kind: Merge) -> u64 {
+        let seq = self.begin_request();
+        self.state.borrow_mut().gathering.insert(
+            seq,
+            Gathering {
+                kind,
+                parts: vec![None; parts],
+                missing: parts,
+            },
+        );
+        seq
+    }
+
+    /// The answer to part `part` of split request `seq`; the merged answer goes out once
+    /// every part is in.
+    pub fn answer_part(&self, seq: u64, part: u16, frame: &[u8]) {
+        let merged = {
+            let mut s = self.state.borrow_mut();
+            let Some(g) = s.gathering.get_mut(&seq) else {
+                return;
+            };
+            if let Some(slot) = g.parts.get_mut(part as usize) {
+                if slot.is_none() {
+                    *slot = Some(Bytes::copy_from_slice(frame));
+                    g.missing -= 1;
+                }
+            }
+            if g.missing > 0 {
+                return;
+            }
+            let g = s.gathering.remove(&seq);
+            g.map(|g| merge(g.kind, &g.parts.into_iter().flatten().collect::<Vec<_>>()))
+        };
+        if let Some(m) = merged {
+            self.answer_in_order(seq, &m);
+        }
+    }
+
+    /// Answers the next request from the proxy itself, in its place in the client's order.
+    pub fn reply_local(&self, answer: &[u8]) {
+        let seq = self.begin_request();
+        self.answer_in_order(seq, answer);
     }
 
     /// The answer to request `seq` of an `in_order` listener.
@@ -223,6 +282,7 @@ impl Client {
         s.reorder.clear();
         s.reorder_bytes = 0;
         s.requeued.clear();
+        s.gathering.clear();
     }
 
     /// Resolves when an answer, a push, a failure or a finished request changes the state.

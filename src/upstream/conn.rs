@@ -67,6 +67,8 @@ struct Placed {
 struct Pending {
     client: Rc<Client>,
     seq: u64,
+    /// Which part of a split request it is.
+    part: Option<u16>,
     orig: Option<OrigId>,
     sent: Instant,
     placed: Placed,
@@ -190,26 +192,21 @@ impl UpConn {
     }
 
     /// Queues one request frame of `client`, read at `now` (one clock read per batch of
-    /// frames, not per frame). `seq` is the request's sequence number when it is being
-    /// retried; a new request gets one from the client. The caller has checked
-    /// [`Self::has_room`].
-    pub fn send(
-        &self,
-        frame: &[u8],
-        id: Option<Span>,
-        client: &Rc<Client>,
-        seq: Option<u64>,
-        now: Instant,
-    ) {
+    /// frames, not per frame). `req` says whether it already has a place in the client's
+    /// order (a retry, or a part of a split request) and whether an answer will come. The
+    /// caller has checked [`Self::has_room`].
+    pub fn send(&self, frame: &[u8], id: Option<Span>, client: &Rc<Client>, req: Req, now: Instant) {
+        let Req { seq, part, one_way } = req;
         let mut s = self.state.borrow_mut();
         let start = s.queued_total;
         let len_before = s.wbuf.len();
         let awaits = match (self.correlation, id) {
-            (Correlation::InOrder, _) => {
+            (Correlation::InOrder, _) if !one_way => {
                 let seq = seq.unwrap_or_else(|| client.begin_request());
                 s.corr.register(Pending {
                     client: client.clone(),
                     seq,
+                    part,
                     orig: None,
                     sent: now,
                     placed: Placed {
@@ -221,7 +218,7 @@ impl UpConn {
                 s.wbuf.extend_from_slice(frame);
                 true
             }
-            (Correlation::ById, Some(span)) => {
+            (Correlation::ById, Some(span)) if !one_way => {
                 let seq = seq.unwrap_or_else(|| client.begin_request());
                 let before = s.wbuf.len();
                 let start_at = span.offset as usize;
@@ -230,6 +227,7 @@ impl UpConn {
                 let pending = Pending {
                     client: client.clone(),
                     seq,
+                    part,
                     orig: Some(OrigId::new(span.slice(frame))),
                     sent: now,
                     placed: Placed {
@@ -258,7 +256,8 @@ impl UpConn {
                 }
                 true
             }
-            // One-way: `none`, or a by_id request without an id (it cannot be answered).
+            // One-way: `none`, a by_id request without an id (it cannot be answered), or a
+            // request the protocol says gets no answer.
             _ => {
                 s.wbuf.extend_from_slice(frame);
                 s.oneway.push_back(OneWay {
@@ -298,8 +297,9 @@ impl UpConn {
             Answer::Matched(p) => {
                 self.backend
                     .on_answer(now.saturating_duration_since(p.sent));
-                match (&p.orig, f.id) {
-                    (Some(orig), Some(span)) => p.client.answer_by_id(frame, span, orig.as_slice()),
+                match (&p.orig, f.id, p.part) {
+                    (Some(orig), Some(span), _) => p.client.answer_by_id(frame, span, orig.as_slice()),
+                    (_, _, Some(part)) => p.client.answer_part(p.seq, part, frame),
                     _ => p.client.answer_in_order(p.seq, frame),
                 }
             }
@@ -370,6 +370,7 @@ impl UpConn {
                         frame,
                         id,
                         seq: Some(p.seq),
+                        part: p.part,
                     });
                 }
                 None => {
@@ -386,6 +387,7 @@ impl UpConn {
                     frame,
                     id: None,
                     seq: None,
+                    part: None,
                 });
             }
         }
@@ -415,6 +417,17 @@ impl UpConn {
         let s = self.state.borrow();
         self.retired.get() && s.corr.is_empty() && s.wbuf.is_empty() && s.writing == 0
     }
+}
+
+/// How a request relates to its client's order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Req {
+    /// Its sequence number, if it already has one (a retry, or a part of a split request).
+    pub seq: Option<u64>,
+    /// Which part of a split request it is.
+    pub part: Option<u16>,
+    /// No answer will come (memcache `noreply`).
+    pub one_way: bool,
 }
 
 /// A frame handed back for retry, with the client's own id where the proxy's was.
@@ -451,7 +464,7 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
             conn.fail_all("backend removed from the cluster", BytesMut::new(), retry);
             return;
         }
-        let attempt = tokio::time::timeout(pool.connect_timeout, TcpStream::connect(addr)).await;
+        let attempt = tokio::time::timeout(pool.connect_timeout, connect(addr, &listener, &cluster)).await;
         let (reason, unwritten, healthy_run) = match attempt {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -481,7 +494,7 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
                     replaced || since.elapsed() >= MIN_HEALTHY_LIFETIME,
                 )
             }
-            Ok(Err(e)) => (format!("connect failed: {e}"), BytesMut::new(), false),
+            Ok(Err(e)) => (e, BytesMut::new(), false),
             Err(_) => (
                 format!("connect timed out after {:?}", pool.connect_timeout),
                 BytesMut::new(),
@@ -519,6 +532,34 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
             _ = conn.notify.notified(), if !conn.retired.get() => {}
         }
     }
+}
+
+/// Connects to `addr` and, for a `resp` listener whose cluster has a `backend_password`,
+/// authenticates before the connection carries any client's request.
+async fn connect(addr: std::net::SocketAddr, listener: &ListenerConfig, cluster: &Cluster) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect failed: {e}"))?;
+    if let (Some(password), codec::CodecSpec::Resp { .. }) = (&cluster.config.backend_password, &listener.codec) {
+        let mut auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", password.len()).into_bytes();
+        auth.extend_from_slice(password.as_bytes());
+        auth.extend_from_slice(b"\r\n");
+        stream.write_all(&auth).await.map_err(|e| format!("AUTH failed: {e}"))?;
+        let mut answer = Vec::new();
+        loop {
+            let mut chunk = [0u8; 256];
+            let n = stream.read(&mut chunk).await.map_err(|e| format!("AUTH failed: {e}"))?;
+            if n == 0 {
+                return Err("AUTH failed: the backend closed the connection".into());
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            if answer.ends_with(b"\r\n") || answer.len() > 512 {
+                break;
+            }
+        }
+        if answer != b"+OK\r\n" {
+            return Err(format!("AUTH refused: {}", String::from_utf8_lossy(&answer).trim_end()));
+        }
+    }
+    Ok(stream)
 }
 
 /// Why [`pump`] ended.

@@ -8,5 +8,5 @@ mod conn;
 pub mod correlate;
 mod pool;
 
-pub use conn::{OrigId, UpConn};
+pub use conn::{OrigId, Req, UpConn};
 pub use pool::{Pool, PoolTarget};

@@ -1,0 +1,266 @@
+//! `memcache`: memcached's text protocol. Requests are command lines, storage commands
+//! followed by a data block; the key is the first key argument. Answers are single lines,
+//! or `VALUE … END` / `STAT … END` blocks (data blocks skipped by their byte counts).
+//! Correlation is `in_order`; `noreply` requests expect no answer. [`plan`] splits
+//! multi-key `get`/`gets` per key and answers malformed or unknown commands itself.
+
+use super::plan::{ConnState, Merge, Part, Plan};
+use super::{Codec, CodecError, Frame, FrameSet, IdFormat, Key, Span};
+use bytes::Bytes;
+
+/// memcached's own key length limit.
+const MAX_KEY: usize = 250;
+
+fn line_end(buf: &[u8], from: usize) -> Option<usize> {
+    memchr::memchr(b'\n', buf.get(from..)?).map(|i| from + i)
+}
+
+/// Whitespace-separated tokens of a line (without its CR LF), as spans.
+fn tokens(line: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        while pos < line.len() && line[pos] == b' ' {
+            pos += 1;
+        }
+        if pos >= line.len() {
+            return None;
+        }
+        let start = pos;
+        while pos < line.len() && line[pos] != b' ' {
+            pos += 1;
+        }
+        Some((start, pos - start))
+    })
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn is_storage(cmd: &[u8]) -> bool {
+    matches!(cmd, b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas")
+}
+
+/// Length of one request at the head of `buf`: `Ok(None)` if incomplete.
+fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+    let Some(nl) = line_end(buf, 0) else {
+        return if buf.len() > max.min(2048) {
+            Err(CodecError::TooLarge { len: buf.len() as u64, max: max.min(2048) as u64 })
+        } else {
+            Ok(None)
+        };
+    };
+    let line = trim_cr(&buf[..nl]);
+    let mut t = tokens(line);
+    let Some((s, l)) = t.next() else {
+        return Ok(Some(nl + 1)); // an empty line: the plan answers ERROR
+    };
+    if !is_storage(&line[s..s + l]) {
+        return Ok(Some(nl + 1));
+    }
+    // <cmd> <key> <flags> <exptime> <bytes> [cas] [noreply]. Like memcached, a line whose
+    // numbers do not parse has no data block: it is answered CLIENT_ERROR on its own.
+    let num = |tok: Option<(usize, usize)>| -> Option<i64> {
+        let (s, l) = tok?;
+        std::str::from_utf8(&line[s..s + l]).ok()?.parse::<i64>().ok()
+    };
+    let (_key, flags, exptime, bytes) = (t.next(), num(t.next()), num(t.next()), num(t.next()));
+    let (Some(_), Some(_), Some(bytes)) = (flags, exptime, bytes.filter(|b| *b >= 0)) else {
+        return Ok(Some(nl + 1));
+    };
+    let bytes = bytes as usize;
+    let total = nl + 1 + bytes + 2;
+    if total > max {
+        return Err(CodecError::TooLarge { len: total as u64, max: max as u64 });
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    if &buf[total - 2..total] != b"\r\n" {
+        return Err(CodecError::Malformed("data block not terminated by CRLF".into()));
+    }
+    Ok(Some(total))
+}
+
+/// Length of one answer at the head of `buf`: `Ok(None)` if incomplete.
+fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+    let mut pos = 0;
+    loop {
+        let Some(nl) = line_end(buf, pos) else {
+            return if buf.len() > max { Err(CodecError::TooLarge { len: buf.len() as u64, max: max as u64 }) } else { Ok(None) };
+        };
+        let line = trim_cr(&buf[pos..nl]);
+        let first = pos == 0;
+        pos = nl + 1;
+        if line.starts_with(b"VALUE ") {
+            // VALUE <key> <flags> <bytes> [<cas>]
+            let bytes = tokens(line)
+                .nth(3)
+                .and_then(|(s, l)| std::str::from_utf8(&line[s..s + l]).ok()?.parse::<usize>().ok())
+                .ok_or_else(|| CodecError::Malformed("VALUE line without a byte count".into()))?;
+            pos += bytes + 2;
+        } else if line == b"END" {
+            break;
+        } else if line.starts_with(b"STAT ") {
+        } else if first {
+            break; // a one-line answer
+        } else {
+            return Err(CodecError::Malformed(format!("unexpected line in a multi-line answer: {:?}", String::from_utf8_lossy(line))));
+        }
+        if pos > max {
+            return Err(CodecError::TooLarge { len: pos as u64, max: max as u64 });
+        }
+    }
+    Ok(if pos <= buf.len() { Some(pos) } else { None })
+}
+
+/// The `memcache` codec (requests, or answers with `answers`).
+#[derive(Debug, Clone)]
+pub struct Memcache {
+    answers: bool,
+    max_frame: usize,
+}
+
+impl Memcache {
+    /// A codec for requests (`answers` false) or answers, bounded by `max_frame`.
+    pub fn new(answers: bool, max_frame: usize) -> Self {
+        Memcache { answers, max_frame }
+    }
+}
+
+impl Codec for Memcache {
+    fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let rest = &buf[pos..];
+            let len = if self.answers { answer_len(rest, self.max_frame)? } else { request_len(rest, self.max_frame)? };
+            let Some(len) = len else {
+                return Ok(());
+            };
+            let key = if self.answers { None } else { request_key(&rest[..len]) };
+            out.push(Frame { len: len as u32, id: None, key });
+            pos += len;
+        }
+        Ok(())
+    }
+
+    fn id_format(&self) -> IdFormat {
+        IdFormat::Binary
+    }
+}
+
+fn request_key(frame: &[u8]) -> Option<Key> {
+    let nl = line_end(frame, 0)?;
+    let line = trim_cr(&frame[..nl]);
+    let mut t = tokens(line);
+    let (s, l) = t.next()?;
+    let key = match &line[s..s + l] {
+        b"gat" | b"gats" => t.nth(1)?,
+        _ => t.next()?,
+    };
+    Some(Key::Bytes(Span { offset: key.0 as u32, len: key.1 as u32 }))
+}
+
+fn reply(s: &'static str) -> Plan {
+    Plan::Reply(Bytes::from_static(s.as_bytes()))
+}
+
+/// What to do with one request frame.
+pub fn plan(frame: &[u8], _state: &mut ConnState) -> Plan {
+    let Some(nl) = line_end(frame, 0) else {
+        return reply("ERROR\r\n");
+    };
+    let line = trim_cr(&frame[..nl]);
+    let toks: Vec<(usize, usize)> = tokens(line).collect();
+    let word = |i: usize| toks.get(i).map(|(s, l)| &line[*s..*s + *l]);
+    let Some(cmd) = word(0) else {
+        return reply("ERROR\r\n");
+    };
+    let noreply = word(toks.len().saturating_sub(1)) == Some(b"noreply");
+    let key_ok = |k: Option<&[u8]>| k.is_some_and(|k| k.len() <= MAX_KEY && k.iter().all(|b| *b > b' ' && *b != 0x7f));
+    let forward = if noreply { Plan::ForwardOneWay } else { Plan::Forward };
+    match cmd {
+        b"get" | b"gets" => {
+            if toks.len() < 2 || !toks[1..].iter().all(|(s, l)| key_ok(Some(&line[*s..*s + *l]))) {
+                return reply("CLIENT_ERROR bad command line format\r\n");
+            }
+            if toks.len() == 2 {
+                return Plan::Forward;
+            }
+            let parts = toks[1..]
+                .iter()
+                .map(|(s, l)| {
+                    let key = &line[*s..*s + *l];
+                    let mut v = Vec::with_capacity(cmd.len() + key.len() + 3);
+                    v.extend_from_slice(cmd);
+                    v.push(b' ');
+                    let at = v.len();
+                    v.extend_from_slice(key);
+                    v.extend_from_slice(b"\r\n");
+                    Part { frame: v.into(), key: (at, key.len()) }
+                })
+                .collect();
+            Plan::Split(parts, Merge::MemcacheValues)
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            let want = if cmd == b"cas" { 6 } else { 5 };
+            let numeric = |i: usize| word(i).is_some_and(|w| !w.is_empty() && w.iter().all(u8::is_ascii_digit));
+            let bytes_ok = (2..want).all(|i| numeric(i) || (i == 3 && word(3).is_some_and(|w| w.first() == Some(&b'-'))));
+            if toks.len() < want || !key_ok(word(1)) || !bytes_ok {
+                return reply("CLIENT_ERROR bad command line format\r\n");
+            }
+            forward
+        }
+        b"delete" | b"incr" | b"decr" | b"touch" => {
+            if toks.len() < 2 || !key_ok(word(1)) || (cmd != b"delete" && toks.len() < 3) {
+                return reply("CLIENT_ERROR bad command line format\r\n");
+            }
+            forward
+        }
+        b"gat" | b"gats" => {
+            if toks.len() != 3 || !key_ok(word(2)) {
+                return reply("CLIENT_ERROR bad command line format\r\n");
+            }
+            Plan::Forward
+        }
+        b"version" => Plan::Forward,
+        b"quit" => Plan::ReplyAndClose(Bytes::new()),
+        _ => reply("ERROR\r\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_with_data_blocks() {
+        let buf = b"set k1 0 0 5\r\nhello\r\nget k1 k2\r\ndelete k1 noreply\r\nset k2 0 0 10\r\npart";
+        let mut out = Vec::new();
+        Memcache::new(false, 1 << 20).scan(buf, &mut out).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].len, 21);
+        assert_eq!(out[0].key.unwrap().display(buf), "k1");
+    }
+
+    #[test]
+    fn answers_including_values_containing_end() {
+        let stream = b"STORED\r\nVALUE a 0 5\r\nEND\r\n\r\nVALUE b 3 1 99\r\nx\r\nEND\r\nEND\r\n12\r\nSTAT pid 1\r\nSTAT uptime 2\r\nEND\r\n";
+        let mut out = Vec::new();
+        Memcache::new(true, 1 << 20).scan(stream, &mut out).unwrap();
+        let lens: Vec<u32> = out.iter().map(|f| f.len).collect();
+        assert_eq!(lens, vec![8, 44, 5, 4, 32]);
+    }
+
+    #[test]
+    fn plans() {
+        let mut st = ConnState::default();
+        assert_eq!(plan(b"get a\r\n", &mut st), Plan::Forward);
+        let Plan::Split(parts, Merge::MemcacheValues) = plan(b"gets a bb\r\n", &mut st) else { panic!() };
+        assert_eq!(&parts[1].frame[..], b"gets bb\r\n");
+        assert_eq!(parts[1].key, (5, 2));
+        assert_eq!(plan(b"set k 0 0 1 noreply\r\nx\r\n", &mut st), Plan::ForwardOneWay);
+        assert_eq!(plan(b"bogus\r\n", &mut st), Plan::Reply(Bytes::from_static(b"ERROR\r\n")));
+        assert_eq!(plan(b"set k x 0 1\r\n", &mut st), Plan::Reply(Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n")));
+    }
+}

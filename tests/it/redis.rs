@@ -1,0 +1,113 @@
+//! Switchyard in front of three real redis-server instances, driven by redis-cli and
+//! redis-benchmark: answers are right, every key lives on one backend, load spreads,
+//! multi-key commands are split and merged, stateful commands get a clear error.
+
+use crate::servers::{redis, redis_cli, run, Server};
+use crate::support::*;
+
+fn proxy_for(servers: &[Server], extra_cluster: &str, extra_listener: &str) -> Proxy {
+    let list: Vec<String> = servers.iter().map(|s| format!("{{ address = \"{}\" }}", s.addr)).collect();
+    Proxy::start(&format!(
+        r#"workers = 2
+[[listener]]
+name = "redis"
+listen = "127.0.0.1:0"
+cluster = "redis"
+{extra_listener}
+[listener.codec]
+kind = "resp"
+
+[[cluster]]
+name = "redis"
+policy = "round_robin"
+backends = [{}]
+{extra_cluster}
+[cluster.persistence]
+ttl = "1h"
+"#,
+        list.join(", ")
+    ))
+}
+
+fn keys_on(server: &Server) -> u64 {
+    let info = redis_cli(server.addr, &["INFO", "keyspace"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("db0:keys="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn redis_cli_commands_through_the_proxy() {
+    let servers: Vec<Server> = (0..3).map(|_| redis(None)).collect();
+    let proxy = proxy_for(&servers, "", "");
+    let p = proxy.addr("redis");
+    assert_eq!(redis_cli(p, &["PING"]), "PONG");
+    assert_eq!(redis_cli(p, &["ECHO", "hi there"]), "hi there");
+    assert_eq!(redis_cli(p, &["SET", "greeting", "hello"]), "OK");
+    assert_eq!(redis_cli(p, &["GET", "greeting"]), "hello");
+    assert_eq!(redis_cli(p, &["INCR", "counter"]), "1");
+    assert_eq!(redis_cli(p, &["INCRBY", "counter", "41"]), "42");
+    assert_eq!(redis_cli(p, &["LPUSH", "list", "a", "b", "c"]), "3");
+    assert_eq!(redis_cli(p, &["LRANGE", "list", "0", "-1"]), "c\nb\na");
+    // Multi-key commands: split per key, merged in order.
+    assert_eq!(redis_cli(p, &["MSET", "k1", "v1", "k2", "v2", "k3", "v3", "k4", "v4"]), "OK");
+    assert_eq!(redis_cli(p, &["MGET", "k1", "nope", "k3", "k2", "k4"]), "v1\n\nv3\nv2\nv4");
+    assert_eq!(redis_cli(p, &["EXISTS", "k1", "k2", "nope"]), "2");
+    assert_eq!(redis_cli(p, &["DEL", "k1", "k2", "k3", "nope"]), "3");
+    assert_eq!(redis_cli(p, &["MGET", "k1", "k4"]), "\nv4");
+    // Commands needing connection state get an error naming them, never a hang.
+    assert!(redis_cli(p, &["MULTI"]).contains("'multi' is not supported"));
+    assert!(redis_cli(p, &["BLPOP", "list", "0"]).contains("'blpop' is not supported"));
+    assert!(redis_cli(p, &["SELECT", "1"]).contains("'select' is not supported"));
+    assert!(redis_cli(p, &["NOSUCHCMD"]).contains("unknown or unsupported command 'nosuchcmd'"));
+    // Every key lives on exactly one backend.
+    for key in ["greeting", "counter", "list", "k4"] {
+        let homes = servers.iter().filter(|s| redis_cli(s.addr, &["EXISTS", key]) == "1").count();
+        assert_eq!(homes, 1, "{key} on {homes} backends");
+    }
+}
+
+#[test]
+fn keys_spread_and_stay_put_under_redis_benchmark() {
+    let servers: Vec<Server> = (0..3).map(|_| redis(None)).collect();
+    let proxy = proxy_for(&servers, "", "");
+    let port = proxy.addr("redis").port().to_string();
+    for pipeline in ["1", "16"] {
+        let (ok, out) = run(
+            "redis-benchmark",
+            &["-h", "127.0.0.1", "-p", &port, "-c", "20", "-n", "20000", "-r", "3000", "-P", pipeline, "-t", "set,get,incr,lpush,mset", "-q"],
+        );
+        assert!(ok && out.contains("requests per second") && !out.to_lowercase().contains("error"), "{out}");
+    }
+    let (ok, out) = run("redis-benchmark", &["-h", "127.0.0.1", "-p", &port, "-c", "10", "-n", "5000", "-q", "MGET", "key:1", "key:2", "key:3"]);
+    assert!(ok && !out.to_lowercase().contains("error"), "{out}");
+    let counts: Vec<u64> = servers.iter().map(keys_on).collect();
+    let total: u64 = counts.iter().sum();
+    assert!(total > 2000, "{counts:?}");
+    for c in &counts {
+        assert!(*c as f64 > total as f64 / 3.0 * 0.6, "uneven: {counts:?}");
+    }
+    // No key on two backends.
+    for i in (0..3000).step_by(97) {
+        let key = format!("key:{i:012}");
+        let homes = servers.iter().filter(|s| redis_cli(s.addr, &["EXISTS", &key]) == "1").count();
+        assert!(homes <= 1, "{key} on {homes} backends");
+    }
+}
+
+#[test]
+fn backend_and_client_passwords() {
+    let servers: Vec<Server> = (0..2).map(|_| redis(Some("backend-secret"))).collect();
+    let proxy = proxy_for(&servers, "backend_password = \"backend-secret\"", "password = \"client-secret\"");
+    let p = proxy.addr("redis");
+    assert!(redis_cli(p, &["GET", "x"]).contains("NOAUTH"));
+    let port = p.port().to_string();
+    let (_, out) = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "-a", "wrong", "--no-auth-warning", "GET", "x"]);
+    assert!(out.contains("WRONGPASS"), "{out}");
+    let (_, out) = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "-a", "client-secret", "--no-auth-warning", "SET", "x", "1"]);
+    assert_eq!(out.trim(), "OK");
+    let (_, out) = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "-a", "client-secret", "--no-auth-warning", "GET", "x"]);
+    assert_eq!(out.trim(), "1");
+}
