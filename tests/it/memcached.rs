@@ -45,7 +45,7 @@ fn ask(s: &mut BufReader<TcpStream>, request: &str, ends: &[&str]) -> String {
 }
 
 fn items(server: &Server) -> u64 {
-    let mut s = TcpStream::connect(server.addr).unwrap();
+    let s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut r = BufReader::new(s);
     let stats = ask(&mut r, "stats\r\n", &["END"]);
