@@ -256,9 +256,13 @@ mod tests {
     use std::path::Path;
 
     fn cluster(extra: &str, backends: &str) -> Cluster {
+        cluster_with("round_robin", extra, backends)
+    }
+
+    fn cluster_with(policy: &str, extra: &str, backends: &str) -> Cluster {
         let text = format!(
             "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ncluster = \"c\"\n[listener.codec]\nkind = \"delimiter\"\n\
-             [[cluster]]\nname = \"c\"\npolicy = \"round_robin\"\nbackends = {backends}\n{extra}"
+             [[cluster]]\nname = \"c\"\npolicy = \"{policy}\"\nbackends = {backends}\n{extra}"
         );
         Cluster::new(
             parse(&text, Path::new("t.toml"))
@@ -350,5 +354,113 @@ mod tests {
             Routed::To(0),
             "pin survived"
         );
+    }
+
+    const FIVE: &str = r#"[{ address = "127.0.0.1:1", name = "a" }, { address = "127.0.0.1:2", name = "b" }, { address = "127.0.0.1:3", name = "c", weight = 2 }, { address = "127.0.0.1:4", name = "d" }, { address = "127.0.0.1:5", name = "e" }]"#;
+
+    fn key(i: usize) -> Vec<u8> {
+        format!("{:x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).into_bytes()
+    }
+
+    #[test]
+    fn hashing_policies_route_by_key_bytes_and_walk_past_unusable_backends() {
+        for policy in ["ketama", "maglev"] {
+            let c = cluster_with(policy, "", FIVE);
+            assert!(c.sessions.is_none());
+            let mut p = Picker::new(c.config.policy, 5, 0);
+            // The map is the library's, over the backends' names and weights.
+            let named = [("a", 1), ("b", 1), ("c", 2), ("d", 1), ("e", 1)];
+            let (ketama, maglev) = (Continuum::new(&named), Maglev::new(&named));
+            let mut homes = [0usize; 5];
+            for i in 0..500 {
+                let k = key(i);
+                let home = c.key_home(&k).unwrap();
+                let lib = match policy {
+                    "ketama" => ketama.server_for(&k),
+                    _ => maglev.backend_for(&k),
+                };
+                assert_eq!(Some(home), lib, "{policy}");
+                homes[home] += 1;
+                // Every message of a key goes home, from any connection, as often as sent.
+                for owner in 1..3 {
+                    assert_eq!(c.route(Some(&k), owner, &mut p, &|_| true), Routed::To(home));
+                }
+                // Its home unreachable: the next usable one along the map; back when it is.
+                let away = c.route(Some(&k), 1, &mut p, &|b| b != home);
+                let Routed::To(other) = away else {
+                    panic!("{policy}: {away:?}")
+                };
+                assert_ne!(other, home);
+                assert_eq!(c.route(Some(&k), 1, &mut p, &|b| b != home), away, "stable");
+                assert_eq!(c.route(Some(&k), 1, &mut p, &|_| true), Routed::To(home));
+            }
+            assert!(homes.iter().all(|&h| h > 40), "{policy}: {homes:?}");
+            // Draining or ejected backends are walked past like unreachable ones.
+            c.backends[2].set_draining(true);
+            c.backends[3].eject(now_ms() + 60_000);
+            for i in 0..200 {
+                let k = key(i);
+                let got = c.route(Some(&k), 1, &mut p, &|_| true);
+                assert!(!matches!(got, Routed::To(2) | Routed::To(3)), "{policy}: {got:?}");
+                if ![2, 3].contains(&c.key_home(&k).unwrap()) {
+                    assert_eq!(got, Routed::To(c.key_home(&k).unwrap()));
+                }
+            }
+            c.backends[2].set_draining(false);
+            c.backends[3].eject(0);
+            // Keyless messages go anywhere usable; nothing usable, nothing routed.
+            let mut seen = [false; 5];
+            for _ in 0..200 {
+                let Routed::To(b) = c.route(None, 1, &mut p, &|b| b != 0) else {
+                    panic!("keyless")
+                };
+                seen[b] = true;
+            }
+            assert_eq!(seen, [false, true, true, true, true], "{policy}");
+            assert_eq!(
+                c.route(Some(&key(1)), 1, &mut p, &|_| false),
+                Routed::Unavailable
+            );
+        }
+    }
+
+    #[test]
+    fn with_persistence_pins_apply_before_the_hash() {
+        let c = cluster_with("maglev", "[cluster.persistence]\nttl = \"1m\"", FIVE);
+        let mut p = Picker::new(c.config.policy, 5, 0);
+        let k = key(7);
+        let home = c.key_home(&k).unwrap();
+        // A new key is pinned where the hash puts it.
+        assert_eq!(c.route(Some(&k), 1, &mut p, &|_| true), Routed::To(home));
+        // A key pinned elsewhere (e.g. before the policy changed) stays there.
+        let elsewhere = (home + 1) % 5;
+        let k2 = key(8);
+        c.sessions.as_ref().unwrap().route(
+            key_hash(&k2),
+            1,
+            true,
+            |_| true,
+            || Some(c.backends[elsewhere].id),
+        );
+        assert_eq!(c.route(Some(&k2), 1, &mut p, &|_| true), Routed::To(elsewhere));
+        // A pin to an unusable backend moves along the hash map (not by load).
+        let Routed::Moved { from, to } = c.route(Some(&k), 1, &mut p, &|b| b != home) else {
+            panic!("must move")
+        };
+        assert_eq!(from, Some(home));
+        let named = [("a", 1), ("b", 1), ("c", 2), ("d", 1), ("e", 1)];
+        assert_eq!(Some(to), Maglev::new(&named).pick(&k, &|b| b != home));
+    }
+
+    #[test]
+    fn reload_rebuilds_the_hash_map_from_the_new_backends() {
+        let old = cluster_with("ketama", "", THREE);
+        let new = Cluster::evolve(cluster_with("ketama", "", FIVE).config, Some(&old));
+        let named = [("a", 1), ("b", 1), ("c", 2), ("d", 1), ("e", 1)];
+        let lib = Continuum::new(&named);
+        for i in 0..100 {
+            assert_eq!(new.key_home(&key(i)), lib.server_for(&key(i)));
+        }
+        assert_eq!(cluster("", THREE).key_home(b"k"), None, "round_robin has no map");
     }
 }
