@@ -201,6 +201,8 @@ mod tests {
         for n in 1..=20 {
             assert_eq!(points_per_server(1, n, n), 160, "n={n}");
         }
+        // …except where single precision lands below 40: 25 servers get 156 each.
+        assert_eq!(points_per_server(1, 25, 25), 156);
         // Weighted 1/2/3: 80/160/240.
         assert_eq!(
             [1, 2, 3].map(|w| points_per_server(w, 6, 3)),
@@ -285,7 +287,10 @@ mod tests {
         // Varied keys: twemproxy's small FNV prime leaves sequential keys' hashes clustered.
         let mut rng = fastrand::Rng::with_seed(1);
         let keys: Vec<String> = (0..2000).map(|_| format!("{:016x}", rng.u64(..))).collect();
-        let home: Vec<usize> = keys.iter().map(|k| c.server_for(k.as_bytes()).unwrap()).collect();
+        let home: Vec<usize> = keys
+            .iter()
+            .map(|k| c.server_for(k.as_bytes()).unwrap())
+            .collect();
         // With s2 down, only s2's keys move, and they spread over the others.
         let mut moved_to = [0usize; 4];
         for (k, &h) in keys.iter().zip(&home) {
@@ -297,7 +302,10 @@ mod tests {
                 assert_eq!(got, h, "{k} moved though its server is up");
             }
         }
-        assert!(moved_to.iter().enumerate().all(|(i, &m)| i == 1 || m > 50), "{moved_to:?}");
+        assert!(
+            moved_to.iter().enumerate().all(|(i, &m)| i == 1 || m > 50),
+            "{moved_to:?}"
+        );
         // Up again: every key is home.
         for (k, &h) in keys.iter().zip(&home) {
             assert_eq!(c.pick(k.as_bytes(), &|_| true), Some(h));

@@ -195,7 +195,10 @@ mod tests {
             assert!((*got as f64 - want).abs() <= 2.0, "{s:?}");
         }
         let even = Maglev::new(&[("a", 3), ("b", 3), ("c", 3), ("d", 3)]).shares();
-        assert!(even.iter().all(|&x| x.abs_diff(MAGLEV_TABLE_SIZE / 4) <= 1), "{even:?}");
+        assert!(
+            even.iter().all(|&x| x.abs_diff(MAGLEV_TABLE_SIZE / 4) <= 1),
+            "{even:?}"
+        );
         assert!(Maglev::new::<&str>(&[]).backend_for(b"k").is_none());
     }
 
@@ -261,7 +264,10 @@ mod tests {
                     moved += 1;
                 }
             }
-            assert!(moved * 100 <= ks.len() * 3, "{moved} keys of live backends moved");
+            assert!(
+                moved * 100 <= ks.len() * 3,
+                "{moved} keys of live backends moved"
+            );
         }
     }
 
@@ -274,7 +280,10 @@ mod tests {
         let moved = (0..MAGLEV_TABLE_SIZE)
             .filter(|&s| after.table[s] != 4 && after.table[s] != before.table[s])
             .count();
-        assert!(moved * 100 <= MAGLEV_TABLE_SIZE * 3, "{moved} entries moved between old backends");
+        assert!(
+            moved * 100 <= MAGLEV_TABLE_SIZE * 3,
+            "{moved} entries moved between old backends"
+        );
         let share = after.shares()[4];
         assert!(share.abs_diff(MAGLEV_TABLE_SIZE / 5) <= 1, "{share}");
     }

@@ -285,7 +285,10 @@ mod tests {
         let table = c.sessions.as_ref().unwrap();
         let drained_id = c.backends[2].id;
         table.route(key_hash(b"k99"), 1, true, |_| true, || Some(drained_id));
-        assert_eq!(c.route(Some(b"k99".as_slice()), 1, &mut p, &|_| true), Routed::To(2));
+        assert_eq!(
+            c.route(Some(b"k99".as_slice()), 1, &mut p, &|_| true),
+            Routed::To(2)
+        );
     }
 
     #[test]
@@ -334,10 +337,13 @@ mod tests {
     #[test]
     fn reload_keeps_backend_state_and_pins() {
         let old = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
-        old.sessions
-            .as_ref()
-            .unwrap()
-            .route(key_hash(b"k5"), 1, true, |_| true, || Some(old.backends[1].id));
+        old.sessions.as_ref().unwrap().route(
+            key_hash(b"k5"),
+            1,
+            true,
+            |_| true,
+            || Some(old.backends[1].id),
+        );
         old.backends[1].on_sent(true);
         let new_cfg = cluster(
             "[cluster.persistence]\nttl = \"1m\"",
@@ -383,7 +389,10 @@ mod tests {
                 homes[home] += 1;
                 // Every message of a key goes home, from any connection, as often as sent.
                 for owner in 1..3 {
-                    assert_eq!(c.route(Some(&k), owner, &mut p, &|_| true), Routed::To(home));
+                    assert_eq!(
+                        c.route(Some(&k), owner, &mut p, &|_| true),
+                        Routed::To(home)
+                    );
                 }
                 // Its home unreachable: the next usable one along the map; back when it is.
                 let away = c.route(Some(&k), 1, &mut p, &|b| b != home);
@@ -401,7 +410,10 @@ mod tests {
             for i in 0..200 {
                 let k = key(i);
                 let got = c.route(Some(&k), 1, &mut p, &|_| true);
-                assert!(!matches!(got, Routed::To(2) | Routed::To(3)), "{policy}: {got:?}");
+                assert!(
+                    !matches!(got, Routed::To(2) | Routed::To(3)),
+                    "{policy}: {got:?}"
+                );
                 if ![2, 3].contains(&c.key_home(&k).unwrap()) {
                     assert_eq!(got, Routed::To(c.key_home(&k).unwrap()));
                 }
@@ -442,7 +454,10 @@ mod tests {
             |_| true,
             || Some(c.backends[elsewhere].id),
         );
-        assert_eq!(c.route(Some(&k2), 1, &mut p, &|_| true), Routed::To(elsewhere));
+        assert_eq!(
+            c.route(Some(&k2), 1, &mut p, &|_| true),
+            Routed::To(elsewhere)
+        );
         // A pin to an unusable backend moves along the hash map (not by load).
         let Routed::Moved { from, to } = c.route(Some(&k), 1, &mut p, &|b| b != home) else {
             panic!("must move")
@@ -461,6 +476,10 @@ mod tests {
         for i in 0..100 {
             assert_eq!(new.key_home(&key(i)), lib.server_for(&key(i)));
         }
-        assert_eq!(cluster("", THREE).key_home(b"k"), None, "round_robin has no map");
+        assert_eq!(
+            cluster("", THREE).key_home(b"k"),
+            None,
+            "round_robin has no map"
+        );
     }
 }

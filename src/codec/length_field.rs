@@ -55,7 +55,8 @@ impl LengthField {
     pub fn new(spec: LengthFieldSpec, max_frame: usize) -> Self {
         // In u64: offsets come from config and must not overflow (found by fuzzing).
         let header = (u64::from(spec.length_offset) + u64::from(spec.length_width)) as usize;
-        let field_end = |f: &Option<FieldSpec>| f.map_or(0, |f| u64::from(f.offset) + u64::from(f.width));
+        let field_end =
+            |f: &Option<FieldSpec>| f.map_or(0, |f| u64::from(f.offset) + u64::from(f.width));
         let min_frame = (header as u64)
             .max(field_end(&spec.key))
             .max(field_end(&spec.id));

@@ -38,14 +38,20 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 }
 
 fn is_storage(cmd: &[u8]) -> bool {
-    matches!(cmd, b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas")
+    matches!(
+        cmd,
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas"
+    )
 }
 
 /// Length of one request at the head of `buf`: `Ok(None)` if incomplete.
 fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
     let Some(nl) = line_end(buf, 0) else {
         return if buf.len() > max.min(2048) {
-            Err(CodecError::TooLarge { len: buf.len() as u64, max: max.min(2048) as u64 })
+            Err(CodecError::TooLarge {
+                len: buf.len() as u64,
+                max: max.min(2048) as u64,
+            })
         } else {
             Ok(None)
         };
@@ -62,7 +68,10 @@ fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
     // numbers do not parse has no data block: it is answered CLIENT_ERROR on its own.
     let num = |tok: Option<(usize, usize)>| -> Option<i64> {
         let (s, l) = tok?;
-        std::str::from_utf8(&line[s..s + l]).ok()?.parse::<i64>().ok()
+        std::str::from_utf8(&line[s..s + l])
+            .ok()?
+            .parse::<i64>()
+            .ok()
     };
     let (_key, flags, exptime, bytes) = (t.next(), num(t.next()), num(t.next()), num(t.next()));
     let (Some(_), Some(_), Some(bytes)) = (flags, exptime, bytes.filter(|b| *b >= 0)) else {
@@ -71,13 +80,18 @@ fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
     let bytes = bytes as usize;
     let total = nl + 1 + bytes + 2;
     if total > max {
-        return Err(CodecError::TooLarge { len: total as u64, max: max as u64 });
+        return Err(CodecError::TooLarge {
+            len: total as u64,
+            max: max as u64,
+        });
     }
     if buf.len() < total {
         return Ok(None);
     }
     if &buf[total - 2..total] != b"\r\n" {
-        return Err(CodecError::Malformed("data block not terminated by CRLF".into()));
+        return Err(CodecError::Malformed(
+            "data block not terminated by CRLF".into(),
+        ));
     }
     Ok(Some(total))
 }
@@ -87,7 +101,14 @@ fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
     let mut pos = 0;
     loop {
         let Some(nl) = line_end(buf, pos) else {
-            return if buf.len() > max { Err(CodecError::TooLarge { len: buf.len() as u64, max: max as u64 }) } else { Ok(None) };
+            return if buf.len() > max {
+                Err(CodecError::TooLarge {
+                    len: buf.len() as u64,
+                    max: max as u64,
+                })
+            } else {
+                Ok(None)
+            };
         };
         let line = trim_cr(&buf[pos..nl]);
         let first = pos == 0;
@@ -96,7 +117,12 @@ fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
             // VALUE <key> <flags> <bytes> [<cas>]
             let bytes = tokens(line)
                 .nth(3)
-                .and_then(|(s, l)| std::str::from_utf8(&line[s..s + l]).ok()?.parse::<usize>().ok())
+                .and_then(|(s, l)| {
+                    std::str::from_utf8(&line[s..s + l])
+                        .ok()?
+                        .parse::<usize>()
+                        .ok()
+                })
                 .ok_or_else(|| CodecError::Malformed("VALUE line without a byte count".into()))?;
             pos += bytes + 2;
         } else if line == b"END" {
@@ -105,10 +131,16 @@ fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
         } else if first {
             break; // a one-line answer
         } else {
-            return Err(CodecError::Malformed(format!("unexpected line in a multi-line answer: {:?}", String::from_utf8_lossy(line))));
+            return Err(CodecError::Malformed(format!(
+                "unexpected line in a multi-line answer: {:?}",
+                String::from_utf8_lossy(line)
+            )));
         }
         if pos > max {
-            return Err(CodecError::TooLarge { len: pos as u64, max: max as u64 });
+            return Err(CodecError::TooLarge {
+                len: pos as u64,
+                max: max as u64,
+            });
         }
     }
     Ok(if pos <= buf.len() { Some(pos) } else { None })
@@ -133,12 +165,24 @@ impl Codec for Memcache {
         let mut pos = 0;
         while pos < buf.len() {
             let rest = &buf[pos..];
-            let len = if self.answers { answer_len(rest, self.max_frame)? } else { request_len(rest, self.max_frame)? };
+            let len = if self.answers {
+                answer_len(rest, self.max_frame)?
+            } else {
+                request_len(rest, self.max_frame)?
+            };
             let Some(len) = len else {
                 return Ok(());
             };
-            let key = if self.answers { None } else { request_key(&rest[..len]) };
-            out.push(Frame { len: len as u32, id: None, key });
+            let key = if self.answers {
+                None
+            } else {
+                request_key(&rest[..len])
+            };
+            out.push(Frame {
+                len: len as u32,
+                id: None,
+                key,
+            });
             pos += len;
         }
         Ok(())
@@ -158,7 +202,10 @@ fn request_key(frame: &[u8]) -> Option<Key> {
         b"gat" | b"gats" => t.nth(1)?,
         _ => t.next()?,
     };
-    Some(Key::Bytes(Span { offset: key.0 as u32, len: key.1 as u32 }))
+    Some(Key::Bytes(Span {
+        offset: key.0 as u32,
+        len: key.1 as u32,
+    }))
 }
 
 fn reply(s: &'static str) -> Plan {
@@ -177,11 +224,21 @@ pub fn plan(frame: &[u8], _state: &mut ConnState) -> Plan {
         return reply("ERROR\r\n");
     };
     let noreply = word(toks.len().saturating_sub(1)) == Some(b"noreply");
-    let key_ok = |k: Option<&[u8]>| k.is_some_and(|k| k.len() <= MAX_KEY && k.iter().all(|b| *b > b' ' && *b != 0x7f));
-    let forward = if noreply { Plan::ForwardOneWay } else { Plan::Forward };
+    let key_ok = |k: Option<&[u8]>| {
+        k.is_some_and(|k| k.len() <= MAX_KEY && k.iter().all(|b| *b > b' ' && *b != 0x7f))
+    };
+    let forward = if noreply {
+        Plan::ForwardOneWay
+    } else {
+        Plan::Forward
+    };
     match cmd {
         b"get" | b"gets" => {
-            if toks.len() < 2 || !toks[1..].iter().all(|(s, l)| key_ok(Some(&line[*s..*s + *l]))) {
+            if toks.len() < 2
+                || !toks[1..]
+                    .iter()
+                    .all(|(s, l)| key_ok(Some(&line[*s..*s + *l])))
+            {
                 return reply("CLIENT_ERROR bad command line format\r\n");
             }
             if toks.len() == 2 {
@@ -197,15 +254,22 @@ pub fn plan(frame: &[u8], _state: &mut ConnState) -> Plan {
                     let at = v.len();
                     v.extend_from_slice(key);
                     v.extend_from_slice(b"\r\n");
-                    Part { frame: v.into(), key: (at, key.len()) }
+                    Part {
+                        frame: v.into(),
+                        key: (at, key.len()),
+                    }
                 })
                 .collect();
             Plan::Split(parts, Merge::MemcacheValues)
         }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             let want = if cmd == b"cas" { 6 } else { 5 };
-            let numeric = |i: usize| word(i).is_some_and(|w| !w.is_empty() && w.iter().all(u8::is_ascii_digit));
-            let bytes_ok = (2..want).all(|i| numeric(i) || (i == 3 && word(3).is_some_and(|w| w.first() == Some(&b'-'))));
+            let numeric = |i: usize| {
+                word(i).is_some_and(|w| !w.is_empty() && w.iter().all(u8::is_ascii_digit))
+            };
+            let bytes_ok = (2..want).all(|i| {
+                numeric(i) || (i == 3 && word(3).is_some_and(|w| w.first() == Some(&b'-')))
+            });
             if toks.len() < want || !key_ok(word(1)) || !bytes_ok {
                 return reply("CLIENT_ERROR bad command line format\r\n");
             }
@@ -235,7 +299,8 @@ mod tests {
 
     #[test]
     fn requests_with_data_blocks() {
-        let buf = b"set k1 0 0 5\r\nhello\r\nget k1 k2\r\ndelete k1 noreply\r\nset k2 0 0 10\r\npart";
+        let buf =
+            b"set k1 0 0 5\r\nhello\r\nget k1 k2\r\ndelete k1 noreply\r\nset k2 0 0 10\r\npart";
         let mut out = Vec::new();
         Memcache::new(false, 1 << 20).scan(buf, &mut out).unwrap();
         assert_eq!(out.len(), 3);
@@ -256,11 +321,24 @@ mod tests {
     fn plans() {
         let mut st = ConnState::default();
         assert_eq!(plan(b"get a\r\n", &mut st), Plan::Forward);
-        let Plan::Split(parts, Merge::MemcacheValues) = plan(b"gets a bb\r\n", &mut st) else { panic!() };
+        let Plan::Split(parts, Merge::MemcacheValues) = plan(b"gets a bb\r\n", &mut st) else {
+            panic!()
+        };
         assert_eq!(&parts[1].frame[..], b"gets bb\r\n");
         assert_eq!(parts[1].key, (5, 2));
-        assert_eq!(plan(b"set k 0 0 1 noreply\r\nx\r\n", &mut st), Plan::ForwardOneWay);
-        assert_eq!(plan(b"bogus\r\n", &mut st), Plan::Reply(Bytes::from_static(b"ERROR\r\n")));
-        assert_eq!(plan(b"set k x 0 1\r\n", &mut st), Plan::Reply(Bytes::from_static(b"CLIENT_ERROR bad command line format\r\n")));
+        assert_eq!(
+            plan(b"set k 0 0 1 noreply\r\nx\r\n", &mut st),
+            Plan::ForwardOneWay
+        );
+        assert_eq!(
+            plan(b"bogus\r\n", &mut st),
+            Plan::Reply(Bytes::from_static(b"ERROR\r\n"))
+        );
+        assert_eq!(
+            plan(b"set k x 0 1\r\n", &mut st),
+            Plan::Reply(Bytes::from_static(
+                b"CLIENT_ERROR bad command line format\r\n"
+            ))
+        );
     }
 }

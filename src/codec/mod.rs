@@ -15,9 +15,9 @@ mod length_field;
 pub mod lua;
 pub mod memcache;
 pub mod plan;
-pub mod resp;
 #[cfg(test)]
 mod props;
+pub mod resp;
 
 pub use delimiter::{Delimiter, DelimiterSpec};
 pub use length_field::{Endian, FieldSpec, LengthField, LengthFieldSpec};
@@ -164,7 +164,9 @@ impl CodecSpec {
             CodecSpec::Delimiter(s) => Box::new(Delimiter::new(s.clone(), max_frame)),
             CodecSpec::Lua(s) => Box::new(lua::LuaCodec::new(s, max_frame)?),
             CodecSpec::Resp { answers } => Box::new(resp::Resp::new(*answers, max_frame)),
-            CodecSpec::Memcache { answers } => Box::new(memcache::Memcache::new(*answers, max_frame)),
+            CodecSpec::Memcache { answers } => {
+                Box::new(memcache::Memcache::new(*answers, max_frame))
+            }
         })
     }
 
@@ -234,7 +236,12 @@ impl CodecSpec {
 
     /// What the proxy does with one request of this protocol (Forward for protocols the
     /// proxy does not interpret). `password`: the listener's client password, if any.
-    pub fn plan(&self, frame: &[u8], state: &mut plan::ConnState, password: Option<&[u8]>) -> plan::Plan {
+    pub fn plan(
+        &self,
+        frame: &[u8],
+        state: &mut plan::ConnState,
+        password: Option<&[u8]>,
+    ) -> plan::Plan {
         match self {
             CodecSpec::Resp { .. } => resp::plan(frame, state, password),
             CodecSpec::Memcache { .. } => memcache::plan(frame, state),

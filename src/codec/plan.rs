@@ -68,7 +68,9 @@ pub fn merge(kind: Merge, parts: &[Bytes]) -> Bytes {
                 if p.first() != Some(&b':') {
                     return p.clone(); // the first error wins
                 }
-                let n = std::str::from_utf8(&p[1..]).ok().and_then(|s| s.trim_end().parse::<i64>().ok());
+                let n = std::str::from_utf8(&p[1..])
+                    .ok()
+                    .and_then(|s| s.trim_end().parse::<i64>().ok());
                 sum += n.unwrap_or(0);
             }
             out.extend_from_slice(format!(":{sum}\r\n").as_bytes());
@@ -103,12 +105,31 @@ mod tests {
 
     #[test]
     fn merges() {
-        assert_eq!(merge(Merge::Array, &[b("*1\r\n$1\r\na\r\n"), b("*1\r\n$-1\r\n")]), b("*2\r\n$1\r\na\r\n$-1\r\n"));
-        assert_eq!(merge(Merge::SumIntegers, &[b(":1\r\n"), b(":0\r\n"), b(":1\r\n")]), b(":2\r\n"));
-        assert_eq!(merge(Merge::SumIntegers, &[b(":1\r\n"), b("-ERR x\r\n")]), b("-ERR x\r\n"));
-        assert_eq!(merge(Merge::AllOk, &[b("+OK\r\n"), b("+OK\r\n")]), b("+OK\r\n"));
         assert_eq!(
-            merge(Merge::MemcacheValues, &[b("VALUE a 0 1\r\nx\r\nEND\r\n"), b("END\r\n"), b("VALUE c 0 1\r\nz\r\nEND\r\n")]),
+            merge(Merge::Array, &[b("*1\r\n$1\r\na\r\n"), b("*1\r\n$-1\r\n")]),
+            b("*2\r\n$1\r\na\r\n$-1\r\n")
+        );
+        assert_eq!(
+            merge(Merge::SumIntegers, &[b(":1\r\n"), b(":0\r\n"), b(":1\r\n")]),
+            b(":2\r\n")
+        );
+        assert_eq!(
+            merge(Merge::SumIntegers, &[b(":1\r\n"), b("-ERR x\r\n")]),
+            b("-ERR x\r\n")
+        );
+        assert_eq!(
+            merge(Merge::AllOk, &[b("+OK\r\n"), b("+OK\r\n")]),
+            b("+OK\r\n")
+        );
+        assert_eq!(
+            merge(
+                Merge::MemcacheValues,
+                &[
+                    b("VALUE a 0 1\r\nx\r\nEND\r\n"),
+                    b("END\r\n"),
+                    b("VALUE c 0 1\r\nz\r\nEND\r\n")
+                ]
+            ),
             b("VALUE a 0 1\r\nx\r\nVALUE c 0 1\r\nz\r\nEND\r\n")
         );
     }

@@ -44,28 +44,30 @@ fn classify(name: &[u8]) -> Option<Cmd> {
         b"MSET" => Cmd::Pairs,
         b"INFO" | b"TIME" | b"COMMAND" | b"LASTSAVE" => Cmd::Keyless,
         b"MULTI" | b"EXEC" | b"DISCARD" | b"WATCH" | b"UNWATCH" | b"SUBSCRIBE" | b"PSUBSCRIBE"
-        | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SUNSUBSCRIBE" | b"MONITOR" | b"SYNC"
-        | b"PSYNC" | b"REPLCONF" | b"BLPOP" | b"BRPOP" | b"BRPOPLPUSH" | b"BLMOVE" | b"BLMPOP"
-        | b"BZPOPMIN" | b"BZPOPMAX" | b"BZMPOP" | b"WAIT" | b"SELECT" | b"CLIENT" | b"RESET"
-        | b"KEYS" | b"SCAN" | b"RANDOMKEY" | b"DBSIZE" | b"FLUSHALL" | b"FLUSHDB" | b"CONFIG"
-        | b"SHUTDOWN" | b"SAVE" | b"BGSAVE" | b"BGREWRITEAOF" | b"SLAVEOF" | b"REPLICAOF"
-        | b"DEBUG" | b"SWAPDB" | b"MOVE" | b"MIGRATE" | b"EVAL" | b"EVALSHA" | b"SCRIPT"
-        | b"FUNCTION" | b"FCALL" | b"PUBLISH" | b"XREAD" | b"XREADGROUP" | b"OBJECT" | b"SORT"
-        | b"RENAME" | b"RENAMENX" | b"SMOVE" | b"SINTER" | b"SUNION" | b"SDIFF" | b"SINTERSTORE"
-        | b"SUNIONSTORE" | b"SDIFFSTORE" | b"ZUNIONSTORE" | b"ZINTERSTORE" | b"RPOPLPUSH" | b"LMOVE"
-        | b"PFMERGE" | b"BITOP" | b"MSETNX" | b"COPY" => Cmd::Unsupported,
+        | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SUNSUBSCRIBE" | b"MONITOR"
+        | b"SYNC" | b"PSYNC" | b"REPLCONF" | b"BLPOP" | b"BRPOP" | b"BRPOPLPUSH" | b"BLMOVE"
+        | b"BLMPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BZMPOP" | b"WAIT" | b"SELECT" | b"CLIENT"
+        | b"RESET" | b"KEYS" | b"SCAN" | b"RANDOMKEY" | b"DBSIZE" | b"FLUSHALL" | b"FLUSHDB"
+        | b"CONFIG" | b"SHUTDOWN" | b"SAVE" | b"BGSAVE" | b"BGREWRITEAOF" | b"SLAVEOF"
+        | b"REPLICAOF" | b"DEBUG" | b"SWAPDB" | b"MOVE" | b"MIGRATE" | b"EVAL" | b"EVALSHA"
+        | b"SCRIPT" | b"FUNCTION" | b"FCALL" | b"PUBLISH" | b"XREAD" | b"XREADGROUP"
+        | b"OBJECT" | b"SORT" | b"RENAME" | b"RENAMENX" | b"SMOVE" | b"SINTER" | b"SUNION"
+        | b"SDIFF" | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" | b"ZUNIONSTORE"
+        | b"ZINTERSTORE" | b"RPOPLPUSH" | b"LMOVE" | b"PFMERGE" | b"BITOP" | b"MSETNX"
+        | b"COPY" => Cmd::Unsupported,
         b"GET" | b"SET" | b"SETNX" | b"SETEX" | b"PSETEX" | b"APPEND" | b"STRLEN" | b"INCR"
         | b"DECR" | b"INCRBY" | b"DECRBY" | b"INCRBYFLOAT" | b"GETSET" | b"GETDEL" | b"GETEX"
-        | b"GETRANGE" | b"SETRANGE" | b"GETBIT" | b"SETBIT" | b"BITCOUNT" | b"BITPOS" | b"BITFIELD"
-        | b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" | b"EXPIRETIME" | b"PEXPIRETIME"
-        | b"TTL" | b"PTTL" | b"PERSIST" | b"TYPE" | b"DUMP" | b"RESTORE" | b"LPUSH" | b"RPUSH"
-        | b"LPUSHX" | b"RPUSHX" | b"LPOP" | b"RPOP" | b"LLEN" | b"LRANGE" | b"LINDEX" | b"LSET"
-        | b"LREM" | b"LTRIM" | b"LINSERT" | b"LPOS" | b"SADD" | b"SREM" | b"SCARD" | b"SMEMBERS"
-        | b"SISMEMBER" | b"SMISMEMBER" | b"SRANDMEMBER" | b"SPOP" | b"SSCAN" | b"HSET" | b"HSETNX"
-        | b"HGET" | b"HMSET" | b"HMGET" | b"HDEL" | b"HLEN" | b"HKEYS" | b"HVALS" | b"HGETALL"
-        | b"HEXISTS" | b"HINCRBY" | b"HINCRBYFLOAT" | b"HSTRLEN" | b"HSCAN" | b"HRANDFIELD" | b"ZADD"
-        | b"ZREM" | b"ZCARD" | b"ZSCORE" | b"ZMSCORE" | b"ZINCRBY" | b"ZRANGE" | b"ZREVRANGE"
-        | b"ZRANGEBYSCORE" | b"ZREVRANGEBYSCORE" | b"ZRANK" | b"ZREVRANK" | b"ZCOUNT" | b"ZLEXCOUNT"
+        | b"GETRANGE" | b"SETRANGE" | b"GETBIT" | b"SETBIT" | b"BITCOUNT" | b"BITPOS"
+        | b"BITFIELD" | b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" | b"EXPIRETIME"
+        | b"PEXPIRETIME" | b"TTL" | b"PTTL" | b"PERSIST" | b"TYPE" | b"DUMP" | b"RESTORE"
+        | b"LPUSH" | b"RPUSH" | b"LPUSHX" | b"RPUSHX" | b"LPOP" | b"RPOP" | b"LLEN" | b"LRANGE"
+        | b"LINDEX" | b"LSET" | b"LREM" | b"LTRIM" | b"LINSERT" | b"LPOS" | b"SADD" | b"SREM"
+        | b"SCARD" | b"SMEMBERS" | b"SISMEMBER" | b"SMISMEMBER" | b"SRANDMEMBER" | b"SPOP"
+        | b"SSCAN" | b"HSET" | b"HSETNX" | b"HGET" | b"HMSET" | b"HMGET" | b"HDEL" | b"HLEN"
+        | b"HKEYS" | b"HVALS" | b"HGETALL" | b"HEXISTS" | b"HINCRBY" | b"HINCRBYFLOAT"
+        | b"HSTRLEN" | b"HSCAN" | b"HRANDFIELD" | b"ZADD" | b"ZREM" | b"ZCARD" | b"ZSCORE"
+        | b"ZMSCORE" | b"ZINCRBY" | b"ZRANGE" | b"ZREVRANGE" | b"ZRANGEBYSCORE"
+        | b"ZREVRANGEBYSCORE" | b"ZRANK" | b"ZREVRANK" | b"ZCOUNT" | b"ZLEXCOUNT"
         | b"ZRANGEBYLEX" | b"ZREVRANGEBYLEX" | b"ZREMRANGEBYRANK" | b"ZREMRANGEBYSCORE"
         | b"ZREMRANGEBYLEX" | b"ZSCAN" | b"ZPOPMIN" | b"ZPOPMAX" | b"ZRANDMEMBER" | b"PFADD"
         | b"PFCOUNT" | b"GEOADD" | b"GEODIST" | b"GEOHASH" | b"GEOPOS" | b"GEOSEARCH" | b"XADD"
@@ -83,7 +85,12 @@ fn number(line: &[u8]) -> Result<i64, CodecError> {
     std::str::from_utf8(line)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| CodecError::Malformed(format!("`{}` is not a number", String::from_utf8_lossy(line))))
+        .ok_or_else(|| {
+            CodecError::Malformed(format!(
+                "`{}` is not a number",
+                String::from_utf8_lossy(line)
+            ))
+        })
 }
 
 /// The arguments of one request frame, as spans.
@@ -99,9 +106,19 @@ impl<'a> Args<'a> {
         if frame.first() == Some(&b'*') {
             let end = crlf(frame, 0).unwrap_or(frame.len());
             let n = number(&frame[1..end]).unwrap_or(0).max(0) as usize;
-            Args { frame, pos: end + 2, left: n, inline: false }
+            Args {
+                frame,
+                pos: end + 2,
+                left: n,
+                inline: false,
+            }
         } else {
-            Args { frame, pos: 0, left: usize::MAX, inline: true }
+            Args {
+                frame,
+                pos: 0,
+                left: usize::MAX,
+                inline: true,
+            }
         }
     }
 
@@ -118,7 +135,11 @@ impl Iterator for Args<'_> {
         }
         self.left -= 1;
         if self.inline {
-            let line_end = self.frame.iter().position(|b| *b == b'\n').unwrap_or(self.frame.len());
+            let line_end = self
+                .frame
+                .iter()
+                .position(|b| *b == b'\n')
+                .unwrap_or(self.frame.len());
             while self.pos < line_end && matches!(self.frame[self.pos], b' ' | b'\t' | b'\r') {
                 self.pos += 1;
             }
@@ -141,7 +162,10 @@ impl Iterator for Args<'_> {
 
 /// Scans one request at the head of `buf`: `Ok(None)` if incomplete.
 fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
-    let too_large = |len: usize| CodecError::TooLarge { len: len as u64, max: max as u64 };
+    let too_large = |len: usize| CodecError::TooLarge {
+        len: len as u64,
+        max: max as u64,
+    };
     if buf.first() != Some(&b'*') {
         // Inline command: one line.
         return match memchr::memchr(b'\n', buf) {
@@ -152,7 +176,11 @@ fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
         };
     }
     let Some(end) = crlf(buf, 0) else {
-        return if buf.len() > 32 { Err(CodecError::Malformed("array header too long".into())) } else { Ok(None) };
+        return if buf.len() > 32 {
+            Err(CodecError::Malformed("array header too long".into()))
+        } else {
+            Ok(None)
+        };
     };
     let n = number(&buf[1..end])?;
     if !(0..=MAX_ARGS as i64).contains(&n) {
@@ -164,14 +192,23 @@ fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
             return Ok(None);
         }
         if buf[pos] != b'$' {
-            return Err(CodecError::Malformed(format!("expected a bulk string, got {:?}", buf[pos] as char)));
+            return Err(CodecError::Malformed(format!(
+                "expected a bulk string, got {:?}",
+                buf[pos] as char
+            )));
         }
         let Some(end) = crlf(buf, pos) else {
-            return if buf.len() - pos > 32 { Err(CodecError::Malformed("bulk header too long".into())) } else { Ok(None) };
+            return if buf.len() - pos > 32 {
+                Err(CodecError::Malformed("bulk header too long".into()))
+            } else {
+                Ok(None)
+            };
         };
         let len = number(&buf[pos + 1..end])?;
         if len < 0 {
-            return Err(CodecError::Malformed("null bulk string in a request".into()));
+            return Err(CodecError::Malformed(
+                "null bulk string in a request".into(),
+            ));
         }
         pos = end + 2 + len as usize + 2;
         if pos > max {
@@ -182,7 +219,9 @@ fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
         return Ok(None);
     }
     if &buf[pos - 2..pos] != b"\r\n" {
-        return Err(CodecError::Malformed("bulk string not terminated by CRLF".into()));
+        return Err(CodecError::Malformed(
+            "bulk string not terminated by CRLF".into(),
+        ));
     }
     Ok(Some(pos))
 }
@@ -197,7 +236,14 @@ pub(crate) fn value_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecEr
             return Ok(None);
         };
         let Some(end) = crlf(buf, pos) else {
-            return if buf.len() > max { Err(CodecError::TooLarge { len: buf.len() as u64, max: max as u64 }) } else { Ok(None) };
+            return if buf.len() > max {
+                Err(CodecError::TooLarge {
+                    len: buf.len() as u64,
+                    max: max as u64,
+                })
+            } else {
+                Ok(None)
+            };
         };
         let line = &buf[pos + 1..end];
         pos = end + 2;
@@ -218,10 +264,18 @@ pub(crate) fn value_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecEr
             b'%' => pending += 2 * number(line)?.max(0) as u64,
             // Attributes come before the value they describe.
             b'|' => pending += 2 * number(line)?.max(0) as u64 + 1,
-            other => return Err(CodecError::Malformed(format!("unknown RESP type byte {:?}", other as char))),
+            other => {
+                return Err(CodecError::Malformed(format!(
+                    "unknown RESP type byte {:?}",
+                    other as char
+                )))
+            }
         }
         if pos > max {
-            return Err(CodecError::TooLarge { len: pos as u64, max: max as u64 });
+            return Err(CodecError::TooLarge {
+                len: pos as u64,
+                max: max as u64,
+            });
         }
     }
     Ok(if pos <= buf.len() { Some(pos) } else { None })
@@ -246,13 +300,25 @@ impl Codec for Resp {
         let mut pos = 0;
         while pos < buf.len() {
             let rest = &buf[pos..];
-            let len = if self.answers { value_len(rest, self.max_frame)? } else { request_len(rest, self.max_frame)? };
+            let len = if self.answers {
+                value_len(rest, self.max_frame)?
+            } else {
+                request_len(rest, self.max_frame)?
+            };
             let Some(len) = len else {
                 return Ok(());
             };
             let frame = &rest[..len];
-            let key = if self.answers { None } else { request_key(frame) };
-            out.push(Frame { len: len as u32, id: None, key });
+            let key = if self.answers {
+                None
+            } else {
+                request_key(frame)
+            };
+            out.push(Frame {
+                len: len as u32,
+                id: None,
+                key,
+            });
             pos += len;
         }
         Ok(())
@@ -270,7 +336,10 @@ fn request_key(frame: &[u8]) -> Option<Key> {
     match classify(&frame[s..s + l])? {
         Cmd::Key | Cmd::MultiKey(_) | Cmd::Pairs => {
             let (ks, kl) = args.next()?;
-            Some(Key::Bytes(Span { offset: ks as u32, len: kl as u32 }))
+            Some(Key::Bytes(Span {
+                offset: ks as u32,
+                len: kl as u32,
+            }))
         }
         _ => None,
     }
@@ -301,7 +370,10 @@ fn build(name: &[u8], args: &[&[u8]]) -> Part {
         v.extend_from_slice(a);
         v.extend_from_slice(b"\r\n");
     }
-    Part { frame: v.into(), key }
+    Part {
+        frame: v.into(),
+        key,
+    }
 }
 
 /// What to do with one request frame. `password`: the listener's client password, if any.
@@ -317,7 +389,10 @@ pub fn plan(frame: &[u8], state: &mut ConnState, password: Option<&[u8]>) -> Pla
         return error("NOAUTH Authentication required.");
     }
     let Some(cmd) = classify(name) else {
-        return error(&format!("ERR unknown or unsupported command '{}'", upper.to_lowercase()));
+        return error(&format!(
+            "ERR unknown or unsupported command '{}'",
+            upper.to_lowercase()
+        ));
     };
     match cmd {
         Cmd::Local => match upper.as_str() {
@@ -440,17 +515,37 @@ mod tests {
     #[test]
     fn plans() {
         let mut st = ConnState::default();
-        assert_eq!(plan(&cmd(&["PING"]), &mut st, None), Plan::Reply(Bytes::from_static(b"+PONG\r\n")));
-        assert_eq!(plan(b"ping\r\n", &mut st, None), Plan::Reply(Bytes::from_static(b"+PONG\r\n")));
+        assert_eq!(
+            plan(&cmd(&["PING"]), &mut st, None),
+            Plan::Reply(Bytes::from_static(b"+PONG\r\n"))
+        );
+        assert_eq!(
+            plan(b"ping\r\n", &mut st, None),
+            Plan::Reply(Bytes::from_static(b"+PONG\r\n"))
+        );
         assert_eq!(plan(&cmd(&["GET", "k"]), &mut st, None), Plan::Forward);
-        let Plan::Reply(e) = plan(&cmd(&["MULTI"]), &mut st, None) else { panic!() };
+        let Plan::Reply(e) = plan(&cmd(&["MULTI"]), &mut st, None) else {
+            panic!()
+        };
         assert!(e.starts_with(b"-ERR command 'multi' is not supported"));
-        let Plan::Reply(e) = plan(&cmd(&["FOO"]), &mut st, None) else { panic!() };
+        let Plan::Reply(e) = plan(&cmd(&["FOO"]), &mut st, None) else {
+            panic!()
+        };
         assert!(e.starts_with(b"-ERR unknown or unsupported command 'foo'"));
-        let Plan::Split(parts, Merge::Array) = plan(&cmd(&["MGET", "a", "bb"]), &mut st, None) else { panic!() };
+        let Plan::Split(parts, Merge::Array) = plan(&cmd(&["MGET", "a", "bb"]), &mut st, None)
+        else {
+            panic!()
+        };
         assert_eq!(parts[1].frame, Bytes::from(cmd(&["MGET", "bb"])));
-        assert_eq!(&parts[1].frame[parts[1].key.0..parts[1].key.0 + parts[1].key.1], b"bb");
-        let Plan::Split(parts, Merge::AllOk) = plan(&cmd(&["MSET", "a", "1", "b", "2"]), &mut st, None) else { panic!() };
+        assert_eq!(
+            &parts[1].frame[parts[1].key.0..parts[1].key.0 + parts[1].key.1],
+            b"bb"
+        );
+        let Plan::Split(parts, Merge::AllOk) =
+            plan(&cmd(&["MSET", "a", "1", "b", "2"]), &mut st, None)
+        else {
+            panic!()
+        };
         assert_eq!(parts[0].frame, Bytes::from(cmd(&["MSET", "a", "1"])));
         assert_eq!(plan(&cmd(&["DEL", "a"]), &mut st, None), Plan::Forward);
     }
@@ -458,11 +553,21 @@ mod tests {
     #[test]
     fn client_password() {
         let mut st = ConnState::default();
-        let Plan::Reply(e) = plan(&cmd(&["GET", "k"]), &mut st, Some(b"s3cret")) else { panic!() };
+        let Plan::Reply(e) = plan(&cmd(&["GET", "k"]), &mut st, Some(b"s3cret")) else {
+            panic!()
+        };
         assert!(e.starts_with(b"-NOAUTH"));
-        let Plan::Reply(e) = plan(&cmd(&["AUTH", "nope"]), &mut st, Some(b"s3cret")) else { panic!() };
+        let Plan::Reply(e) = plan(&cmd(&["AUTH", "nope"]), &mut st, Some(b"s3cret")) else {
+            panic!()
+        };
         assert!(e.starts_with(b"-WRONGPASS"));
-        assert_eq!(plan(&cmd(&["AUTH", "s3cret"]), &mut st, Some(b"s3cret")), Plan::Reply(Bytes::from_static(b"+OK\r\n")));
-        assert_eq!(plan(&cmd(&["GET", "k"]), &mut st, Some(b"s3cret")), Plan::Forward);
+        assert_eq!(
+            plan(&cmd(&["AUTH", "s3cret"]), &mut st, Some(b"s3cret")),
+            Plan::Reply(Bytes::from_static(b"+OK\r\n"))
+        );
+        assert_eq!(
+            plan(&cmd(&["GET", "k"]), &mut st, Some(b"s3cret")),
+            Plan::Forward
+        );
     }
 }

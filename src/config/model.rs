@@ -407,10 +407,19 @@ fn validate_listener(
     let password = l.password;
     if codec.has_plans() {
         if l.correlation.is_some() && correlation != Correlation::InOrder {
-            return Err((key("correlation"), format!("the {} codec answers in order: only in_order fits", codec.kind())));
+            return Err((
+                key("correlation"),
+                format!(
+                    "the {} codec answers in order: only in_order fits",
+                    codec.kind()
+                ),
+            ));
         }
     } else if password.is_some() {
-        return Err((key("password"), "client passwords apply to the resp codec only".into()));
+        return Err((
+            key("password"),
+            "client passwords apply to the resp codec only".into(),
+        ));
     }
     if correlation == Correlation::ById {
         if !codec.has_id() {
@@ -493,7 +502,10 @@ fn validate_codec(
             };
             let length_offset = c.length_offset.unwrap_or(0);
             if length_offset > MAX_FIELD_OFFSET {
-                return Err((key("length_offset"), format!("must be at most {MAX_FIELD_OFFSET}, got {length_offset}")));
+                return Err((
+                    key("length_offset"),
+                    format!("must be at most {MAX_FIELD_OFFSET}, got {length_offset}"),
+                ));
             }
             let field = |name: &str, f: Option<RawField>, max_width: u32| {
                 f.map(|f| {
@@ -611,7 +623,9 @@ fn validate_codec(
         }
         other => Err((
             key("kind"),
-            format!("unknown codec `{other}`, expected length_field, delimiter, lua, resp or memcache"),
+            format!(
+                "unknown codec `{other}`, expected length_field, delimiter, lua, resp or memcache"
+            ),
         )),
     }
 }

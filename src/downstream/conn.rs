@@ -416,14 +416,32 @@ fn route_frames(
 /// Carries out the protocol's plan for one request: forward it, answer it here, or split
 /// it per key (parts that cannot be routed yet wait in the client's retry queue, so the
 /// request is never planned twice).
-fn carry_out(frame: &[u8], f: &Frame, client: &Rc<Client>, lctx: &ListenerCtx, proto: &mut ConnState, now: Instant) -> Result<Step, String> {
+fn carry_out(
+    frame: &[u8],
+    f: &Frame,
+    client: &Rc<Client>,
+    lctx: &ListenerCtx,
+    proto: &mut ConnState,
+    now: Instant,
+) -> Result<Step, String> {
     if client.inflight() >= lctx.config.limits.max_inflight {
         return Ok(Step::Blocked(Blocked::Inflight));
     }
     let password = lctx.config.password.as_deref().map(str::as_bytes);
     match lctx.config.codec.plan(frame, proto, password) {
         Plan::Forward => route_one(frame, f.key, f.id, Req::default(), client, lctx, now),
-        Plan::ForwardOneWay => route_one(frame, f.key, f.id, Req { one_way: true, ..Req::default() }, client, lctx, now),
+        Plan::ForwardOneWay => route_one(
+            frame,
+            f.key,
+            f.id,
+            Req {
+                one_way: true,
+                ..Req::default()
+            },
+            client,
+            lctx,
+            now,
+        ),
         Plan::Reply(answer) => {
             client.reply_local(&answer);
             Ok(Step::Sent)
@@ -448,7 +466,9 @@ fn carry_out(frame: &[u8], f: &Frame, client: &Rc<Client>, lctx: &ListenerCtx, p
             match route_requeued(client, lctx)? {
                 None => Ok(Step::Sent),
                 // The frame is consumed; the parts left wait in the queue.
-                Some(Blocked::Backend) | Some(Blocked::Inflight) | Some(Blocked::Quit) => Ok(Step::Sent),
+                Some(Blocked::Backend) | Some(Blocked::Inflight) | Some(Blocked::Quit) => {
+                    Ok(Step::Sent)
+                }
             }
         }
     }

@@ -3,11 +3,11 @@
 //! reorder window restores the client's request order even when its requests went to
 //! different backends. The client task drains the buffer onto the socket.
 
+use crate::codec::plan::{merge, Merge};
 use crate::codec::Span;
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use crate::codec::plan::{merge, Merge};
 use std::net::SocketAddr;
 use tokio::sync::Notify;
 

@@ -195,7 +195,14 @@ impl UpConn {
     /// frames, not per frame). `req` says whether it already has a place in the client's
     /// order (a retry, or a part of a split request) and whether an answer will come. The
     /// caller has checked [`Self::has_room`].
-    pub fn send(&self, frame: &[u8], id: Option<Span>, client: &Rc<Client>, req: Req, now: Instant) {
+    pub fn send(
+        &self,
+        frame: &[u8],
+        id: Option<Span>,
+        client: &Rc<Client>,
+        req: Req,
+        now: Instant,
+    ) {
         let Req { seq, part, one_way } = req;
         let mut s = self.state.borrow_mut();
         let start = s.queued_total;
@@ -298,7 +305,9 @@ impl UpConn {
                 self.backend
                     .on_answer(now.saturating_duration_since(p.sent));
                 match (&p.orig, f.id, p.part) {
-                    (Some(orig), Some(span), _) => p.client.answer_by_id(frame, span, orig.as_slice()),
+                    (Some(orig), Some(span), _) => {
+                        p.client.answer_by_id(frame, span, orig.as_slice())
+                    }
                     (_, _, Some(part)) => p.client.answer_part(p.seq, part, frame),
                     _ => p.client.answer_in_order(p.seq, frame),
                 }
@@ -464,7 +473,8 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
             conn.fail_all("backend removed from the cluster", BytesMut::new(), retry);
             return;
         }
-        let attempt = tokio::time::timeout(pool.connect_timeout, connect(addr, &listener, &cluster)).await;
+        let attempt =
+            tokio::time::timeout(pool.connect_timeout, connect(addr, &listener, &cluster)).await;
         let (reason, unwritten, healthy_run) = match attempt {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -536,17 +546,31 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
 
 /// Connects to `addr` and, for a `resp` listener whose cluster has a `backend_password`,
 /// authenticates before the connection carries any client's request.
-async fn connect(addr: std::net::SocketAddr, listener: &ListenerConfig, cluster: &Cluster) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect failed: {e}"))?;
-    if let (Some(password), codec::CodecSpec::Resp { .. }) = (&cluster.config.backend_password, &listener.codec) {
+async fn connect(
+    addr: std::net::SocketAddr,
+    listener: &ListenerConfig,
+    cluster: &Cluster,
+) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect failed: {e}"))?;
+    if let (Some(password), codec::CodecSpec::Resp { .. }) =
+        (&cluster.config.backend_password, &listener.codec)
+    {
         let mut auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", password.len()).into_bytes();
         auth.extend_from_slice(password.as_bytes());
         auth.extend_from_slice(b"\r\n");
-        stream.write_all(&auth).await.map_err(|e| format!("AUTH failed: {e}"))?;
+        stream
+            .write_all(&auth)
+            .await
+            .map_err(|e| format!("AUTH failed: {e}"))?;
         let mut answer = Vec::new();
         loop {
             let mut chunk = [0u8; 256];
-            let n = stream.read(&mut chunk).await.map_err(|e| format!("AUTH failed: {e}"))?;
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("AUTH failed: {e}"))?;
             if n == 0 {
                 return Err("AUTH failed: the backend closed the connection".into());
             }
@@ -556,7 +580,10 @@ async fn connect(addr: std::net::SocketAddr, listener: &ListenerConfig, cluster:
             }
         }
         if answer != b"+OK\r\n" {
-            return Err(format!("AUTH refused: {}", String::from_utf8_lossy(&answer).trim_end()));
+            return Err(format!(
+                "AUTH refused: {}",
+                String::from_utf8_lossy(&answer).trim_end()
+            ));
         }
     }
     Ok(stream)

@@ -81,7 +81,9 @@ fn nutcracker_or_skip() -> Option<PathBuf> {
             );
             None
         }
-        None => panic!("CI is set but nutcracker is not installed: `apt-get install -y nutcracker`"),
+        None => {
+            panic!("CI is set but nutcracker is not installed: `apt-get install -y nutcracker`")
+        }
     }
 }
 
@@ -184,7 +186,9 @@ fn keys() -> Vec<String> {
         keys.push((0..len).map(|_| rng.alphanumeric()).collect());
     }
     for i in 0..20 {
-        keys.push(format!("caf\u{e9}-{i}-\u{43a}\u{43b}\u{44e}\u{447}-\u{1f600}"));
+        keys.push(format!(
+            "caf\u{e9}-{i}-\u{43a}\u{43b}\u{44e}\u{447}-\u{1f600}"
+        ));
     }
     for i in 0..20 {
         keys.push(format!("{}{i}", "x".repeat(180 + i)));
@@ -200,7 +204,8 @@ fn keys() -> Vec<String> {
 /// Where nutcracker sends each key (the name in its answer).
 fn nutcracker_choices(nc: &Nutcracker, keys: &[String]) -> Vec<String> {
     let conn = TcpStream::connect(nc.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     let mut line = String::new();
@@ -210,7 +215,10 @@ fn nutcracker_choices(nc: &Nutcracker, keys: &[String]) -> Vec<String> {
             line.clear();
             r.read_line(&mut line).unwrap();
             let header = format!("VALUE {k} 0 ");
-            assert!(line.starts_with(&header), "key {k:?}: nutcracker answered {line:?}");
+            assert!(
+                line.starts_with(&header),
+                "key {k:?}: nutcracker answered {line:?}"
+            );
             line.clear();
             r.read_line(&mut line).unwrap();
             let name = line.trim_end().to_string();
@@ -249,7 +257,8 @@ backends = [{}]
     );
     let proxy = Proxy::start(&cfg);
     let conn = TcpStream::connect(proxy.addr("kv")).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     keys.iter()
@@ -315,7 +324,10 @@ fn compare(bin: &PathBuf, backends: &[(&str, u32, bool)]) {
     }
     // The proxy itself, routing by the key bytes of each message, agrees too.
     let proxied = switchyard_choices(&pool, &keys);
-    assert_eq!(proxied, theirs, "the proxy's ketama routing differs from nutcracker's");
+    assert_eq!(
+        proxied, theirs,
+        "the proxy's ketama routing differs from nutcracker's"
+    );
     println!(
         "ketama: nutcracker, the continuum and the proxy agree on all {} keys over {servers:?}",
         keys.len()
@@ -324,19 +336,25 @@ fn compare(bin: &PathBuf, backends: &[(&str, u32, bool)]) {
 
 #[test]
 fn ketama_matches_nutcracker_three_named_servers() {
-    let Some(bin) = nutcracker_or_skip() else { return };
+    let Some(bin) = nutcracker_or_skip() else {
+        return;
+    };
     compare(&bin, &[("b1", 1, true), ("b2", 1, true), ("b3", 1, true)]);
 }
 
 #[test]
 fn ketama_matches_nutcracker_weighted_1_2_3() {
-    let Some(bin) = nutcracker_or_skip() else { return };
+    let Some(bin) = nutcracker_or_skip() else {
+        return;
+    };
     compare(&bin, &[("b1", 1, true), ("b2", 2, true), ("b3", 3, true)]);
 }
 
 #[test]
 fn ketama_matches_nutcracker_unnamed_servers_hash_host_port() {
-    let Some(bin) = nutcracker_or_skip() else { return };
+    let Some(bin) = nutcracker_or_skip() else {
+        return;
+    };
     compare(&bin, &[("", 1, false), ("", 1, false), ("", 2, false)]);
 }
 
@@ -344,7 +362,9 @@ fn ketama_matches_nutcracker_unnamed_servers_hash_host_port() {
 /// exact arithmetic would (1/25 × 40 × 5 comes out as 7.9999995: 28 points, not 32).
 #[test]
 fn ketama_matches_nutcracker_float_rounding_of_point_counts() {
-    let Some(bin) = nutcracker_or_skip() else { return };
+    let Some(bin) = nutcracker_or_skip() else {
+        return;
+    };
     compare(
         &bin,
         &[

@@ -9,7 +9,10 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 fn proxy_for(servers: &[Server]) -> Proxy {
-    let list: Vec<String> = servers.iter().map(|s| format!("{{ address = \"{}\" }}", s.addr)).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
+        .collect();
     Proxy::start(&format!(
         r#"workers = 2
 [[listener]]
@@ -38,7 +41,10 @@ fn ask(s: &mut BufReader<TcpStream>, request: &str, ends: &[&str]) -> String {
         let mut line = String::new();
         assert!(s.read_line(&mut line).unwrap() > 0, "closed after {out:?}");
         out.push_str(&line);
-        if ends.iter().any(|e| line.trim_end() == *e || line.starts_with(e)) {
+        if ends
+            .iter()
+            .any(|e| line.trim_end() == *e || line.starts_with(e))
+        {
             return out;
         }
     }
@@ -64,38 +70,101 @@ fn text_protocol_through_the_proxy() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut c = BufReader::new(s);
     for i in 0..60 {
-        assert_eq!(ask(&mut c, &format!("set key{i} 5 0 6\r\nvalue{}\r\n", i % 10), &["STORED"]), "STORED\r\n");
+        assert_eq!(
+            ask(
+                &mut c,
+                &format!("set key{i} 5 0 6\r\nvalue{}\r\n", i % 10),
+                &["STORED"]
+            ),
+            "STORED\r\n"
+        );
     }
-    assert_eq!(ask(&mut c, "get key1\r\n", &["END"]), "VALUE key1 5 6\r\nvalue1\r\nEND\r\n");
+    assert_eq!(
+        ask(&mut c, "get key1\r\n", &["END"]),
+        "VALUE key1 5 6\r\nvalue1\r\nEND\r\n"
+    );
     // A multi-key get spans backends: split per key, merged in key order, one END.
     assert_eq!(
         ask(&mut c, "get key3 missing key12 key7\r\n", &["END"]),
         "VALUE key3 5 6\r\nvalue3\r\nVALUE key12 5 6\r\nvalue2\r\nVALUE key7 5 6\r\nvalue7\r\nEND\r\n"
     );
     let gets = ask(&mut c, "gets key3 key4\r\n", &["END"]);
-    assert!(gets.starts_with("VALUE key3 5 6 ") && gets.contains("VALUE key4 5 6 "), "{gets}");
-    assert_eq!(ask(&mut c, "add key1 0 0 1\r\nx\r\n", &["NOT_STORED"]), "NOT_STORED\r\n");
-    assert_eq!(ask(&mut c, "append key1 0 0 2\r\n!!\r\n", &["STORED"]), "STORED\r\n");
-    assert_eq!(ask(&mut c, "prepend key1 0 0 2\r\n>>\r\n", &["STORED"]), "STORED\r\n");
-    assert_eq!(ask(&mut c, "get key1\r\n", &["END"]), "VALUE key1 5 10\r\n>>value1!!\r\nEND\r\n");
-    assert_eq!(ask(&mut c, "set n 0 0 1\r\n5\r\n", &["STORED"]), "STORED\r\n");
+    assert!(
+        gets.starts_with("VALUE key3 5 6 ") && gets.contains("VALUE key4 5 6 "),
+        "{gets}"
+    );
+    assert_eq!(
+        ask(&mut c, "add key1 0 0 1\r\nx\r\n", &["NOT_STORED"]),
+        "NOT_STORED\r\n"
+    );
+    assert_eq!(
+        ask(&mut c, "append key1 0 0 2\r\n!!\r\n", &["STORED"]),
+        "STORED\r\n"
+    );
+    assert_eq!(
+        ask(&mut c, "prepend key1 0 0 2\r\n>>\r\n", &["STORED"]),
+        "STORED\r\n"
+    );
+    assert_eq!(
+        ask(&mut c, "get key1\r\n", &["END"]),
+        "VALUE key1 5 10\r\n>>value1!!\r\nEND\r\n"
+    );
+    assert_eq!(
+        ask(&mut c, "set n 0 0 1\r\n5\r\n", &["STORED"]),
+        "STORED\r\n"
+    );
     assert_eq!(ask(&mut c, "incr n 10\r\n", &["15"]), "15\r\n");
     assert_eq!(ask(&mut c, "decr n 3\r\n", &["12"]), "12\r\n");
     assert_eq!(ask(&mut c, "touch n 100\r\n", &["TOUCHED"]), "TOUCHED\r\n");
     // noreply: no answer comes, and the next answer is still the next request's.
-    c.get_mut().write_all(b"set quiet 0 0 1 noreply\r\nq\r\ndelete key2 noreply\r\n").unwrap();
-    assert_eq!(ask(&mut c, "get quiet key2\r\n", &["END"]), "VALUE quiet 0 1\r\nq\r\nEND\r\n");
+    c.get_mut()
+        .write_all(b"set quiet 0 0 1 noreply\r\nq\r\ndelete key2 noreply\r\n")
+        .unwrap();
+    assert_eq!(
+        ask(&mut c, "get quiet key2\r\n", &["END"]),
+        "VALUE quiet 0 1\r\nq\r\nEND\r\n"
+    );
     assert_eq!(ask(&mut c, "delete key5\r\n", &["DELETED"]), "DELETED\r\n");
-    assert_eq!(ask(&mut c, "delete key5\r\n", &["NOT_FOUND"]), "NOT_FOUND\r\n");
+    assert_eq!(
+        ask(&mut c, "delete key5\r\n", &["NOT_FOUND"]),
+        "NOT_FOUND\r\n"
+    );
     // cas with the unique from gets.
     let g = ask(&mut c, "gets key6\r\n", &["END"]);
-    let unique = g.lines().next().unwrap().split(' ').nth(4).unwrap().to_string();
-    assert_eq!(ask(&mut c, &format!("cas key6 0 0 1 {unique}\r\nz\r\n"), &["STORED"]), "STORED\r\n");
-    assert_eq!(ask(&mut c, &format!("cas key6 0 0 1 {unique}\r\nz\r\n"), &["EXISTS"]), "EXISTS\r\n");
+    let unique = g
+        .lines()
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(4)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        ask(
+            &mut c,
+            &format!("cas key6 0 0 1 {unique}\r\nz\r\n"),
+            &["STORED"]
+        ),
+        "STORED\r\n"
+    );
+    assert_eq!(
+        ask(
+            &mut c,
+            &format!("cas key6 0 0 1 {unique}\r\nz\r\n"),
+            &["EXISTS"]
+        ),
+        "EXISTS\r\n"
+    );
     // Bad commands get the protocol's own error lines, and the connection goes on.
     assert_eq!(ask(&mut c, "bogus command\r\n", &["ERROR"]), "ERROR\r\n");
-    assert_eq!(ask(&mut c, "set k notanumber 0 1\r\n", &["CLIENT_ERROR"]), "CLIENT_ERROR bad command line format\r\n");
-    assert_eq!(ask(&mut c, "get key8\r\n", &["END"]), "VALUE key8 5 6\r\nvalue8\r\nEND\r\n");
+    assert_eq!(
+        ask(&mut c, "set k notanumber 0 1\r\n", &["CLIENT_ERROR"]),
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    assert_eq!(
+        ask(&mut c, "get key8\r\n", &["END"]),
+        "VALUE key8 5 6\r\nvalue8\r\nEND\r\n"
+    );
     // Each key on exactly one backend, and the keys spread.
     let counts: Vec<u64> = servers.iter().map(items).collect();
     // key0..key59, n and quiet, less key2 and key5.
@@ -111,11 +180,17 @@ fn libmemcached_tools_through_the_proxy() {
     let dir = TempFile::new("a.txt", "alpha contents");
     let b = dir.0.with_file_name("b.txt");
     std::fs::write(&b, "bravo contents").unwrap();
-    let (ok, out) = run("memccp", &[&target, dir.0.to_str().unwrap(), b.to_str().unwrap()]);
+    let (ok, out) = run(
+        "memccp",
+        &[&target, dir.0.to_str().unwrap(), b.to_str().unwrap()],
+    );
     assert!(ok, "{out}");
     let (ok, out) = run("memccat", &[&target, "a.txt", "b.txt"]);
     assert!(ok, "{out}");
-    assert!(out.contains("alpha contents") && out.contains("bravo contents"), "{out}");
+    assert!(
+        out.contains("alpha contents") && out.contains("bravo contents"),
+        "{out}"
+    );
     let (ok, out) = run("memcexist", &[&target, "a.txt"]);
     assert!(ok, "{out}");
     let (ok, out) = run("memcrm", &[&target, "a.txt"]);
@@ -123,5 +198,9 @@ fn libmemcached_tools_through_the_proxy() {
     let (ok, _) = run("memccat", &[&target, "a.txt"]);
     assert!(!ok, "a.txt still readable after memcrm");
     let counts: Vec<u64> = servers.iter().map(items).collect();
-    assert_eq!(counts.iter().sum::<u64>(), 1, "b.txt alone is left, on one backend: {counts:?}");
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        1,
+        "b.txt alone is left, on one backend: {counts:?}"
+    );
 }

@@ -6,7 +6,10 @@ use crate::servers::{redis, redis_cli, run, Server};
 use crate::support::*;
 
 fn proxy_for(servers: &[Server], extra_cluster: &str, extra_listener: &str) -> Proxy {
-    let list: Vec<String> = servers.iter().map(|s| format!("{{ address = \"{}\" }}", s.addr)).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
+        .collect();
     Proxy::start(&format!(
         r#"workers = 2
 [[listener]]
@@ -52,8 +55,14 @@ fn redis_cli_commands_through_the_proxy() {
     assert_eq!(redis_cli(p, &["LPUSH", "list", "a", "b", "c"]), "3");
     assert_eq!(redis_cli(p, &["LRANGE", "list", "0", "-1"]), "c\nb\na");
     // Multi-key commands: split per key, merged in order.
-    assert_eq!(redis_cli(p, &["MSET", "k1", "v1", "k2", "v2", "k3", "v3", "k4", "v4"]), "OK");
-    assert_eq!(redis_cli(p, &["MGET", "k1", "nope", "k3", "k2", "k4"]), "v1\n\nv3\nv2\nv4");
+    assert_eq!(
+        redis_cli(p, &["MSET", "k1", "v1", "k2", "v2", "k3", "v3", "k4", "v4"]),
+        "OK"
+    );
+    assert_eq!(
+        redis_cli(p, &["MGET", "k1", "nope", "k3", "k2", "k4"]),
+        "v1\n\nv3\nv2\nv4"
+    );
     assert_eq!(redis_cli(p, &["EXISTS", "k1", "k2", "nope"]), "2");
     assert_eq!(redis_cli(p, &["DEL", "k1", "k2", "k3", "nope"]), "3");
     assert_eq!(redis_cli(p, &["MGET", "k1", "k4"]), "\nv4");
@@ -64,7 +73,10 @@ fn redis_cli_commands_through_the_proxy() {
     assert!(redis_cli(p, &["NOSUCHCMD"]).contains("unknown or unsupported command 'nosuchcmd'"));
     // Every key lives on exactly one backend.
     for key in ["greeting", "counter", "list", "k4"] {
-        let homes = servers.iter().filter(|s| redis_cli(s.addr, &["EXISTS", key]) == "1").count();
+        let homes = servers
+            .iter()
+            .filter(|s| redis_cli(s.addr, &["EXISTS", key]) == "1")
+            .count();
         assert_eq!(homes, 1, "{key} on {homes} backends");
     }
 }
@@ -77,11 +89,47 @@ fn keys_spread_and_stay_put_under_redis_benchmark() {
     for pipeline in ["1", "16"] {
         let (ok, out) = run(
             "redis-benchmark",
-            &["-h", "127.0.0.1", "-p", &port, "-c", "20", "-n", "20000", "-r", "3000", "-P", pipeline, "-t", "set,get,incr,lpush,mset", "-q"],
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-c",
+                "20",
+                "-n",
+                "20000",
+                "-r",
+                "3000",
+                "-P",
+                pipeline,
+                "-t",
+                "set,get,incr,lpush,mset",
+                "-q",
+            ],
         );
-        assert!(ok && out.contains("requests per second") && !out.to_lowercase().contains("error"), "{out}");
+        assert!(
+            ok && out.contains("requests per second") && !out.to_lowercase().contains("error"),
+            "{out}"
+        );
     }
-    let (ok, out) = run("redis-benchmark", &["-h", "127.0.0.1", "-p", &port, "-c", "10", "-n", "5000", "-q", "MGET", "key:1", "key:2", "key:3"]);
+    let (ok, out) = run(
+        "redis-benchmark",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-c",
+            "10",
+            "-n",
+            "5000",
+            "-q",
+            "MGET",
+            "key:1",
+            "key:2",
+            "key:3",
+        ],
+    );
     assert!(ok && !out.to_lowercase().contains("error"), "{out}");
     let counts: Vec<u64> = servers.iter().map(keys_on).collect();
     let total: u64 = counts.iter().sum();
@@ -92,7 +140,10 @@ fn keys_spread_and_stay_put_under_redis_benchmark() {
     // No key on two backends.
     for i in (0..3000).step_by(97) {
         let key = format!("key:{i:012}");
-        let homes = servers.iter().filter(|s| redis_cli(s.addr, &["EXISTS", &key]) == "1").count();
+        let homes = servers
+            .iter()
+            .filter(|s| redis_cli(s.addr, &["EXISTS", &key]) == "1")
+            .count();
         assert!(homes <= 1, "{key} on {homes} backends");
     }
 }
@@ -100,14 +151,58 @@ fn keys_spread_and_stay_put_under_redis_benchmark() {
 #[test]
 fn backend_and_client_passwords() {
     let servers: Vec<Server> = (0..2).map(|_| redis(Some("backend-secret"))).collect();
-    let proxy = proxy_for(&servers, "backend_password = \"backend-secret\"", "password = \"client-secret\"");
+    let proxy = proxy_for(
+        &servers,
+        "backend_password = \"backend-secret\"",
+        "password = \"client-secret\"",
+    );
     let p = proxy.addr("redis");
     assert!(redis_cli(p, &["GET", "x"]).contains("NOAUTH"));
     let port = p.port().to_string();
-    let (_, out) = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "-a", "wrong", "--no-auth-warning", "GET", "x"]);
+    let (_, out) = run(
+        "redis-cli",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-a",
+            "wrong",
+            "--no-auth-warning",
+            "GET",
+            "x",
+        ],
+    );
     assert!(out.contains("WRONGPASS"), "{out}");
-    let (_, out) = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "-a", "client-secret", "--no-auth-warning", "SET", "x", "1"]);
+    let (_, out) = run(
+        "redis-cli",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-a",
+            "client-secret",
+            "--no-auth-warning",
+            "SET",
+            "x",
+            "1",
+        ],
+    );
     assert_eq!(out.trim(), "OK");
-    let (_, out) = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "-a", "client-secret", "--no-auth-warning", "GET", "x"]);
+    let (_, out) = run(
+        "redis-cli",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-a",
+            "client-secret",
+            "--no-auth-warning",
+            "GET",
+            "x",
+        ],
+    );
     assert_eq!(out.trim(), "1");
 }

@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bound and released; the server binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A server process, killed on drop.
@@ -38,11 +42,26 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
 pub fn redis(password: Option<&str>) -> Server {
     let port = free_port();
     let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]);
     if let Some(p) = password {
         cmd.args(["--requirepass", p]);
     }
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("redis-server (apt-get install redis-server)");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "redis-server");
     Server { addr, child }
@@ -52,7 +71,18 @@ pub fn redis(password: Option<&str>) -> Server {
 pub fn memcached() -> Server {
     let port = free_port();
     let mut child = Command::new("memcached")
-        .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-u", "root", "-m", "64"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-l",
+            "127.0.0.1",
+            "-U",
+            "0",
+            "-u",
+            "root",
+            "-m",
+            "64",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -64,7 +94,10 @@ pub fn memcached() -> Server {
 
 /// Runs a command; returns (success, stdout).
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),

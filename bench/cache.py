@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Redis and memcached side by side, in one run: one server directly, Switchyard over three
+servers, and twemproxy (nutcracker) over the same three.
+
+Redis: redis-benchmark, 50 clients, GET and SET, pipeline 1 and 16. memcached: memaslap,
+50 concurrent clients, its default get/set mix. For each proxy, its CPU time (user+system,
+from /proc/PID/stat) over the same run, per million operations. Everything on 127.0.0.1;
+every run bounded by a request count or a time.
+
+    python3 bench/cache.py [--requests 200000] [--rounds 3] [--memcached-seconds 10]
+
+Needs redis-server, redis-tools, memcached, libmemcached-tools and nutcracker (Debian), and
+target/release/switchyard (cargo build --release).
+"""
+import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWITCHYARD = os.path.join(ROOT, "target", "release", "switchyard")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not listen on {port}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+        self.tmp = tempfile.mkdtemp(prefix="sy-bench-")
+
+    def start(self, args, port, what):
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        wait_port(port, p, what)
+        return p
+
+    def file(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def start_targets(procs, proto):
+    """Starts 4 servers (one for direct use, three behind the proxies) and both proxies."""
+    servers = []
+    for _ in range(4):
+        port = free_port()
+        if proto == "redis":
+            procs.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], port, "redis-server")
+        else:
+            procs.start(["memcached", "-p", str(port), "-l", "127.0.0.1", "-U", "0", "-u", "root", "-m", "256", "-t", "1"], port, "memcached")
+        servers.append(port)
+    direct, pool = servers[0], servers[1:]
+    names = [f"s{i + 1}" for i in range(3)]
+    # twemproxy: ketama over the three, fnv1a_64, one thread (it has only one).
+    tw_port = free_port()
+    yml = procs.file(f"nutcracker-{proto}.yml", f"""pool:
+  listen: 127.0.0.1:{tw_port}
+  hash: fnv1a_64
+  distribution: ketama
+  redis: {"true" if proto == "redis" else "false"}
+  auto_eject_hosts: false
+  server_connections: 1
+  servers:
+""" + "".join(f"   - 127.0.0.1:{p}:1 {n}\n" for p, n in zip(pool, names)))
+    nutcracker = subprocess.run(["which", "nutcracker"], capture_output=True, text=True).stdout.strip() or "/usr/sbin/nutcracker"
+    tw = procs.start([nutcracker, "-c", yml, "-s", str(free_port())], tw_port, "nutcracker")
+    # Switchyard: one worker, the same servers, names and placement (ketama).
+    sy_port = free_port()
+    codec = "resp" if proto == "redis" else "memcache"
+    backends = ", ".join(f'{{ address = "127.0.0.1:{p}", name = "{n}" }}' for p, n in zip(pool, names))
+    toml = procs.file(f"switchyard-{proto}.toml", f"""workers = 1
+[[listener]]
+name = "{proto}"
+listen = "127.0.0.1:{sy_port}"
+cluster = "{proto}"
+[listener.codec]
+kind = "{codec}"
+[[cluster]]
+name = "{proto}"
+policy = "{POLICY}"
+backends = [{backends}]
+pool = {{ connections_per_backend = 1 }}
+""")
+    sy = procs.start([SWITCHYARD, "run", "--config", toml, "--log", "warn"], sy_port, "switchyard")
+    return [("direct (1 server)", direct, None), ("switchyard (3 servers)", sy_port, sy.pid), ("twemproxy (3 servers)", tw_port, tw.pid)]
+
+
+def redis_run(port, test, pipeline, requests):
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", "50", "-n", str(requests), "-P", str(pipeline),
+         "-t", test, "-r", "100000", "--csv"],
+        capture_output=True, text=True, timeout=600).stdout
+    for line in out.splitlines():
+        cells = [c.strip('"') for c in line.split(",")]
+        if cells and cells[0].upper().startswith(test.upper()):
+            # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+            return float(cells[1]), float(cells[4]), float(cells[6])
+    sys.exit(f"no result from redis-benchmark on {port}: {out}")
+
+
+def memaslap_run(port, seconds):
+    out = subprocess.run(
+        ["memcaslap", "-s", f"127.0.0.1:{port}", "-T", "1", "-c", "50", "-t", f"{seconds}s", "-X", "64", "-S", f"{seconds}s"],
+        capture_output=True, text=True, timeout=seconds + 60).stdout
+    tps = re.search(r"Run time: [\d.]+s Ops: \d+ TPS: (\d+)", out)
+    if not tps:
+        sys.exit(f"no result from memcaslap on {port}: {out[-500:]}")
+    # Latency: the "Total Statistics (N events)" block's log2 histogram of microseconds:
+    # a row "e: a b c d" counts values in [2^e, 2^(e+1)), [2^(e+1), 2^(e+2)), …
+    total = out.split("Total Statistics (")[-1].split("Log2 Dist:")[-1]
+    buckets = []
+    for label, counts in re.findall(r"^\s*(\d+):((?:\s+\d+)+)\s*$", total, re.M):
+        for i, n in enumerate(counts.split()):
+            buckets.append((2 ** (int(label) + i + 1), int(n)))
+    def quantile(q):
+        count = sum(n for _, n in buckets)
+        seen = 0
+        for upper, n in buckets:
+            seen += n
+            if count and seen >= q * count:
+                return upper / 1000.0  # the bucket's upper bound, in ms
+        return float("nan")
+    return float(tps.group(1)), quantile(0.5), quantile(0.99)
+
+
+def main():
+    global POLICY
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--memcached-seconds", type=int, default=10)
+    ap.add_argument("--policy", default="ketama")
+    args = ap.parse_args()
+    POLICY = args.policy
+    rows = []
+    procs = Procs()
+    try:
+        targets = start_targets(procs, "redis")
+        for test in ("set", "get"):
+            for pipeline in (1, 16):
+                for name, port, pid in targets:
+                    runs = []
+                    for _ in range(args.rounds):
+                        cpu0 = cpu_seconds(pid) if pid else 0
+                        rps, p50, p99 = redis_run(port, test, pipeline, args.requests)
+                        cpu = (cpu_seconds(pid) - cpu0) if pid else None
+                        runs.append((rps, p50, p99, cpu / args.requests * 1e6 if cpu is not None else None))
+                    rows.append(("redis", f"{test.upper()} -P {pipeline}", name, runs))
+                    print_row(rows[-1])
+        procs.stop()
+        procs = Procs()
+        targets = start_targets(procs, "memcached")
+        for name, port, pid in targets:
+            runs = []
+            for _ in range(args.rounds):
+                cpu0 = cpu_seconds(pid) if pid else 0
+                tps, p50, p99 = memaslap_run(port, args.memcached_seconds)
+                cpu = (cpu_seconds(pid) - cpu0) if pid else None
+                ops = tps * args.memcached_seconds
+                runs.append((tps, p50, p99, cpu / ops * 1e6 if cpu is not None and ops else None))
+            rows.append(("memcached", "memaslap get/set", name, runs))
+            print_row(rows[-1])
+    finally:
+        procs.stop()
+    print("\n| protocol | load | target | ops/s (median) | p50 ms | p99 ms | proxy CPU s per 1M ops |")
+    print("|---|---|---|---|---|---|---|")
+    for proto, load, name, runs in rows:
+        med = lambda i: statistics.median(r[i] for r in runs)
+        cpu = [r[3] for r in runs if r[3] is not None]
+        print(f"| {proto} | {load} | {name} | {med(0):.0f} | {med(1):.3f} | {med(2):.3f} | {statistics.median(cpu):.2f} |" if cpu else
+              f"| {proto} | {load} | {name} | {med(0):.0f} | {med(1):.3f} | {med(2):.3f} | – |")
+
+
+def print_row(row):
+    proto, load, name, runs = row
+    parts = [f"{r[0]:.0f} ops/s p50 {r[1]:.3f} p99 {r[2]:.3f}" + (f" cpu {r[3]:.2f}s/M" if r[3] is not None else "") for r in runs]
+    print(f"{proto:9} {load:18} {name:24} " + " | ".join(parts), flush=True)
+
+
+POLICY = "ketama"
+if __name__ == "__main__":
+    main()
