@@ -160,7 +160,21 @@ async fn drive(
     };
     let timer = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(timer);
+    // The timer is re-armed only when a deadline comes earlier than the armed one; when it
+    // fires early (the client was active since), the loop re-arms it: no timer work per
+    // message.
+    let mut armed: Option<Instant> = None;
+    let mut just_read = false;
+    // One wake-up registration for the client's reply handle, kept across iterations.
+    let changed = client.changed();
+    tokio::pin!(changed);
     loop {
+        // One clock read per iteration.
+        let now = Instant::now();
+        if just_read {
+            last_active = now;
+            just_read = false;
+        }
         // Follow reloads, unless the protocol changed under this connection.
         let current = slot.current();
         let lctx = if current.same_protocol(&own.config) {
@@ -168,9 +182,17 @@ async fn drive(
         } else {
             own.clone()
         };
-        let mut blocked = match route_requeued(client, &lctx)? {
+        let mut blocked = match route_requeued(client, &lctx, now)? {
             Some(b) => Some(b),
-            None => route_frames(&mut buf, &frames, &mut cursor, client, &lctx, &mut proto)?,
+            None => route_frames(
+                &mut buf,
+                &frames,
+                &mut cursor,
+                client,
+                &lctx,
+                &mut proto,
+                now,
+            )?,
         };
         if matches!(blocked, Some(Blocked::Quit)) {
             // Answer what came before, then close; later requests are dropped.
@@ -203,7 +225,6 @@ async fn drive(
         }
         // Timeouts: a partial frame must complete within frame_timeout; an idle client is
         // closed after idle_timeout.
-        let now = Instant::now();
         partial_since = if frames.is_empty() && !buf.is_empty() {
             Some(partial_since.unwrap_or(now))
         } else {
@@ -215,9 +236,9 @@ async fn drive(
             (None, false) => None,
         };
         if let Some((at, _)) = deadline {
-            let at = tokio::time::Instant::from_std(at);
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
+            if armed.is_none_or(|a| at < a) {
+                timer.as_mut().reset(tokio::time::Instant::from_std(at));
+                armed = Some(at);
             }
         }
         if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
@@ -239,7 +260,7 @@ async fn drive(
                 Ok(n) => out.advance(n),
                 Err(e) => return Err(format!("write to client failed: {e}")),
             },
-            _ = client.changed() => {}
+            _ = &mut changed => changed.set(client.changed()),
             _ = worker.capacity.notified(), if matches!(blocked, Some(Blocked::Backend)) => {}
             r = read_bounded(&mut rd, &mut buf, room), if can_read => match r {
                 Ok(0) => {
@@ -249,13 +270,17 @@ async fn drive(
                     }
                 }
                 Ok(_) => {
-                    last_active = Instant::now();
+                    just_read = true;
                     scan(&mut *codec, &buf, &mut frames)?;
                 }
                 Err(e) => return Err(format!("read from client failed: {e}")),
             },
             _ = &mut timer, if deadline.is_some() => {
-                let (_, which) = deadline.unwrap_or((now, ""));
+                armed = None;
+                let (at, which) = deadline.unwrap_or((now, ""));
+                if Instant::now() < at {
+                    continue; // armed for an earlier deadline that has since moved
+                }
                 return if which == "frame_timeout" {
                     Err(format!("a partial frame of {} bytes was not completed within frame_timeout {:?}", buf.len(), limits.frame_timeout))
                 } else {
@@ -352,8 +377,11 @@ fn route_one(
 }
 
 /// Routes requests handed back by failed backend connections, before any new ones.
-fn route_requeued(client: &Rc<Client>, lctx: &ListenerCtx) -> Result<Option<Blocked>, String> {
-    let now = Instant::now();
+fn route_requeued(
+    client: &Rc<Client>,
+    lctx: &ListenerCtx,
+    now: Instant,
+) -> Result<Option<Blocked>, String> {
     while let Some(r) = client.take_requeued() {
         let key = keys_of(lctx, &r);
         let req = Req {
@@ -393,8 +421,8 @@ fn route_frames(
     client: &Rc<Client>,
     lctx: &ListenerCtx,
     proto: &mut ConnState,
+    now: Instant,
 ) -> Result<Option<Blocked>, String> {
-    let now = Instant::now();
     let planned = lctx.config.codec.has_plans();
     while let Some(f) = frames.get(*cursor) {
         let len = f.len as usize;
@@ -463,7 +491,7 @@ fn carry_out(
                 });
             }
             // The parts go out through the retry queue, ahead of any later request.
-            match route_requeued(client, lctx)? {
+            match route_requeued(client, lctx, now)? {
                 None => Ok(Step::Sent),
                 // The frame is consumed; the parts left wait in the queue.
                 Some(Blocked::Backend) | Some(Blocked::Inflight) | Some(Blocked::Quit) => {

@@ -286,8 +286,8 @@ impl Client {
     }
 
     /// Resolves when an answer, a push, a failure or a finished request changes the state.
-    pub async fn changed(&self) {
-        self.notify.notified().await;
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }
 
