@@ -169,61 +169,63 @@ fn reassemble(segments: Vec<Segment>, keep: impl Fn(SocketAddr, SocketAddr) -> b
         .collect()
 }
 
+/// Writes a classic pcap file of Ethernet/IPv4/TCP segments between 127.0.0.1 ports:
+/// `(source port, destination port, sequence number, payload)` each. For tests and for
+/// making example captures to try `switchyard frames` on.
+pub fn write_pcap(segments: &[(u16, u16, u32, &[u8])]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+    for (sport, dport, seq, payload) in segments {
+        let mut p = vec![0u8; 12];
+        p.extend_from_slice(&[0x08, 0x00]);
+        let total = 20 + 20 + payload.len();
+        p.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+            127,
+            0,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&p);
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A classic pcap of Ethernet/IPv4/TCP packets, written by hand.
-    pub(crate) fn pcap(packets: &[(u16, u16, u32, &[u8])]) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        f.extend_from_slice(&2u16.to_le_bytes());
-        f.extend_from_slice(&4u16.to_le_bytes());
-        f.extend_from_slice(&[0; 8]);
-        f.extend_from_slice(&65535u32.to_le_bytes());
-        f.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-        for (sport, dport, seq, payload) in packets {
-            let mut p = vec![0u8; 12];
-            p.extend_from_slice(&[0x08, 0x00]);
-            let total = 20 + 20 + payload.len();
-            p.extend_from_slice(&[
-                0x45,
-                0,
-                (total >> 8) as u8,
-                total as u8,
-                0,
-                0,
-                0x40,
-                0,
-                64,
-                6,
-                0,
-                0,
-                127,
-                0,
-                0,
-                1,
-                127,
-                0,
-                0,
-                1,
-            ]);
-            p.extend_from_slice(&sport.to_be_bytes());
-            p.extend_from_slice(&dport.to_be_bytes());
-            p.extend_from_slice(&seq.to_be_bytes());
-            p.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-            p.extend_from_slice(payload);
-            f.extend_from_slice(&[0; 8]);
-            f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            f.extend_from_slice(&p);
-        }
-        f
-    }
-
     #[test]
     fn pcap_flows_are_reassembled_in_order_without_retransmits() {
-        let file = pcap(&[
+        let file = write_pcap(&[
             (5000, 7000, 100, b"hello "),
             (7000, 5000, 900, b"answer"),
             (5000, 7000, 112, b"!"),

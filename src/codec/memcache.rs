@@ -5,7 +5,7 @@
 //! multi-key `get`/`gets` per key and answers malformed or unknown commands itself.
 
 use super::plan::{ConnState, Merge, Part, Plan};
-use super::{Codec, CodecError, Frame, FrameSet, IdFormat, Key, Span};
+use super::{scan_frames, Codec, CodecError, FrameSet, IdFormat, Key, Span};
 use bytes::Bytes;
 
 /// memcached's own key length limit.
@@ -162,30 +162,12 @@ impl Memcache {
 
 impl Codec for Memcache {
     fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
-        let mut pos = 0;
-        while pos < buf.len() {
-            let rest = &buf[pos..];
-            let len = if self.answers {
-                answer_len(rest, self.max_frame)?
-            } else {
-                request_len(rest, self.max_frame)?
-            };
-            let Some(len) = len else {
-                return Ok(());
-            };
-            let key = if self.answers {
-                None
-            } else {
-                request_key(&rest[..len])
-            };
-            out.push(Frame {
-                len: len as u32,
-                id: None,
-                key,
-            });
-            pos += len;
+        let max = self.max_frame;
+        if self.answers {
+            scan_frames(buf, out, max, |b| answer_len(b, max), |_| None)
+        } else {
+            scan_frames(buf, out, max, |b| request_len(b, max), request_key)
         }
-        Ok(())
     }
 
     fn id_format(&self) -> IdFormat {
@@ -315,6 +297,18 @@ mod tests {
         Memcache::new(true, 1 << 20).scan(stream, &mut out).unwrap();
         let lens: Vec<u32> = out.iter().map(|f| f.len).collect();
         assert_eq!(lens, vec![8, 44, 5, 4, 32]);
+    }
+
+    #[test]
+    fn lines_over_the_bound_are_refused() {
+        // Found by fuzzing: a one-line request longer than max_frame.
+        let mut out = Vec::new();
+        assert!(Memcache::new(false, 16)
+            .scan(b"get 0123456789abcdef\r\n", &mut out)
+            .is_err());
+        assert!(Memcache::new(true, 16)
+            .scan(b"SERVER_ERROR 0123456789\r\n", &mut out)
+            .is_err());
     }
 
     #[test]

@@ -133,6 +133,38 @@ pub trait Codec {
     fn id_format(&self) -> IdFormat;
 }
 
+/// Cuts frames from the head of `buf` one at a time: `len_of` measures the frame at the
+/// head of what is left (`Ok(None)`: incomplete, stop), `key_of` finds its key. Frames
+/// over `max` are refused. Shared by the protocols whose frames have no fixed header.
+pub(crate) fn scan_frames(
+    buf: &[u8],
+    out: &mut FrameSet,
+    max: usize,
+    len_of: impl Fn(&[u8]) -> Result<Option<usize>, CodecError>,
+    key_of: impl Fn(&[u8]) -> Option<Key>,
+) -> Result<(), CodecError> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        let Some(len) = len_of(rest)? else {
+            return Ok(());
+        };
+        if len > max {
+            return Err(CodecError::TooLarge {
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        out.push(Frame {
+            len: len as u32,
+            id: None,
+            key: key_of(&rest[..len]),
+        });
+        pos += len;
+    }
+    Ok(())
+}
+
 /// A validated codec description from config; builds codec instances.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodecSpec {

@@ -6,7 +6,7 @@
 //! state a shared backend connection cannot keep), or split multi-key commands per key.
 
 use super::plan::{ConnState, Merge, Part, Plan};
-use super::{Codec, CodecError, Frame, FrameSet, IdFormat, Key, Span};
+use super::{scan_frames, Codec, CodecError, FrameSet, IdFormat, Key, Span};
 use bytes::Bytes;
 
 /// Arguments per request, at most (redis's own limit is 1M).
@@ -175,12 +175,12 @@ fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
             None => Ok(None),
         };
     }
-    let Some(end) = crlf(buf, 0) else {
-        return if buf.len() > 32 {
-            Err(CodecError::Malformed("array header too long".into()))
-        } else {
-            Ok(None)
-        };
+    // Headers longer than 32 bytes are malformed whether or not their CR LF has arrived
+    // (so the verdict does not depend on how the stream was split into reads).
+    let end = match crlf(buf, 0) {
+        Some(end) if end <= 32 => end,
+        None if buf.len() <= 32 => return Ok(None),
+        _ => return Err(CodecError::Malformed("array header too long".into())),
     };
     let n = number(&buf[1..end])?;
     if !(0..=MAX_ARGS as i64).contains(&n) {
@@ -197,12 +197,10 @@ fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
                 buf[pos] as char
             )));
         }
-        let Some(end) = crlf(buf, pos) else {
-            return if buf.len() - pos > 32 {
-                Err(CodecError::Malformed("bulk header too long".into()))
-            } else {
-                Ok(None)
-            };
+        let end = match crlf(buf, pos) {
+            Some(end) if end - pos <= 32 => end,
+            None if buf.len() - pos <= 32 => return Ok(None),
+            _ => return Err(CodecError::Malformed("bulk header too long".into())),
         };
         let len = number(&buf[pos + 1..end])?;
         if len < 0 {
@@ -245,7 +243,8 @@ pub(crate) fn value_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecEr
                 Ok(None)
             };
         };
-        let line = &buf[pos + 1..end];
+        // `end` can be `pos` itself when the value starts with CR LF: no type byte.
+        let line = buf.get(pos + 1..end).unwrap_or_default();
         pos = end + 2;
         match kind {
             b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {}
@@ -297,31 +296,12 @@ impl Resp {
 
 impl Codec for Resp {
     fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
-        let mut pos = 0;
-        while pos < buf.len() {
-            let rest = &buf[pos..];
-            let len = if self.answers {
-                value_len(rest, self.max_frame)?
-            } else {
-                request_len(rest, self.max_frame)?
-            };
-            let Some(len) = len else {
-                return Ok(());
-            };
-            let frame = &rest[..len];
-            let key = if self.answers {
-                None
-            } else {
-                request_key(frame)
-            };
-            out.push(Frame {
-                len: len as u32,
-                id: None,
-                key,
-            });
-            pos += len;
+        let max = self.max_frame;
+        if self.answers {
+            scan_frames(buf, out, max, |b| value_len(b, max), |_| None)
+        } else {
+            scan_frames(buf, out, max, |b| request_len(b, max), request_key)
         }
-        Ok(())
     }
 
     fn id_format(&self) -> IdFormat {
@@ -510,6 +490,11 @@ mod tests {
         assert!(c.scan(b"*2\r\n+x\r\n", &mut out).is_err());
         assert!(c.scan(b"*1\r\n$1000\r\n", &mut out).is_err());
         assert!(Resp::new(true, 64).scan(b"?x\r\n", &mut out).is_err());
+        // Found by fuzzing: a value starting with CR LF, and one-line frames over the bound.
+        assert!(Resp::new(true, 64).scan(b"\r\n", &mut out).is_err());
+        assert!(Resp::new(true, 16)
+            .scan(b"+0123456789abcdefgh\r\n", &mut out)
+            .is_err());
     }
 
     #[test]

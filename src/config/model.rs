@@ -465,22 +465,41 @@ fn validate_codec(
     direction: Direction,
 ) -> Result<CodecSpec, Invalid> {
     let key = |k: &str| format!("{prefix}.{k}");
-    let foreign = |names: &[(&str, bool)]| -> Result<(), Invalid> {
-        match names.iter().find(|(_, set)| *set) {
-            Some((n, _)) => Err((key(n), format!("not a key of codec kind `{}`", c.kind))),
-            None => Ok(()),
-        }
+    // Each kind's own keys; a key of another kind is an error naming it.
+    let present = [
+        ("length_offset", c.length_offset.is_some()),
+        ("length_width", c.length_width.is_some()),
+        ("length_adjust", c.length_adjust.is_some()),
+        ("endian", c.endian.is_some()),
+        ("key", c.key.is_some()),
+        ("id", c.id.is_some()),
+        ("delimiter", c.delimiter.is_some()),
+        ("key_token", c.key_token.is_some()),
+        ("id_token", c.id_token.is_some()),
+        ("script", c.script.is_some()),
+        ("time_limit", c.time_limit.is_some()),
+        ("memory_limit", c.memory_limit.is_some()),
+    ];
+    let own: &[&str] = match c.kind.as_str() {
+        "length_field" => &[
+            "length_offset",
+            "length_width",
+            "length_adjust",
+            "endian",
+            "key",
+            "id",
+        ],
+        "delimiter" => &["delimiter", "key_token", "id_token"],
+        "lua" => &["script", "time_limit", "memory_limit"],
+        _ => &[],
     };
+    if let Some((n, _)) = present.iter().find(|(n, set)| *set && !own.contains(n)) {
+        if !own.is_empty() || matches!(c.kind.as_str(), "resp" | "memcache") {
+            return Err((key(n), format!("not a key of codec kind `{}`", c.kind)));
+        }
+    }
     match c.kind.as_str() {
         "length_field" => {
-            foreign(&[
-                ("delimiter", c.delimiter.is_some()),
-                ("key_token", c.key_token.is_some()),
-                ("id_token", c.id_token.is_some()),
-                ("script", c.script.is_some()),
-                ("time_limit", c.time_limit.is_some()),
-                ("memory_limit", c.memory_limit.is_some()),
-            ])?;
             let length_width = c
                 .length_width
                 .ok_or_else(|| (key("length_width"), "is required".to_string()))?;
@@ -538,17 +557,6 @@ fn validate_codec(
             }))
         }
         "delimiter" => {
-            foreign(&[
-                ("length_offset", c.length_offset.is_some()),
-                ("length_width", c.length_width.is_some()),
-                ("length_adjust", c.length_adjust.is_some()),
-                ("endian", c.endian.is_some()),
-                ("key", c.key.is_some()),
-                ("id", c.id.is_some()),
-                ("script", c.script.is_some()),
-                ("time_limit", c.time_limit.is_some()),
-                ("memory_limit", c.memory_limit.is_some()),
-            ])?;
             let delimiter = c.delimiter.clone().unwrap_or_else(|| "\n".into());
             if delimiter.is_empty() {
                 return Err((key("delimiter"), "must not be empty".into()));
@@ -560,20 +568,6 @@ fn validate_codec(
             }))
         }
         "resp" | "memcache" => {
-            foreign(&[
-                ("length_offset", c.length_offset.is_some()),
-                ("length_width", c.length_width.is_some()),
-                ("length_adjust", c.length_adjust.is_some()),
-                ("endian", c.endian.is_some()),
-                ("key", c.key.is_some()),
-                ("id", c.id.is_some()),
-                ("delimiter", c.delimiter.is_some()),
-                ("key_token", c.key_token.is_some()),
-                ("id_token", c.id_token.is_some()),
-                ("script", c.script.is_some()),
-                ("time_limit", c.time_limit.is_some()),
-                ("memory_limit", c.memory_limit.is_some()),
-            ])?;
             let answers = direction == Direction::Answers;
             Ok(if c.kind == "resp" {
                 CodecSpec::Resp { answers }
@@ -582,17 +576,6 @@ fn validate_codec(
             })
         }
         "lua" => {
-            foreign(&[
-                ("length_offset", c.length_offset.is_some()),
-                ("length_width", c.length_width.is_some()),
-                ("length_adjust", c.length_adjust.is_some()),
-                ("endian", c.endian.is_some()),
-                ("key", c.key.is_some()),
-                ("id", c.id.is_some()),
-                ("delimiter", c.delimiter.is_some()),
-                ("key_token", c.key_token.is_some()),
-                ("id_token", c.id_token.is_some()),
-            ])?;
             let script = c
                 .script
                 .as_ref()

@@ -7,52 +7,6 @@ fn examples() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
 
-/// A classic pcap of Ethernet/IPv4/TCP segments (sport, dport, seq, payload).
-fn pcap(packets: &[(u16, u16, u32, Vec<u8>)]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    f.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes());
-    for (sport, dport, seq, payload) in packets {
-        let mut p = vec![0u8; 12];
-        p.extend_from_slice(&[0x08, 0x00]);
-        let total = 40 + payload.len();
-        p.extend_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            6,
-            0,
-            0,
-            127,
-            0,
-            0,
-            1,
-            127,
-            0,
-            0,
-            1,
-        ]);
-        p.extend_from_slice(&sport.to_be_bytes());
-        p.extend_from_slice(&dport.to_be_bytes());
-        p.extend_from_slice(&seq.to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-        p.extend_from_slice(payload);
-        f.extend_from_slice(&[0; 8]);
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(&p);
-    }
-    f
-}
-
 fn frames(
     config: &std::path::Path,
     listener: &str,
@@ -129,7 +83,11 @@ fn sip_requests_and_answers_from_a_pcap() {
         ),
     ];
     let cap = TempFile::new("sip.pcap", "");
-    std::fs::write(&cap.0, pcap(&packets)).unwrap();
+    let segments: Vec<(u16, u16, u32, &[u8])> = packets
+        .iter()
+        .map(|(s, d, q, p)| (*s, *d, *q, &p[..]))
+        .collect();
+    std::fs::write(&cap.0, switchyard::capture::write_pcap(&segments)).unwrap();
     let (ok, out, err) = frames(&examples().join("sip.toml"), "sip", &cap.0, &[]);
     assert!(ok, "{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.contains("@host")).collect();

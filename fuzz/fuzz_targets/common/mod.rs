@@ -188,3 +188,36 @@ pub fn assert_same(chunked: &Outcome<'_>, whole: &Outcome<'_>, sizes: &[usize]) 
         chunked.1, whole.1
     );
 }
+
+/// The `resp` and `memcache` targets: the codec `make(answers)` in both directions (the
+/// first input byte picks one), `max_frame` and read sizes from the input, the rest as the
+/// stream; for requests, the proxy's plan for every frame (a split request's parts must
+/// have their key inside them).
+pub fn planned_protocol(data: &[u8], make: fn(bool) -> switchyard::codec::CodecSpec) {
+    use switchyard::codec::plan::{ConnState, Plan};
+    let mut input = Input::new(data);
+    let answers = input.byte() & 1 == 1;
+    let max_frame = input.max_frame();
+    let sizes = input.read_sizes();
+    let stream = input.rest();
+    let spec = make(answers);
+    let check = |frame: &[u8], _f: &Frame| {
+        if answers {
+            return;
+        }
+        let mut state = ConnState::default();
+        if let Plan::Split(parts, _) = spec.plan(frame, &mut state, Some(b"pw")) {
+            for p in parts {
+                assert!(
+                    p.key.0 + p.key.1 <= p.frame.len(),
+                    "part key outside its frame"
+                );
+            }
+        }
+    };
+    let mut chunked = spec.build(max_frame).expect("builds");
+    let got = scan_chunked(&mut *chunked, stream, &sizes, max_frame, &check);
+    let mut whole = spec.build(max_frame).expect("builds");
+    let want = scan_whole(&mut *whole, stream, max_frame, &check);
+    assert_same(&got, &want, &sizes);
+}
