@@ -64,7 +64,7 @@ fn sip_requests_and_answers_from_a_pcap() {
     let b = req("beta@host", 2);
     // The second request arrives split across two segments, and the first is retransmitted.
     let split = 20;
-    let packets = vec![
+    let packets = [
         (40000, 5060, 1000, a.clone()),
         (40000, 5060, 1000 + a.len() as u32, b[..split].to_vec()),
         (40000, 5060, 1000, a.clone()),
