@@ -84,6 +84,7 @@ fn client_loop(
 }
 
 #[test]
+#[ignore = "30 s of load that would disturb the timing of other tests: .ci/run runs it on its own with --ignored"]
 fn chaos_kills_backends_under_load() {
     let secs: u64 = std::env::var("SWITCHYARD_CHAOS_SECS")
         .ok()
