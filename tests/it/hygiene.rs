@@ -2,24 +2,9 @@
 //! many half-sent frames, and accept errors (EMFILE) met with a pause, not a busy loop.
 
 use crate::support::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
-
-fn closed_within(mut s: &TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 256];
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => {}
-        }
-    }
-    false
-}
+use std::time::Duration;
 
 #[test]
 fn connections_past_max_connections_are_closed_at_once() {

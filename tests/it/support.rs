@@ -305,3 +305,87 @@ pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Whether the proxy closes `s` (EOF or reset) within `wait`, reading and discarding
+/// whatever it sends before.
+pub fn closed_within(mut s: &std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            // A reset also means the proxy closed the connection.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+/// What came back for one demo request sent by [`exchange`].
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Ids of the answers.
+    pub answers: Vec<u32>,
+    /// Keys of the unasked messages (id `u32::MAX`).
+    pub pushes: Vec<u64>,
+    /// Keys of every message received.
+    pub keys: Vec<u64>,
+    /// Whether the proxy closed the connection.
+    pub closed: bool,
+}
+
+/// Sends one demo request on a new connection and collects the messages that come back,
+/// until the connection closes, `enough` says so, or `wait` passes.
+pub fn exchange(
+    addr: SocketAddr,
+    key: u64,
+    id: u32,
+    payload: &[u8],
+    wait: Duration,
+    enough: impl Fn(&Collected) -> bool,
+) -> Collected {
+    use std::io::{Read, Write};
+    use switchyard::demo::proto;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = Vec::new();
+    proto::write_request(&mut req, key, id, payload);
+    s.write_all(&req).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut got = Collected::default();
+    let mut buf = Vec::new();
+    while Instant::now() < deadline && !enough(&got) {
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                got.closed = true;
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                got.closed = true;
+                break;
+            }
+            Err(_) => continue,
+        }
+        while buf.len() >= 4 {
+            let len = 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            if buf.len() < len {
+                break;
+            }
+            let m = proto::parse(&buf[..len]).unwrap();
+            got.keys.push(m.key);
+            if m.id == u32::MAX {
+                got.pushes.push(m.key);
+            } else {
+                got.answers.push(m.id);
+            }
+            buf.drain(..len);
+        }
+    }
+    got
+}

@@ -1,12 +1,11 @@
 //! Request timeouts, and retries of requests that never reached a backend.
 
 use crate::support::*;
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
-use switchyard::demo::proto;
+use std::time::Duration;
 
-/// Sends one request and collects frames until EOF or `wait`: (answers, pushes, closed).
+/// Sends one request and collects frames until the connection closes or `wait` passes:
+/// (answer ids, pushes, closed).
 fn one(
     addr: std::net::SocketAddr,
     key: u64,
@@ -14,38 +13,8 @@ fn one(
     payload: &[u8],
     wait: Duration,
 ) -> (Vec<u32>, usize, bool) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = Vec::new();
-    proto::write_request(&mut req, key, id, payload);
-    s.write_all(&req).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let deadline = Instant::now() + wait;
-    let (mut answers, mut pushes, mut buf) = (Vec::new(), 0, Vec::new());
-    while Instant::now() < deadline {
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk) {
-            Ok(0) => return (answers, pushes, true),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return (answers, pushes, true)
-            }
-            Err(_) => continue,
-        }
-        while buf.len() >= 4 {
-            let len = 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-            if buf.len() < len {
-                break;
-            }
-            let m = proto::parse(&buf[..len]).unwrap();
-            if m.id == u32::MAX {
-                pushes += 1;
-            } else {
-                answers.push(m.id);
-            }
-            buf.drain(..len);
-        }
-    }
-    (answers, pushes, false)
+    let c = exchange(addr, key, id, payload, wait, |_| false);
+    (c.answers, c.pushes.len(), c.closed)
 }
 
 #[test]
