@@ -95,6 +95,8 @@ pub struct WorkerCtx {
     pub capacity: Notify,
     clients: RefCell<HashMap<u64, Weak<Client>>>,
     next_conn: Cell<u64>,
+    /// Clients given answers in the current batch, to flush at its end.
+    to_flush: RefCell<Vec<Rc<Client>>>,
 }
 
 impl WorkerCtx {
@@ -114,6 +116,26 @@ impl WorkerCtx {
         self.clients
             .borrow_mut()
             .insert(client.gid, Rc::downgrade(client));
+    }
+
+    /// Queues `client`'s answers to be written at the end of the current batch.
+    pub fn defer_flush(&self, client: &Rc<Client>) {
+        if client.queue_flush() {
+            self.to_flush.borrow_mut().push(client.clone());
+        }
+    }
+
+    /// Writes the answers of every client queued since the last call: one write per client
+    /// per batch of backend answers.
+    pub fn flush_clients(&self) {
+        let mut list = std::mem::take(&mut *self.to_flush.borrow_mut());
+        for c in list.drain(..) {
+            c.flush_queued();
+        }
+        let mut slot = self.to_flush.borrow_mut();
+        if slot.is_empty() {
+            *slot = list; // keep the allocation
+        }
     }
 
     /// Forgets a closed client.
@@ -264,6 +286,7 @@ pub async fn run(
         capacity: Notify::new(),
         clients: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
+        to_flush: RefCell::new(Vec::new()),
     });
     let mut listeners = HashMap::new();
     let first = generations.borrow_and_update().clone();

@@ -78,19 +78,49 @@ fn classify(name: &[u8]) -> Option<Cmd> {
 
 /// Finds "\r\n" at or after `from`; the index of '\r'.
 fn crlf(buf: &[u8], from: usize) -> Option<usize> {
-    memchr::memmem::find(buf.get(from..)?, b"\r\n").map(|i| from + i)
+    // Lines are short: a memchr for CR beats a substring search's set-up.
+    let mut at = from;
+    loop {
+        let i = at + memchr::memchr(b'\r', buf.get(at..)?)?;
+        if buf.get(i + 1) == Some(&b'\n') {
+            return Some(i);
+        }
+        at = i + 1;
+    }
 }
 
+/// A decimal integer, as `str::parse::<i64>` reads it (optional sign, digits only, no
+/// overflow), without the UTF-8 check.
 fn number(line: &[u8]) -> Result<i64, CodecError> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| {
-            CodecError::Malformed(format!(
-                "`{}` is not a number",
-                String::from_utf8_lossy(line)
-            ))
-        })
+    let bad = || {
+        CodecError::Malformed(format!(
+            "`{}` is not a number",
+            String::from_utf8_lossy(line)
+        ))
+    };
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(bad());
+        }
+        let d = i64::from(d - b'0');
+        n = n.checked_mul(10).ok_or_else(bad)?;
+        n = if negative {
+            n.checked_sub(d)
+        } else {
+            n.checked_add(d)
+        }
+        .ok_or_else(bad)?;
+    }
+    Ok(n)
 }
 
 /// The arguments of one request frame, as spans.
@@ -363,19 +393,17 @@ pub fn plan(frame: &[u8], state: &mut ConnState, password: Option<&[u8]>) -> Pla
         return error("ERR empty command");
     };
     let name = &frame[s..s + l];
-    let upper = String::from_utf8_lossy(name).to_ascii_uppercase();
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let lower = || String::from_utf8_lossy(name).to_ascii_lowercase();
     let arg = |args: &mut Args<'_>| args.next().map(|(s, l)| &frame[s..s + l]);
-    if password.is_some() && !state.authenticated && upper != "AUTH" && upper != "QUIT" {
+    if password.is_some() && !state.authenticated && !is("AUTH") && !is("QUIT") {
         return error("NOAUTH Authentication required.");
     }
     let Some(cmd) = classify(name) else {
-        return error(&format!(
-            "ERR unknown or unsupported command '{}'",
-            upper.to_lowercase()
-        ));
+        return error(&format!("ERR unknown or unsupported command '{}'", lower()));
     };
     match cmd {
-        Cmd::Local => match upper.as_str() {
+        Cmd::Local => match String::from_utf8_lossy(name).to_ascii_uppercase().as_str() {
             "PING" => match arg(&mut args) {
                 None => Plan::Reply(Bytes::from_static(b"+PONG\r\n")),
                 Some(m) => Plan::Reply(bulk(m)),
@@ -401,7 +429,7 @@ pub fn plan(frame: &[u8], state: &mut ConnState, password: Option<&[u8]>) -> Pla
         },
         Cmd::Unsupported => error(&format!(
             "ERR command '{}' is not supported by this proxy: it needs connection state that shared backend connections cannot keep",
-            upper.to_lowercase()
+            lower()
         )),
         Cmd::Key | Cmd::Keyless => Plan::Forward,
         Cmd::MultiKey(merge) => {
@@ -554,5 +582,26 @@ mod tests {
             plan(&cmd(&["GET", "k"]), &mut st, Some(b"s3cret")),
             Plan::Forward
         );
+    }
+}
+
+#[cfg(test)]
+mod number_props {
+    use super::{crlf, number};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The hand-written integer reader agrees with `str::parse::<i64>`.
+        #[test]
+        fn number_reads_as_parse_does(s in "[-+]?[0-9]{0,21}|[-+0-9a ]{0,6}") {
+            prop_assert_eq!(number(s.as_bytes()).ok(), s.parse::<i64>().ok());
+        }
+
+        /// `crlf` finds the first CR LF, as a substring search does.
+        #[test]
+        fn crlf_finds_the_first(bytes in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a')], 0..40), from in 0usize..45) {
+            let want = bytes.get(from..).and_then(|t| memchr::memmem::find(t, b"\r\n")).map(|i| from + i);
+            prop_assert_eq!(crlf(&bytes, from), want);
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -133,7 +133,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) 
 
 /// Runs the connection. `Ok` is an orderly end, `Err` a reason to log loudly.
 async fn drive(
-    mut stream: TcpStream,
+    stream: TcpStream,
     client: &Rc<Client>,
     slot: &ListenerSlot,
     own: Rc<ListenerCtx>,
@@ -146,10 +146,13 @@ async fn drive(
         .build(limits.max_frame_size)
         .map_err(|e| format!("cannot frame requests: {e}"))?;
     let worker = own.worker.clone();
-    let (mut rd, mut wr) = stream.split();
-    let mut shutdown = worker.shutdown.clone();
+    let (mut rd, wr) = stream.into_split();
+    client.attach(wr);
+    let Some(wr) = client.writer() else {
+        return Err("client closed before serving".into());
+    };
+    let shutdown = worker.shutdown.clone();
     let mut buf = BytesMut::new();
-    let mut out = BytesMut::new();
     let mut frames: FrameSet = Vec::new();
     let mut cursor = 0usize;
     let mut reading = !*shutdown.borrow();
@@ -165,19 +168,25 @@ async fn drive(
     // message.
     let mut armed: Option<Instant> = None;
     let mut just_read = false;
+    // The idle deadline passed while requests were in flight: close once they are answered.
+    let mut idle_due = false;
     // One wake-up registration for the client's reply handle, kept across iterations.
     let changed = client.changed();
     tokio::pin!(changed);
+    let mut stop = shutdown.clone();
+    let stopping = stop.changed();
+    tokio::pin!(stopping);
     loop {
         // One clock read per iteration.
         let now = Instant::now();
         if just_read {
             last_active = now;
             just_read = false;
+            idle_due = false;
         }
         // Follow reloads, unless the protocol changed under this connection.
         let current = slot.current();
-        let lctx = if current.same_protocol(&own.config) {
+        let lctx = if Rc::ptr_eq(&current, &own) || current.same_protocol(&own.config) {
             current
         } else {
             own.clone()
@@ -206,16 +215,15 @@ async fn drive(
             frames.clear();
             cursor = 0;
         }
-        if out.is_empty() {
-            client.take_output(&mut out);
-        }
+        // Answers the proxy gave itself, or left over when the socket was full.
+        let out_pending = client.has_output() && !client.flush();
         // A failed client closes at once: waiting to flush could wait forever on a client
         // that does not read.
         if let Some(reason) = client.failure() {
             return Err(reason);
         }
         let idle =
-            client.inflight() == 0 && out.is_empty() && frames.is_empty() && !client.has_requeued();
+            client.inflight() == 0 && !out_pending && frames.is_empty() && !client.has_requeued();
         if idle && !reading {
             return Ok(if *shutdown.borrow() {
                 "shutting down"
@@ -230,10 +238,12 @@ async fn drive(
         } else {
             None
         };
-        let deadline = match (partial_since, idle) {
+        // The idle deadline is armed even while requests are in flight (answers do not wake
+        // this task); if it passes then, the task asks to be woken by answers instead.
+        let deadline = match (partial_since, idle_due && !idle) {
             (Some(since), _) => Some((since + limits.frame_timeout, "frame_timeout")),
-            (None, true) => Some((last_active + limits.idle_timeout, "client_idle_timeout")),
-            (None, false) => None,
+            (None, false) => Some((last_active + limits.idle_timeout, "client_idle_timeout")),
+            (None, true) => None,
         };
         if let Some((at, _)) = deadline {
             if armed.is_none_or(|a| at < a) {
@@ -246,6 +256,12 @@ async fn drive(
         }
         let room = limits.max_buffered_bytes.saturating_sub(buf.len());
         let can_read = reading && blocked.is_none() && room > 0;
+        // Answers are written by whoever delivers them; this task needs waking for them
+        // only when it waits on them.
+        client.set_waiting(
+            blocked.is_some() || !reading || idle_due || client.has_requeued(),
+            out_pending,
+        );
         if can_read && buf.capacity() - buf.len() < 512 {
             let want = if buf.capacity() == 0 {
                 FIRST_READ
@@ -256,10 +272,11 @@ async fn drive(
         }
         tokio::select! {
             biased;
-            r = wr.write(&out), if !out.is_empty() => match r {
-                Ok(n) => out.advance(n),
-                Err(e) => return Err(format!("write to client failed: {e}")),
-            },
+            r = wr.writable(), if out_pending => {
+                if let Err(e) = r {
+                    return Err(format!("write to client failed: {e}"));
+                }
+            }
             _ = &mut changed => changed.set(client.changed()),
             _ = worker.capacity.notified(), if matches!(blocked, Some(Blocked::Backend)) => {}
             r = read_bounded(&mut rd, &mut buf, room), if can_read => match r {
@@ -281,20 +298,22 @@ async fn drive(
                 if Instant::now() < at {
                     continue; // armed for an earlier deadline that has since moved
                 }
-                return if which == "frame_timeout" {
-                    Err(format!("a partial frame of {} bytes was not completed within frame_timeout {:?}", buf.len(), limits.frame_timeout))
-                } else {
-                    Ok("client_idle_timeout")
-                };
+                if which == "frame_timeout" {
+                    return Err(format!("a partial frame of {} bytes was not completed within frame_timeout {:?}", buf.len(), limits.frame_timeout));
+                }
+                if idle {
+                    return Ok("client_idle_timeout");
+                }
+                idle_due = true;
             }
-            _ = shutdown.changed(), if reading => reading = false,
+            _ = &mut stopping, if reading => reading = false,
         }
     }
 }
 
 /// Reads at most `room` more bytes into `buf`.
 async fn read_bounded(
-    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut BytesMut,
     room: usize,
 ) -> std::io::Result<usize> {

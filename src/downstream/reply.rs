@@ -1,14 +1,19 @@
 //! The reply handle of one client connection: the only way the upstream side reaches a
 //! client. Answers are copied into a bounded output buffer; for `in_order` listeners a
 //! reorder window restores the client's request order even when its requests went to
-//! different backends. The client task drains the buffer onto the socket.
+//! different backends. The handle owns the socket's write half: the upstream task that
+//! delivered answers writes them straight out once per read of its backend (no wake-up of
+//! the client task per answer); the client task takes over only when the socket is full,
+//! or when it waits on answers (blocked, draining, or due to close as idle).
 
 use crate::codec::plan::{merge, Merge};
 use crate::codec::Span;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::rc::Rc;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// A request that never reached its backend, handed back to be routed again.
@@ -44,6 +49,14 @@ pub struct Client {
     state: RefCell<ReplyState>,
     inflight: Cell<usize>,
     notify: Notify,
+    /// The socket's write half; `None` before [`Client::attach`] and after close.
+    writer: RefCell<Option<Rc<OwnedWriteHalf>>>,
+    /// On the worker's list of clients to flush.
+    flush_queued: Cell<bool>,
+    /// The client task waits on answers (not only on its socket): wake it for each.
+    wake_on_answer: Cell<bool>,
+    /// The client task waits for the socket to take more: leave the writing to it.
+    write_blocked: Cell<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +87,68 @@ impl Client {
             state: RefCell::new(ReplyState::default()),
             inflight: Cell::new(0),
             notify: Notify::new(),
+            writer: RefCell::new(None),
+            flush_queued: Cell::new(false),
+            wake_on_answer: Cell::new(false),
+            write_blocked: Cell::new(false),
         }
+    }
+
+    /// Gives the handle the socket it writes answers to.
+    pub fn attach(&self, writer: OwnedWriteHalf) {
+        *self.writer.borrow_mut() = Some(Rc::new(writer));
+    }
+
+    /// The socket's write half, for the client task to wait on.
+    pub fn writer(&self) -> Option<Rc<OwnedWriteHalf>> {
+        self.writer.borrow().clone()
+    }
+
+    /// Writes what the socket takes now. Returns whether the output is all written; a
+    /// write error marks the client failed.
+    pub fn flush(&self) -> bool {
+        let Some(w) = self.writer() else {
+            return !self.has_output();
+        };
+        let mut s = self.state.borrow_mut();
+        while !s.out.is_empty() {
+            match w.try_write(&s.out) {
+                Ok(0) => return false,
+                Ok(n) => s.out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    if s.failed.is_none() {
+                        s.failed = Some(format!("write to client failed: {e}"));
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Marks the client for a flush at the end of the current batch of answers. Returns
+    /// `true` if the caller must put it on its flush list (it was not on one).
+    pub fn queue_flush(&self) -> bool {
+        !self.flush_queued.replace(true)
+    }
+
+    /// The deferred flush: writes the answers gathered in this batch, and wakes the client
+    /// task only if it has to act (output left over, a failure, or it waits on answers).
+    pub fn flush_queued(&self) {
+        self.flush_queued.set(false);
+        // If the client task waits for the socket, it writes everything once it can.
+        let done = self.write_blocked.get() || self.flush();
+        if !done || self.wake_on_answer.get() || self.state.borrow().failed.is_some() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Set by the client task: whether it must be woken for every answer, and whether it
+    /// is the one waiting to write.
+    pub fn set_waiting(&self, on_answers: bool, on_socket: bool) {
+        self.wake_on_answer.set(on_answers);
+        self.write_blocked.set(on_socket);
     }
 
     /// Requests sent and not yet answered or failed.
@@ -141,7 +215,8 @@ impl Client {
         self.answer_in_order(seq, answer);
     }
 
-    /// The answer to request `seq` of an `in_order` listener.
+    /// The answer to request `seq` of an `in_order` listener. The deliverer queues the
+    /// flush ([`crate::worker::WorkerCtx::defer_flush`]).
     pub fn answer_in_order(&self, seq: u64, frame: &[u8]) {
         self.finish_request();
         let mut s = self.state.borrow_mut();
@@ -171,12 +246,10 @@ impl Client {
             s.reorder_bytes += frame.len();
         }
         self.check_bound(&mut s);
-        drop(s);
-        self.notify.notify_one();
     }
 
     /// The answer to a `by_id` request: `frame` with the id field at `id` replaced by the
-    /// client's own id bytes.
+    /// client's own id bytes. The deliverer queues the flush.
     pub fn answer_by_id(&self, frame: &[u8], id: Span, client_id: &[u8]) {
         self.finish_request();
         let mut s = self.state.borrow_mut();
@@ -189,8 +262,6 @@ impl Client {
         s.out.extend_from_slice(client_id);
         s.out.extend_from_slice(&frame[end..]);
         self.check_bound(&mut s);
-        drop(s);
-        self.notify.notify_one();
     }
 
     /// A message a backend sent unasked, for the session this client owns.
@@ -259,6 +330,7 @@ impl Client {
     }
 
     /// Moves the answers ready for the socket into `into` (which must be empty).
+    #[cfg(test)]
     pub fn take_output(&self, into: &mut BytesMut) {
         let mut s = self.state.borrow_mut();
         std::mem::swap(into, &mut s.out);
@@ -283,6 +355,9 @@ impl Client {
         s.reorder_bytes = 0;
         s.requeued.clear();
         s.gathering.clear();
+        drop(s);
+        // Drops the write half (its socket closes once the client task's read half goes).
+        self.writer.borrow_mut().take();
     }
 
     /// Resolves when an answer, a push, a failure or a finished request changes the state.

@@ -311,6 +311,7 @@ impl UpConn {
                     (_, _, Some(part)) => p.client.answer_part(p.seq, part, frame),
                     _ => p.client.answer_in_order(p.seq, frame),
                 }
+                worker.defer_flush(&p.client);
             }
             Answer::Late => {
                 tracing::debug!(backend = %self.backend.name, "dropping the late answer of a timed-out request");
@@ -625,6 +626,10 @@ async fn pump(
     let mut frames = Vec::new();
     let timer = tokio::time::sleep(request_timeout);
     tokio::pin!(timer);
+    // The oldest request's deadline only moves later as answers arrive, so the timer is
+    // armed once and, when it fires early, re-armed for the new oldest: no timer work per
+    // answer.
+    let mut armed = false;
     loop {
         if out.is_empty() {
             let mut s = conn.state.borrow_mut();
@@ -635,11 +640,15 @@ async fn pump(
             return (Ended::Retired, out);
         }
         let oldest = conn.state.borrow().corr.oldest().map(|p| p.sent);
-        if let Some(sent) = oldest {
-            let deadline = tokio::time::Instant::from_std(sent + request_timeout);
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+        match oldest {
+            Some(sent) if !armed => {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(sent + request_timeout));
+                armed = true;
             }
+            None => armed = false,
+            Some(_) => {}
         }
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
@@ -662,6 +671,7 @@ async fn pump(
                     conn.on_backend_frame(&rbuf[..len], &f, now, resp_format, worker);
                     rbuf.advance(len);
                 }
+                worker.flush_clients();
                 if was_full && conn.has_room() {
                     worker.capacity.notify_waiters();
                 }
@@ -680,6 +690,7 @@ async fn pump(
                 }
             }
             _ = &mut timer, if oldest.is_some() => {
+                armed = false;
                 if let Some(reason) = expire(conn, request_timeout) {
                     return (Ended::Replace(reason), out);
                 }

@@ -166,3 +166,29 @@ fn accept_errors_pause_instead_of_spinning() {
         proxy.stderr()
     );
 }
+
+#[test]
+fn idle_timeout_waits_for_answers_in_flight_then_closes() {
+    let bs = backends(1);
+    let proxy = Proxy::start(&demo_config(
+        &bs,
+        1,
+        "by_id",
+        "round_robin",
+        false,
+        "client_idle_timeout = \"400ms\"",
+        "",
+    ));
+    let addr = proxy.addr("app");
+    // Answered at once, then silent: closed as idle.
+    let quick = exchange(addr, 1, 7, b"hello", Duration::from_secs(5), |c| c.closed);
+    assert_eq!(quick.answers, vec![7]);
+    assert!(quick.closed, "an idle client was kept");
+    // Answered after 1 s, longer than the idle timeout: the answer still arrives, and the
+    // connection closes after it.
+    let started = std::time::Instant::now();
+    let late = exchange(addr, 2, 8, b"LATE", Duration::from_secs(5), |c| c.closed);
+    assert_eq!(late.answers, vec![8], "closed before its answer came");
+    assert!(late.closed, "an idle client was kept after its answer");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
