@@ -151,6 +151,22 @@ impl Cluster {
         self.backends.iter().position(|b| b.id == id)
     }
 
+    /// The part of `key` that places and pins it: with a `hash_tag`, the bytes between the
+    /// first opening tag byte and the first closing one after it, if there are any (as
+    /// twemproxy does); otherwise the whole key.
+    pub fn hash_key<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        let Some([open, close]) = self.config.hash_tag else {
+            return key;
+        };
+        let Some(start) = memchr::memchr(open, key) else {
+            return key;
+        };
+        match memchr::memchr(close, &key[start + 1..]) {
+            Some(len) if len > 0 => &key[start + 1..start + 1 + len],
+            _ => key,
+        }
+    }
+
     /// Chooses the backend for one message. `key` is the message's session key bytes, if it
     /// has one; `owner` the global id of the sending client connection; `reachable` whether
     /// this worker can send to a backend (by index) right now.
@@ -165,6 +181,7 @@ impl Cluster {
         picker: &mut Picker,
         reachable: &dyn Fn(usize) -> bool,
     ) -> Routed {
+        let key = key.map(|k| self.hash_key(k));
         let now = now_ms();
         let usable = |i: usize| self.backends[i].available(now) && reachable(i);
         let fresh = |i: usize| usable(i) && !self.backends[i].draining();

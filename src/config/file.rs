@@ -86,6 +86,7 @@ pub struct RawCluster {
     pub health: Option<RawHealth>,
     pub outlier: Option<RawOutlier>,
     pub backend_password: Option<String>,
+    pub hash_tag: Option<String>,
 }
 
 /// `[cluster.health]`: active probes.

@@ -176,6 +176,9 @@ pub struct ClusterConfig {
     pub outlier: Option<OutlierConfig>,
     /// Sent with AUTH on every new backend connection (`resp` listeners).
     pub backend_password: Option<String>,
+    /// twemproxy's `hash_tag`: an opening and a closing byte; a key holding both (with
+    /// something between) is placed and pinned by the part between them.
+    pub hash_tag: Option<[u8; 2]>,
 }
 
 /// What happens to a session pinned to a backend that is down.
@@ -737,6 +740,18 @@ fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
             ))
         }
     };
+    let hash_tag = match c.hash_tag.as_deref() {
+        None => None,
+        Some(t) => match t.as_bytes() {
+            [open, close] if t.is_ascii() => Some([*open, *close]),
+            _ => {
+                return Err((
+                    key("hash_tag"),
+                    format!("must be two ASCII characters, such as \"{{}}\", got {t:?}"),
+                ))
+            }
+        },
+    };
     Ok(ClusterConfig {
         name: c.name,
         policy,
@@ -753,6 +768,7 @@ fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
         health: c.health.map(|h| validate_health(&key, h)).transpose()?,
         outlier: c.outlier.map(|o| validate_outlier(&key, o)).transpose()?,
         backend_password: c.backend_password,
+        hash_tag,
     })
 }
 
@@ -936,6 +952,14 @@ max_entries = 1000000
         assert!(
             e.contains("listener.orders.cluster: no [[cluster]] is named `nope`"),
             "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "policy = \"least_outstanding\"",
+            "policy = \"ketama\"\nhash_tag = \"{\"",
+        ));
+        assert_eq!(
+            e,
+            "sy.toml: cluster.orders.hash_tag: must be two ASCII characters, such as \"{}\", got \"{\""
         );
         let e = err(&GOOD.replace("ttl = \"10m\"", "ttl = \"ten\""));
         assert!(

@@ -318,9 +318,9 @@ impl UpConn {
             }
             Answer::Unmatched => {
                 let cluster = self.cluster.borrow().clone();
-                let key = f
-                    .key
-                    .map(|k| crate::session::key_hash(k.bytes(frame, &mut [0; 8])));
+                let key = f.key.map(|k| {
+                    crate::session::key_hash(cluster.hash_key(k.bytes(frame, &mut [0; 8])))
+                });
                 worker.route_push(&cluster, key, frame);
             }
         }

@@ -112,17 +112,18 @@ impl Drop for Nutcracker {
 impl Nutcracker {
     /// Starts nutcracker with one ketama/fnv1a_64 memcache pool over `servers` (the lines
     /// of its `servers:` list, e.g. `127.0.0.1:PORT:1 b1`) and waits until it accepts.
-    fn start(bin: &PathBuf, servers: &[String]) -> Nutcracker {
+    fn start(bin: &PathBuf, servers: &[String], hash_tag: Option<&str>) -> Nutcracker {
         // The ports are picked free and released: retry if one was taken meanwhile.
         let mut last_log = String::new();
         for _ in 0..3 {
             let port = free_port();
             let stats = free_port();
             let list: String = servers.iter().map(|s| format!("   - {s}\n")).collect();
+            let tag = hash_tag.map_or(String::new(), |t| format!("  hash_tag: \"{t}\"\n"));
             let yaml = format!(
                 "switchyard_ketama:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  \
                  distribution: ketama\n  redis: false\n  auto_eject_hosts: false\n  \
-                 timeout: 5000\n  servers:\n{list}"
+                 timeout: 5000\n{tag}  servers:\n{list}"
             );
             let conf = TempFile::new("nutcracker.yml", &yaml);
             let dir = conf.0.parent().unwrap().to_path_buf();
@@ -232,7 +233,11 @@ fn nutcracker_choices(nc: &Nutcracker, keys: &[String]) -> Vec<String> {
 
 /// Where Switchyard with `policy = "ketama"` sends each key: `whoami KEY` lines through the
 /// real proxy (delimiter codec, the key is token 1), answered with the backend's name.
-fn switchyard_choices(pool: &[(String, u32, SocketAddr)], keys: &[String]) -> Vec<String> {
+fn switchyard_choices(
+    pool: &[(String, u32, SocketAddr)],
+    keys: &[String],
+    hash_tag: Option<&str>,
+) -> Vec<String> {
     let list: Vec<String> = pool
         .iter()
         .map(|(n, w, a)| format!("{{ address = \"{a}\", name = \"{n}\", weight = {w} }}"))
@@ -252,8 +257,10 @@ key_token = 1
 name = "kv"
 policy = "ketama"
 backends = [{}]
+{}
 "#,
-        list.join(", ")
+        list.join(", "),
+        hash_tag.map_or(String::new(), |t| format!("hash_tag = \"{t}\""))
     );
     let proxy = Proxy::start(&cfg);
     let conn = TcpStream::connect(proxy.addr("kv")).unwrap();
@@ -275,6 +282,17 @@ backends = [{}]
 /// is hashed by twemproxy as `host:port`, so its name is its address. Asserts that
 /// nutcracker, Switchyard's continuum and the Switchyard proxy agree on all 200 keys.
 fn compare(bin: &PathBuf, backends: &[(&str, u32, bool)]) {
+    compare_keys(bin, backends, &keys(), None);
+}
+
+/// As [`compare`], for `keys`, with twemproxy's `hash_tag` set on both sides if given (the
+/// continuum alone, which sees whole keys, is then not compared).
+fn compare_keys(
+    bin: &PathBuf,
+    backends: &[(&str, u32, bool)],
+    keys: &[String],
+    hash_tag: Option<&str>,
+) {
     let pool: Vec<(String, u32, SocketAddr)> = backends
         .iter()
         .map(|&(n, w, named)| {
@@ -296,9 +314,8 @@ fn compare(bin: &PathBuf, backends: &[(&str, u32, bool)]) {
             }
         })
         .collect();
-    let nc = Nutcracker::start(bin, &servers);
-    let keys = keys();
-    let theirs = nutcracker_choices(&nc, &keys);
+    let nc = Nutcracker::start(bin, &servers, hash_tag);
+    let theirs = nutcracker_choices(&nc, keys);
     let named: Vec<(&str, u32)> = pool.iter().map(|(n, w, _)| (n.as_str(), *w)).collect();
     let continuum = Continuum::new(&named);
     let ours: Vec<String> = keys
@@ -308,6 +325,7 @@ fn compare(bin: &PathBuf, backends: &[(&str, u32, bool)]) {
     let differ: Vec<String> = keys
         .iter()
         .zip(theirs.iter().zip(&ours))
+        .filter(|_| hash_tag.is_none())
         .filter(|(_, (t, o))| t != o)
         .map(|(k, (t, o))| format!("{k:?}: nutcracker {t}, switchyard {o}"))
         .collect();
@@ -323,7 +341,7 @@ fn compare(bin: &PathBuf, backends: &[(&str, u32, bool)]) {
         assert!(theirs.contains(n), "no key went to {n}: {theirs:?}");
     }
     // The proxy itself, routing by the key bytes of each message, agrees too.
-    let proxied = switchyard_choices(&pool, &keys);
+    let proxied = switchyard_choices(&pool, keys, hash_tag);
     assert_eq!(
         proxied, theirs,
         "the proxy's ketama routing differs from nutcracker's"
@@ -374,5 +392,34 @@ fn ketama_matches_nutcracker_float_rounding_of_point_counts() {
             ("s4", 10, true),
             ("s5", 12, true),
         ],
+    );
+}
+
+/// twemproxy's `hash_tag`: keys are placed by the part between the tags when there is one
+/// (the first `{`, then the first `}` after it, non-empty), else by the whole key. Keys
+/// sharing a tag land together, and both proxies agree on every key, including the edge
+/// cases (empty tag, no closing tag, closing before opening, nested).
+#[test]
+fn ketama_with_hash_tag_matches_nutcracker() {
+    let Some(bin) = nutcracker_or_skip() else {
+        return;
+    };
+    let mut keys = keys();
+    for user in 0..30 {
+        for field in ["following", "followers", "profile"] {
+            keys.push(format!("{{user{user}}}.{field}"));
+            keys.push(format!("cache:{{user{user}}}:{field}"));
+        }
+    }
+    for k in [
+        "a{}b", "x{y", "}{z}", "{{a}}", "{a}{b}", "}x{", "{", "}", "{}",
+    ] {
+        keys.push(k.to_string());
+    }
+    compare_keys(
+        &bin,
+        &[("b1", 1, true), ("b2", 1, true), ("b3", 1, true)],
+        &keys,
+        Some("{}"),
     );
 }
