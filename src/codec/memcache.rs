@@ -239,6 +239,8 @@ pub fn plan(frame: &[u8], _state: &mut ConnState) -> Plan {
                     Part {
                         frame: v.into(),
                         key: (at, key.len()),
+                        args_at: at,
+                        argc: 1,
                     }
                 })
                 .collect();

@@ -371,6 +371,7 @@ fn build(name: &[u8], args: &[&[u8]]) -> Part {
     let mut v = format!("*{}\r\n${}\r\n", args.len() + 1, name.len()).into_bytes();
     v.extend_from_slice(name);
     v.extend_from_slice(b"\r\n");
+    let args_at = v.len();
     let mut key = (0, 0);
     for (i, a) in args.iter().enumerate() {
         v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -383,6 +384,8 @@ fn build(name: &[u8], args: &[&[u8]]) -> Part {
     Part {
         frame: v.into(),
         key,
+        args_at,
+        argc: args.len(),
     }
 }
 

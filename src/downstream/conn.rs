@@ -3,7 +3,7 @@
 
 use super::reply::{Client, Requeued};
 use crate::balancer::{Cluster, Picker, Routed};
-use crate::codec::plan::{ConnState, Plan};
+use crate::codec::plan::{join, ConnState, Part, Plan};
 use crate::codec::{Codec, Frame, FrameSet, Key, Span};
 use crate::config::{Correlation, ListenerConfig};
 use crate::upstream::{Pool, PoolTarget, Req};
@@ -348,6 +348,28 @@ fn route_one(
     if awaits && req.seq.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
         return Ok(Step::Blocked(Blocked::Inflight));
     }
+    let backend = match choose(frame, key, client, lctx)? {
+        Ok(b) => b,
+        Err(blocked) => return Ok(Step::Blocked(blocked)),
+    };
+    match lctx.pool.target(backend) {
+        PoolTarget::Conn(conn) => {
+            conn.send(frame, id, client, req, now);
+            Ok(Step::Sent)
+        }
+        // `usable` said yes a moment ago on this same thread; nothing can have changed.
+        PoolTarget::Full | PoolTarget::Down => Ok(Step::Blocked(Blocked::Backend)),
+    }
+}
+
+/// The backend for a frame with `key`: pin or policy (a moved pin is logged). `Err` closes
+/// the client; `Ok(Err(_))` says why it cannot go now.
+fn choose(
+    frame: &[u8],
+    key: Option<Key>,
+    client: &Client,
+    lctx: &ListenerCtx,
+) -> Result<Result<usize, Blocked>, String> {
     let mut scratch = [0; 8];
     let key_bytes = key.map(|k| k.bytes(frame, &mut scratch));
     let routed = {
@@ -377,7 +399,7 @@ fn route_one(
                 name(b)
             ));
         }
-        Routed::Unavailable if lctx.pool.any_full() => return Ok(Step::Blocked(Blocked::Backend)),
+        Routed::Unavailable if lctx.pool.any_full() => return Ok(Err(Blocked::Backend)),
         Routed::Unavailable => {
             return Err(format!(
                 "no backend of cluster {} can take messages",
@@ -385,14 +407,7 @@ fn route_one(
             ));
         }
     };
-    match lctx.pool.target(backend) {
-        PoolTarget::Conn(conn) => {
-            conn.send(frame, id, client, req, now);
-            Ok(Step::Sent)
-        }
-        // `usable` said yes a moment ago on this same thread; nothing can have changed.
-        PoolTarget::Full | PoolTarget::Down => Ok(Step::Blocked(Blocked::Backend)),
-    }
+    Ok(Ok(backend))
 }
 
 /// Routes requests handed back by failed backend connections, before any new ones.
@@ -402,7 +417,7 @@ fn route_requeued(
     now: Instant,
 ) -> Result<Option<Blocked>, String> {
     while let Some(r) = client.take_requeued() {
-        let key = keys_of(lctx, &r);
+        let key = r.key.or_else(|| keys_of(lctx, &r));
         let req = Req {
             seq: r.seq,
             part: r.part,
@@ -501,12 +516,25 @@ fn carry_out(
         }
         Plan::Split(parts, merge) => {
             let seq = client.begin_split(parts.len(), merge);
-            for (i, part) in parts.into_iter().enumerate() {
-                client.requeue(Requeued {
-                    frame: part.frame,
+            for (first, members) in group_by_backend(parts, client, lctx)? {
+                let (frame, key) = if members.len() == 1 {
+                    let p = &members[0].1;
+                    (p.frame.clone(), p.key)
+                } else {
+                    let reqs: Vec<&Part> = members.iter().map(|(_, p)| p).collect();
+                    let joined = join(merge, &reqs);
+                    client.joined(seq, first, members);
+                    (joined.frame, joined.key)
+                };
+                client.queue_part(Requeued {
+                    frame,
                     id: None,
                     seq: Some(seq),
-                    part: Some(i as u16),
+                    part: Some(first),
+                    key: Some(Key::Bytes(Span {
+                        offset: key.0 as u32,
+                        len: key.1 as u32,
+                    })),
                 });
             }
             // The parts go out through the retry queue, ahead of any later request.
@@ -519,4 +547,37 @@ fn carry_out(
             }
         }
     }
+}
+
+/// Numbered parts of a split request.
+type Members = Vec<(u16, Part)>;
+
+/// The parts of a split request, numbered, in groups bound for one backend each (in the
+/// order of their first part), as twemproxy sends one fragment per server. A part whose
+/// backend cannot be chosen now is a group of its own (routing it proper reports why).
+fn group_by_backend(
+    parts: Vec<Part>,
+    client: &Client,
+    lctx: &ListenerCtx,
+) -> Result<Vec<(u16, Members)>, String> {
+    let mut groups: Vec<(Option<usize>, u16, Members)> = Vec::new();
+    for (i, p) in parts.into_iter().enumerate() {
+        let key = Key::Bytes(Span {
+            offset: p.key.0 as u32,
+            len: p.key.1 as u32,
+        });
+        let backend = choose(&p.frame, Some(key), client, lctx)?.ok();
+        let i = i as u16;
+        match groups
+            .iter_mut()
+            .find(|(b, _, _)| backend.is_some() && *b == backend)
+        {
+            Some((_, _, members)) => members.push((i, p)),
+            None => groups.push((backend, i, vec![(i, p)])),
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(_, first, members)| (first, members))
+        .collect())
 }

@@ -6,8 +6,8 @@
 //! the client task per answer); the client task takes over only when the socket is full,
 //! or when it waits on answers (blocked, draining, or due to close as idle).
 
-use crate::codec::plan::{merge, Merge};
-use crate::codec::Span;
+use crate::codec::plan::{merge, unjoin, Merge, Part};
+use crate::codec::{Key, Span};
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +28,8 @@ pub struct Requeued {
     pub seq: Option<u64>,
     /// Which part of a split request it is.
     pub part: Option<u16>,
+    /// Its key, where known (else the listener's codec finds it again).
+    pub key: Option<Key>,
 }
 
 /// The answers of a split request gathering until all its parts are in.
@@ -36,6 +38,9 @@ struct Gathering {
     kind: Merge,
     parts: Vec<Option<Bytes>>,
     missing: usize,
+    /// Parts sent joined as one request, by the part number it was sent as: the parts it
+    /// stands for (number and request).
+    joined: HashMap<u16, Vec<(u16, Part)>>,
 }
 
 /// One client connection as seen from the upstream side.
@@ -179,9 +184,18 @@ impl Client {
                 kind,
                 parts: vec![None; parts],
                 missing: parts,
+                joined: HashMap::new(),
             },
         );
         seq
+    }
+
+    /// Records that part `part` of split request `seq` is sent as one request joined from
+    /// `members` (so its answer is cut per member, and a retry splits it again).
+    pub fn joined(&self, seq: u64, part: u16, members: Vec<(u16, Part)>) {
+        if let Some(g) = self.state.borrow_mut().gathering.get_mut(&seq) {
+            g.joined.insert(part, members);
+        }
     }
 
     /// The answer to part `part` of split request `seq`; the merged answer goes out once
@@ -192,10 +206,20 @@ impl Client {
             let Some(g) = s.gathering.get_mut(&seq) else {
                 return;
             };
-            if let Some(slot) = g.parts.get_mut(part as usize) {
-                if slot.is_none() {
-                    *slot = Some(Bytes::copy_from_slice(frame));
-                    g.missing -= 1;
+            let answers = match g.joined.remove(&part) {
+                Some(members) => {
+                    let reqs: Vec<&Part> = members.iter().map(|(_, p)| p).collect();
+                    let cut = unjoin(g.kind, frame, &reqs);
+                    members.iter().map(|(i, _)| *i).zip(cut).collect()
+                }
+                None => vec![(part, Bytes::copy_from_slice(frame))],
+            };
+            for (i, answer) in answers {
+                if let Some(slot) = g.parts.get_mut(i as usize) {
+                    if slot.is_none() {
+                        *slot = Some(answer);
+                        g.missing -= 1;
+                    }
                 }
             }
             if g.missing > 0 {
@@ -277,13 +301,42 @@ impl Client {
         true
     }
 
-    /// Hands back a request that was never written, to be routed again.
+    /// Queues a part of a split request to be routed (ahead of later requests).
+    pub fn queue_part(&self, r: Requeued) {
+        self.state.borrow_mut().requeued.push_back(r);
+    }
+
+    /// Hands back a request that was never written, to be routed again. A joined request
+    /// comes back as the parts it was joined from, each to be placed by its own key again.
     pub fn requeue(&self, r: Requeued) {
         let mut s = self.state.borrow_mut();
         if s.closed || s.failed.is_some() {
             return;
         }
-        s.requeued.push_back(r);
+        let members = match (r.seq, r.part) {
+            (Some(seq), Some(part)) => s
+                .gathering
+                .get_mut(&seq)
+                .and_then(|g| g.joined.remove(&part)),
+            _ => None,
+        };
+        match members {
+            Some(members) => {
+                for (i, p) in members {
+                    s.requeued.push_back(Requeued {
+                        key: Some(Key::Bytes(Span {
+                            offset: p.key.0 as u32,
+                            len: p.key.1 as u32,
+                        })),
+                        frame: p.frame,
+                        id: None,
+                        seq: r.seq,
+                        part: Some(i),
+                    });
+                }
+            }
+            None => s.requeued.push_back(r),
+        }
         drop(s);
         self.notify.notify_one();
     }
@@ -391,6 +444,49 @@ mod tests {
         assert_eq!(output(&c), b"ABC");
         c.answer_in_order(seqs[3], b"D");
         assert_eq!(output(&c), b"D");
+        assert_eq!(c.inflight(), 0);
+    }
+
+    fn get(key: &str) -> Part {
+        Part {
+            frame: Bytes::from(format!("get {key}\r\n")),
+            key: (4, key.len()),
+            args_at: 4,
+            argc: 1,
+        }
+    }
+
+    #[test]
+    fn a_joined_part_is_answered_per_member_and_handed_back_split() {
+        use crate::codec::plan::join;
+        let c = client(1 << 20);
+        let seq = c.begin_split(3, Merge::MemcacheValues);
+        let members = vec![(0u16, get("a")), (2u16, get("c"))];
+        let joined = join(Merge::MemcacheValues, &[&members[0].1, &members[1].1]);
+        assert_eq!(joined.frame, Bytes::from_static(b"get a c\r\n"));
+        c.joined(seq, 0, members.clone());
+        // Handed back unwritten: it comes back as its two parts, keyed by their own keys.
+        c.requeue(Requeued {
+            frame: joined.frame.clone(),
+            id: None,
+            seq: Some(seq),
+            part: Some(0),
+            key: None,
+        });
+        let back: Vec<Requeued> = std::iter::from_fn(|| c.take_requeued()).collect();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].frame, members[0].1.frame);
+        assert_eq!(back[1].part, Some(2));
+        assert_eq!(back[1].frame, members[1].1.frame);
+        // Sent joined again; its answer fills both members' places, part 1 its own.
+        c.joined(seq, 0, members);
+        c.answer_part(seq, 0, b"VALUE c 0 1\r\nz\r\nEND\r\n");
+        assert_eq!(output(&c), b"");
+        c.answer_part(seq, 1, b"VALUE b 0 1\r\ny\r\nEND\r\n");
+        assert_eq!(
+            output(&c),
+            b"VALUE b 0 1\r\ny\r\nVALUE c 0 1\r\nz\r\nEND\r\n"
+        );
         assert_eq!(c.inflight(), 0);
     }
 

@@ -381,6 +381,7 @@ impl UpConn {
                         id,
                         seq: Some(p.seq),
                         part: p.part,
+                        key: None,
                     });
                 }
                 None => {
@@ -398,6 +399,7 @@ impl UpConn {
                     id: None,
                     seq: None,
                     part: None,
+                    key: None,
                 });
             }
         }

@@ -201,18 +201,48 @@ pub fn planned_protocol(data: &[u8], make: fn(bool) -> switchyard::codec::CodecS
     let sizes = input.read_sizes();
     let stream = input.rest();
     let spec = make(answers);
+    let requests = make(false);
+    // Parts of a fixed three-key request, to cut fuzzed answers for.
+    let probe: &[u8] = match requests {
+        switchyard::codec::CodecSpec::Resp { .. } => b"*4\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+        _ => b"get a b c\r\n",
+    };
+    let probe_parts = match requests.plan(probe, &mut ConnState::default(), None) {
+        Plan::Split(parts, _) => parts,
+        other => panic!("the probe request is not split: {other:?}"),
+    };
     let check = |frame: &[u8], _f: &Frame| {
+        use switchyard::codec::plan::{join, unjoin, Merge};
         if answers {
+            // A backend's answer to a joined request, cut per part: never a panic, one
+            // answer per part.
+            let parts: Vec<_> = probe_parts.iter().collect();
+            for kind in [Merge::Array, Merge::SumIntegers, Merge::AllOk, Merge::MemcacheValues] {
+                assert_eq!(unjoin(kind, frame, &parts).len(), parts.len());
+            }
             return;
         }
         let mut state = ConnState::default();
-        if let Plan::Split(parts, _) = spec.plan(frame, &mut state, Some(b"pw")) {
-            for p in parts {
+        if let Plan::Split(parts, kind) = spec.plan(frame, &mut state, Some(b"pw")) {
+            for p in &parts {
                 assert!(
                     p.key.0 + p.key.1 <= p.frame.len(),
                     "part key outside its frame"
                 );
             }
+            // Joined, the parts are one request of the protocol, keyed by the first key.
+            let refs: Vec<_> = parts.iter().collect();
+            let joined = join(kind, &refs);
+            let mut codec = spec.build(1 << 30).expect("builds");
+            let mut frames = Vec::new();
+            codec.scan(&joined.frame, &mut frames).expect("a joined request scans");
+            assert_eq!(frames.len(), 1, "a joined request is one frame");
+            assert_eq!(frames[0].len as usize, joined.frame.len());
+            let first = &parts[0];
+            assert_eq!(
+                &joined.frame[joined.key.0..joined.key.0 + joined.key.1],
+                &first.frame[first.key.0..first.key.0 + first.key.1]
+            );
         }
     };
     let mut chunked = spec.build(max_frame).expect("builds");
