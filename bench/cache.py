@@ -4,8 +4,10 @@ servers, and twemproxy (nutcracker) over the same three.
 
 Redis: redis-benchmark, 50 clients, GET and SET, pipeline 1 and 16. memcached: memaslap,
 50 concurrent clients, its default get/set mix. For each proxy, its CPU time (user+system,
-from /proc/PID/stat) over the same run, per million operations. Everything on 127.0.0.1;
-every run bounded by a request count or a time.
+from /proc/PID/stat) over the same run, per million operations. Rounds are interleaved
+(each target once per round, so the shared box's drift hits all alike); the last table gives
+Switchyard/twemproxy per round, as medians. Everything on 127.0.0.1; every run bounded by a
+request count or a time.
 
     python3 bench/cache.py [--requests 200000] [--rounds 3] [--memcached-seconds 10]
 
@@ -155,6 +157,23 @@ def memaslap_run(port, seconds):
     return float(tps.group(1)), quantile(0.5), quantile(0.99)
 
 
+def measure(pid, run):
+    """Runs `run()` -> (ops, rps, p50, p99) and returns (rps, p50, p99, proxy CPU s per 1M ops)."""
+    cpu0 = cpu_seconds(pid) if pid else 0
+    ops, rps, p50, p99 = run()
+    cpu = (cpu_seconds(pid) - cpu0) if pid else None
+    return (rps, p50, p99, cpu / ops * 1e6 if cpu is not None and ops else None)
+
+
+def interleaved(targets, rounds, run_on):
+    """Round after round, each target once per round (so the box's drift hits all alike)."""
+    runs = {name: [] for name, _, _ in targets}
+    for _ in range(rounds):
+        for name, port, pid in targets:
+            runs[name].append(measure(pid, lambda: run_on(port)))
+    return runs
+
+
 def main():
     global POLICY
     ap = argparse.ArgumentParser()
@@ -170,27 +189,22 @@ def main():
         targets = start_targets(procs, "redis")
         for test in ("set", "get"):
             for pipeline in (1, 16):
-                for name, port, pid in targets:
-                    runs = []
-                    for _ in range(args.rounds):
-                        cpu0 = cpu_seconds(pid) if pid else 0
-                        rps, p50, p99 = redis_run(port, test, pipeline, args.requests)
-                        cpu = (cpu_seconds(pid) - cpu0) if pid else None
-                        runs.append((rps, p50, p99, cpu / args.requests * 1e6 if cpu is not None else None))
-                    rows.append(("redis", f"{test.upper()} -P {pipeline}", name, runs))
+                def run_on(port):
+                    rps, p50, p99 = redis_run(port, test, pipeline, args.requests)
+                    return args.requests, rps, p50, p99
+                runs = interleaved(targets, args.rounds, run_on)
+                for name, _, _ in targets:
+                    rows.append(("redis", f"{test.upper()} -P {pipeline}", name, runs[name]))
                     print_row(rows[-1])
         procs.stop()
         procs = Procs()
         targets = start_targets(procs, "memcached")
-        for name, port, pid in targets:
-            runs = []
-            for _ in range(args.rounds):
-                cpu0 = cpu_seconds(pid) if pid else 0
-                tps, p50, p99 = memaslap_run(port, args.memcached_seconds)
-                cpu = (cpu_seconds(pid) - cpu0) if pid else None
-                ops = tps * args.memcached_seconds
-                runs.append((tps, p50, p99, cpu / ops * 1e6 if cpu is not None and ops else None))
-            rows.append(("memcached", "memaslap get/set", name, runs))
+        def run_mc(port):
+            tps, p50, p99 = memaslap_run(port, args.memcached_seconds)
+            return tps * args.memcached_seconds, tps, p50, p99
+        runs = interleaved(targets, args.rounds, run_mc)
+        for name, _, _ in targets:
+            rows.append(("memcached", "memaslap get/set", name, runs[name]))
             print_row(rows[-1])
     finally:
         procs.stop()
@@ -201,6 +215,17 @@ def main():
         cpu = [r[3] for r in runs if r[3] is not None]
         print(f"| {proto} | {load} | {name} | {med(0):.0f} | {med(1):.3f} | {med(2):.3f} | {statistics.median(cpu):.2f} |" if cpu else
               f"| {proto} | {load} | {name} | {med(0):.0f} | {med(1):.3f} | {med(2):.3f} | – |")
+    # Switchyard against twemproxy, round by round (same round = same moment of the box).
+    print("\n| protocol | load | ops/s ratio | p99 ratio | CPU/op ratio | rounds with p99 no worse |")
+    print("|---|---|---|---|---|---|")
+    by_load = {}
+    for proto, load, name, runs in rows:
+        by_load.setdefault((proto, load), {})[name.split()[0]] = runs
+    for (proto, load), t in by_load.items():
+        sy, tw = t["switchyard"], t["twemproxy"]
+        ratio = lambda i: statistics.median(a[i] / b[i] for a, b in zip(sy, tw))
+        better = sum(1 for a, b in zip(sy, tw) if a[2] <= b[2])
+        print(f"| {proto} | {load} | {ratio(0):.2f} | {ratio(2):.2f} | {ratio(3):.2f} | {better} of {len(sy)} |")
 
 
 def print_row(row):

@@ -632,6 +632,9 @@ async fn pump(
     // armed once and, when it fires early, re-armed for the new oldest: no timer work per
     // answer.
     let mut armed = false;
+    // One wake-up registration for new requests, kept across iterations.
+    let queued = conn.notify.notified();
+    tokio::pin!(queued);
     loop {
         if out.is_empty() {
             let mut s = conn.state.borrow_mut();
@@ -697,7 +700,7 @@ async fn pump(
                     return (Ended::Replace(reason), out);
                 }
             }
-            _ = conn.notify.notified(), if out.is_empty() => {}
+            _ = &mut queued, if out.is_empty() => queued.set(conn.notify.notified()),
         }
     }
 }
