@@ -234,23 +234,8 @@ mod tests {
     }
 
     fn resp_part(name: &str, args: &[&str]) -> Part {
-        let mut v = format!("*{}\r\n${}\r\n{name}\r\n", args.len() + 1, name.len()).into_bytes();
-        let args_at = v.len();
-        let mut key = (0, 0);
-        for (i, a) in args.iter().enumerate() {
-            v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            if i == 0 {
-                key = (v.len(), a.len());
-            }
-            v.extend_from_slice(a.as_bytes());
-            v.extend_from_slice(b"\r\n");
-        }
-        Part {
-            frame: v.into(),
-            key,
-            args_at,
-            argc: args.len(),
-        }
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        crate::codec::resp::build(name.as_bytes(), &args)
     }
 
     fn mc_part(cmd: &str, key: &str) -> Part {

@@ -367,7 +367,7 @@ fn error(msg: &str) -> Plan {
 }
 
 /// A request of `name` with `args`, as a RESP array; returns it and the key's position.
-fn build(name: &[u8], args: &[&[u8]]) -> Part {
+pub(crate) fn build(name: &[u8], args: &[&[u8]]) -> Part {
     let mut v = format!("*{}\r\n${}\r\n", args.len() + 1, name.len()).into_bytes();
     v.extend_from_slice(name);
     v.extend_from_slice(b"\r\n");

@@ -32,13 +32,18 @@ ttl = "1h"
     ))
 }
 
-fn keys_on(server: &Server) -> u64 {
-    let info = redis_cli(server.addr, &["INFO", "keyspace"]);
+/// The number after `prefix` on its line of `INFO section` (up to a comma), or 0.
+fn info_number(server: &Server, section: &str, prefix: &str) -> u64 {
+    let info = redis_cli(server.addr, &["INFO", section]);
     info.lines()
-        .find_map(|l| l.strip_prefix("db0:keys="))
+        .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+fn keys_on(server: &Server) -> u64 {
+    info_number(server, "keyspace", "db0:keys=")
 }
 
 #[test]
@@ -208,12 +213,7 @@ fn backend_and_client_passwords() {
 }
 
 fn calls(server: &Server, command: &str) -> u64 {
-    let info = redis_cli(server.addr, &["INFO", "commandstats"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    info_number(server, "commandstats", &format!("cmdstat_{command}:calls="))
 }
 
 /// Multi-key commands are split per backend, not per key: one MSET, MGET, DEL and EXISTS
