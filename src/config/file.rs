@@ -86,6 +86,7 @@ pub struct RawCluster {
     pub health: Option<RawHealth>,
     pub outlier: Option<RawOutlier>,
     pub backend_password: Option<String>,
+    pub backend_db: Option<u32>,
     pub hash_tag: Option<String>,
 }
 

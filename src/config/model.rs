@@ -176,6 +176,9 @@ pub struct ClusterConfig {
     pub outlier: Option<OutlierConfig>,
     /// Sent with AUTH on every new backend connection (`resp` listeners).
     pub backend_password: Option<String>,
+    /// Selected with SELECT on every new backend connection (`resp` listeners), as
+    /// twemproxy's `redis_db`.
+    pub backend_db: Option<u32>,
     /// twemproxy's `hash_tag`: an opening and a closing byte; a key holding both (with
     /// something between) is placed and pinned by the part between them.
     pub hash_tag: Option<[u8; 2]>,
@@ -768,6 +771,7 @@ fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
         health: c.health.map(|h| validate_health(&key, h)).transpose()?,
         outlier: c.outlier.map(|o| validate_outlier(&key, o)).transpose()?,
         backend_password: c.backend_password,
+        backend_db: c.backend_db,
         hash_tag,
     })
 }

@@ -547,8 +547,9 @@ pub async fn run(conn: Rc<UpConn>, listener: ListenerConfig, worker: Rc<WorkerCt
     }
 }
 
-/// Connects to `addr` and, for a `resp` listener whose cluster has a `backend_password`,
-/// authenticates before the connection carries any client's request.
+/// Connects to `addr` and, for a `resp` listener, prepares the connection before it carries
+/// any client's request: AUTH with the cluster's `backend_password`, then SELECT its
+/// `backend_db`, each answered `+OK` or the connection counts as failed.
 async fn connect(
     addr: std::net::SocketAddr,
     listener: &ListenerConfig,
@@ -557,25 +558,37 @@ async fn connect(
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect failed: {e}"))?;
-    if let (Some(password), codec::CodecSpec::Resp { .. }) =
-        (&cluster.config.backend_password, &listener.codec)
-    {
-        let mut auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", password.len()).into_bytes();
-        auth.extend_from_slice(password.as_bytes());
-        auth.extend_from_slice(b"\r\n");
+    if !matches!(listener.codec, codec::CodecSpec::Resp { .. }) {
+        return Ok(stream);
+    }
+    let mut setup: Vec<(&str, bytes::Bytes)> = Vec::new();
+    if let Some(password) = &cluster.config.backend_password {
+        setup.push((
+            "AUTH",
+            codec::resp::build(b"AUTH", &[password.as_bytes()]).frame,
+        ));
+    }
+    if let Some(db) = cluster.config.backend_db {
+        let db = db.to_string();
+        setup.push((
+            "SELECT",
+            codec::resp::build(b"SELECT", &[db.as_bytes()]).frame,
+        ));
+    }
+    for (what, command) in setup {
         stream
-            .write_all(&auth)
+            .write_all(&command)
             .await
-            .map_err(|e| format!("AUTH failed: {e}"))?;
+            .map_err(|e| format!("{what} failed: {e}"))?;
         let mut answer = Vec::new();
         loop {
             let mut chunk = [0u8; 256];
             let n = stream
                 .read(&mut chunk)
                 .await
-                .map_err(|e| format!("AUTH failed: {e}"))?;
+                .map_err(|e| format!("{what} failed: {e}"))?;
             if n == 0 {
-                return Err("AUTH failed: the backend closed the connection".into());
+                return Err(format!("{what} failed: the backend closed the connection"));
             }
             answer.extend_from_slice(&chunk[..n]);
             if answer.ends_with(b"\r\n") || answer.len() > 512 {
@@ -584,7 +597,7 @@ async fn connect(
         }
         if answer != b"+OK\r\n" {
             return Err(format!(
-                "AUTH refused: {}",
+                "{what} refused: {}",
                 String::from_utf8_lossy(&answer).trim_end()
             ));
         }

@@ -292,3 +292,34 @@ backends = [{}]
         assert_eq!(keys_on(s), 0);
     }
 }
+
+/// `backend_db`: every backend connection selects that database before carrying requests
+/// (twemproxy's `redis_db`); a database the server does not have fails the connection with
+/// the server's own message in the log.
+#[test]
+fn backend_db_selects_the_database_on_every_backend_connection() {
+    let servers: Vec<Server> = (0..2).map(|_| redis(None)).collect();
+    let proxy = proxy_for(&servers, "backend_db = 3", "");
+    let p = proxy.addr("redis");
+    for i in 0..20 {
+        assert_eq!(redis_cli(p, &["SET", &format!("k{i}"), "v"]), "OK");
+    }
+    assert_eq!(redis_cli(p, &["GET", "k7"]), "v");
+    let in_db3: u64 = servers
+        .iter()
+        .map(|s| info_number(s, "keyspace", "db3:keys="))
+        .sum();
+    assert_eq!(in_db3, 20);
+    assert_eq!(servers.iter().map(keys_on).sum::<u64>(), 0, "keys in db0");
+    // Out of range (redis-server has 16 databases by default).
+    let bad = proxy_for(&servers, "backend_db = 99", "");
+    let _ = redis_cli(bad.addr("redis"), &["GET", "k7"]);
+    eventually(
+        "the refusal to be logged",
+        std::time::Duration::from_secs(5),
+        || {
+            bad.stderr()
+                .contains("SELECT refused: -ERR DB index is out of range")
+        },
+    );
+}
