@@ -281,6 +281,16 @@ impl CodecSpec {
         }
     }
 
+    /// How this protocol answers a request that failed, if it has a way (the generic
+    /// codecs do not: their clients are closed instead).
+    pub fn error_reply(&self) -> Option<plan::ErrorReply> {
+        match self {
+            CodecSpec::Resp { .. } => Some(plan::ErrorReply::Resp),
+            CodecSpec::Memcache { .. } => Some(plan::ErrorReply::Memcache),
+            _ => None,
+        }
+    }
+
     /// Whether requests of this protocol go through [`Self::plan`].
     pub fn has_plans(&self) -> bool {
         matches!(self, CodecSpec::Resp { .. } | CodecSpec::Memcache { .. })

@@ -110,6 +110,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) 
         peer,
         own.config.limits.max_reply_buffer,
     ));
+    client.answer_errors(own.config.codec.error_reply());
     worker.register(&client);
     let span = tracing::info_span!("client", listener = %own.config.name, %peer, conn = client.gid);
     let outcome = drive(stream, &client, &slot, own)
@@ -348,9 +349,19 @@ fn route_one(
     if awaits && req.seq.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
         return Ok(Step::Blocked(Blocked::Inflight));
     }
-    let backend = match choose(frame, key, client, lctx)? {
-        Ok(b) => b,
-        Err(blocked) => return Ok(Step::Blocked(blocked)),
+    let backend = match choose(frame, key, client, lctx) {
+        Choice::To(b) => b,
+        Choice::Wait(blocked) => return Ok(Step::Blocked(blocked)),
+        // The protocol can say so: this request fails, the connection stays.
+        Choice::Refuse(reason) if client.answers_errors() => {
+            match req.seq {
+                Some(seq) => client.fail_one(seq, req.part, &reason),
+                None if awaits => client.refuse_next(&reason),
+                None => {} // no answer expected (memcache noreply): nothing to say
+            }
+            return Ok(Step::Sent);
+        }
+        Choice::Refuse(reason) => return Err(reason),
     };
     match lctx.pool.target(backend) {
         PoolTarget::Conn(conn) => {
@@ -362,14 +373,19 @@ fn route_one(
     }
 }
 
-/// The backend for a frame with `key`: pin or policy (a moved pin is logged). `Err` closes
-/// the client; `Ok(Err(_))` says why it cannot go now.
-fn choose(
-    frame: &[u8],
-    key: Option<Key>,
-    client: &Client,
-    lctx: &ListenerCtx,
-) -> Result<Result<usize, Blocked>, String> {
+/// Where a frame can go.
+enum Choice {
+    /// To this backend.
+    To(usize),
+    /// Nowhere yet: wait.
+    Wait(Blocked),
+    /// Nowhere: no backend can take it (or its key's backend is down and
+    /// `on_backend_down = "fail"`).
+    Refuse(String),
+}
+
+/// The backend for a frame with `key`: pin or policy (a moved pin is logged).
+fn choose(frame: &[u8], key: Option<Key>, client: &Client, lctx: &ListenerCtx) -> Choice {
     let mut scratch = [0; 8];
     let key_bytes = key.map(|k| k.bytes(frame, &mut scratch));
     let routed = {
@@ -394,20 +410,20 @@ fn choose(
             to
         }
         Routed::PinnedDown(b) => {
-            return Err(format!(
+            return Choice::Refuse(format!(
                 "the session's backend {} is unavailable and on_backend_down = \"fail\"",
                 name(b)
             ));
         }
-        Routed::Unavailable if lctx.pool.any_full() => return Ok(Err(Blocked::Backend)),
+        Routed::Unavailable if lctx.pool.any_full() => return Choice::Wait(Blocked::Backend),
         Routed::Unavailable => {
-            return Err(format!(
+            return Choice::Refuse(format!(
                 "no backend of cluster {} can take messages",
                 lctx.cluster.config.name
             ));
         }
     };
-    Ok(Ok(backend))
+    Choice::To(backend)
 }
 
 /// Routes requests handed back by failed backend connections, before any new ones.
@@ -516,7 +532,7 @@ fn carry_out(
         }
         Plan::Split(parts, merge) => {
             let seq = client.begin_split(parts.len(), merge);
-            for (first, members) in group_by_backend(parts, client, lctx)? {
+            for (first, members) in group_by_backend(parts, client, lctx) {
                 let (frame, key) = if members.len() == 1 {
                     let p = &members[0].1;
                     (p.frame.clone(), p.key)
@@ -554,19 +570,18 @@ type Members = Vec<(u16, Part)>;
 
 /// The parts of a split request, numbered, in groups bound for one backend each (in the
 /// order of their first part), as twemproxy sends one fragment per server. A part whose
-/// backend cannot be chosen now is a group of its own (routing it proper reports why).
-fn group_by_backend(
-    parts: Vec<Part>,
-    client: &Client,
-    lctx: &ListenerCtx,
-) -> Result<Vec<(u16, Members)>, String> {
+/// backend cannot be chosen now is a group of its own (routing it proper answers why).
+fn group_by_backend(parts: Vec<Part>, client: &Client, lctx: &ListenerCtx) -> Vec<(u16, Members)> {
     let mut groups: Vec<(Option<usize>, u16, Members)> = Vec::new();
     for (i, p) in parts.into_iter().enumerate() {
         let key = Key::Bytes(Span {
             offset: p.key.0 as u32,
             len: p.key.1 as u32,
         });
-        let backend = choose(&p.frame, Some(key), client, lctx)?.ok();
+        let backend = match choose(&p.frame, Some(key), client, lctx) {
+            Choice::To(b) => Some(b),
+            Choice::Wait(_) | Choice::Refuse(_) => None,
+        };
         let i = i as u16;
         match groups
             .iter_mut()
@@ -576,8 +591,8 @@ fn group_by_backend(
             None => groups.push((backend, i, vec![(i, p)])),
         }
     }
-    Ok(groups
+    groups
         .into_iter()
         .map(|(_, first, members)| (first, members))
-        .collect())
+        .collect()
 }

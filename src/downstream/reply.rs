@@ -6,7 +6,7 @@
 //! the client task per answer); the client task takes over only when the socket is full,
 //! or when it waits on answers (blocked, draining, or due to close as idle).
 
-use crate::codec::plan::{merge, unjoin, Merge, Part};
+use crate::codec::plan::{merge, unjoin, ErrorReply, Merge, Part};
 use crate::codec::{Key, Span};
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -62,6 +62,8 @@ pub struct Client {
     wake_on_answer: Cell<bool>,
     /// The client task waits for the socket to take more: leave the writing to it.
     write_blocked: Cell<bool>,
+    /// How the protocol answers a failed request; `None`: the client is closed instead.
+    error_reply: Cell<Option<ErrorReply>>,
 }
 
 #[derive(Debug, Default)]
@@ -96,7 +98,42 @@ impl Client {
             flush_queued: Cell::new(false),
             wake_on_answer: Cell::new(false),
             write_blocked: Cell::new(false),
+            error_reply: Cell::new(None),
         }
+    }
+
+    /// Failed requests are answered with the protocol's error line (the connection stays
+    /// open) instead of closing the client.
+    pub fn answer_errors(&self, how: Option<ErrorReply>) {
+        self.error_reply.set(how);
+    }
+
+    /// Whether failed requests are answered rather than closing the client.
+    pub fn answers_errors(&self) -> bool {
+        self.error_reply.get().is_some()
+    }
+
+    /// Request `seq` (part `part` of it, if split) failed with `reason`: answered with the
+    /// protocol's error line in its place, or, for protocols without one, the client is
+    /// closed.
+    pub fn fail_one(&self, seq: u64, part: Option<u16>, reason: &str) {
+        let Some(how) = self.error_reply.get() else {
+            self.fail_request(reason);
+            return;
+        };
+        let line = how.line(reason);
+        match part {
+            Some(part) => self.answer_part(seq, part, &line),
+            None => self.answer_in_order(seq, &line),
+        }
+        self.notify.notify_one();
+    }
+
+    /// The next request failed before it was sent: answered with the protocol's error
+    /// line in its place (see [`Self::fail_one`]).
+    pub fn refuse_next(&self, reason: &str) {
+        let seq = self.begin_request();
+        self.fail_one(seq, None, reason);
     }
 
     /// Gives the handle the socket it writes answers to.

@@ -387,7 +387,7 @@ impl UpConn {
                 None => {
                     failed += 1;
                     self.backend.on_failed();
-                    p.client.fail_request(&msg);
+                    p.client.fail_one(p.seq, p.part, &msg);
                 }
             }
         }
@@ -730,10 +730,14 @@ fn expire(conn: &UpConn, timeout: Duration) -> Option<String> {
                 conn.backend.on_failed();
                 conn.report_failure("request timeout");
                 tracing::warn!(backend = %conn.backend.name, timeout = ?timeout, "request timed out; failing it");
-                p.client.fail_request(&format!(
-                    "request to backend {} timed out after {timeout:?}",
-                    conn.backend.name
-                ));
+                p.client.fail_one(
+                    p.seq,
+                    p.part,
+                    &format!(
+                        "request to backend {} timed out after {timeout:?}",
+                        conn.backend.name
+                    ),
+                );
             }
             Some(Expired::ConnectionLost) => {
                 // An in_order connection cannot skip an answer: close and replace it.

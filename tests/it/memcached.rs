@@ -204,3 +204,31 @@ fn libmemcached_tools_through_the_proxy() {
         "b.txt alone is left, on one backend: {counts:?}"
     );
 }
+
+/// With its backend gone, each request is answered `SERVER_ERROR …` in its place (a
+/// multi-key get too), and the client's connection stays open for the next one.
+#[test]
+fn requests_without_a_backend_get_server_error_and_the_connection_stays() {
+    let server = memcached();
+    let proxy = proxy_for(std::slice::from_ref(&server));
+    let s = TcpStream::connect(proxy.addr("mc")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = BufReader::new(s);
+    assert_eq!(
+        ask(&mut s, "set a 0 0 1\r\nx\r\n", &["STORED"]),
+        "STORED\r\n"
+    );
+    drop(server);
+    for request in [
+        "get a\r\n",
+        "get a b c\r\n",
+        "set b 0 0 1\r\ny\r\n",
+        "get a\r\n",
+    ] {
+        let answer = ask(&mut s, request, &["SERVER_ERROR", "END", "STORED"]);
+        assert!(
+            answer.starts_with("SERVER_ERROR "),
+            "{request:?}: {answer:?}"
+        );
+    }
+}

@@ -323,3 +323,58 @@ fn backend_db_selects_the_database_on_every_backend_connection() {
         },
     );
 }
+
+/// One RESP command on an open connection; its first answer line (enough for status,
+/// error and integer replies).
+fn ask_line(conn: &mut std::io::BufReader<std::net::TcpStream>, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.get_mut().write_all(cmd.as_bytes()).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    line
+}
+
+/// A backend that dies with a request in flight, and then no backend at all: each request
+/// gets a RESP error in its place, as from twemproxy, and the client's connection stays
+/// open (PING still answered, order kept).
+#[test]
+fn failed_requests_get_resp_errors_and_the_connection_stays() {
+    use std::io::BufRead;
+    let server = redis(None);
+    let proxy = proxy_for(std::slice::from_ref(&server), "", "");
+    let conn = std::net::TcpStream::connect(proxy.addr("redis")).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut conn = std::io::BufReader::new(conn);
+    assert_eq!(ask_line(&mut conn, &["SET", "a", "1"]), "+OK\r\n");
+    // Pause the server's clients, put a GET in flight behind the pause, kill the server.
+    assert_eq!(
+        redis_cli(server.addr, &["CLIENT", "PAUSE", "5000", "ALL"]),
+        "OK"
+    );
+    {
+        use std::io::Write;
+        conn.get_mut()
+            .write_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nPING\r\n")
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(server);
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("-ERR backend ") && line.contains("failed"),
+        "{line:?}"
+    );
+    line.clear();
+    conn.read_line(&mut line).unwrap();
+    assert_eq!(line, "+PONG\r\n", "the answer after the error, in order");
+    // No backend left: refused with an error, the connection still open.
+    let refused = ask_line(&mut conn, &["GET", "a"]);
+    assert!(refused.starts_with("-ERR "), "{refused:?}");
+    assert_eq!(ask_line(&mut conn, &["PING"]), "+PONG\r\n");
+}
