@@ -31,6 +31,16 @@ pub struct Part {
     pub argc: usize,
 }
 
+impl Part {
+    /// Where the part's key sits, as a frame key.
+    pub fn key_span(&self) -> super::Key {
+        super::Key::Bytes(super::Span {
+            offset: self.key.0 as u32,
+            len: self.key.1 as u32,
+        })
+    }
+}
+
 /// Joins parts bound for the same backend into one request of the same command, as
 /// twemproxy sends one fragment per server: `MGET a b` + `MGET c` → `MGET a b c`,
 /// `get a` + `get b` → `get a b`. The key of the result is the first part's.

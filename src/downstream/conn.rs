@@ -148,10 +148,7 @@ async fn drive(
         .map_err(|e| format!("cannot frame requests: {e}"))?;
     let worker = own.worker.clone();
     let (mut rd, wr) = stream.into_split();
-    client.attach(wr);
-    let Some(wr) = client.writer() else {
-        return Err("client closed before serving".into());
-    };
+    let wr = client.attach(wr);
     let shutdown = worker.shutdown.clone();
     let mut buf = BytesMut::new();
     let mut frames: FrameSet = Vec::new();
@@ -533,24 +530,20 @@ fn carry_out(
         Plan::Split(parts, merge) => {
             let seq = client.begin_split(parts.len(), merge);
             for (first, members) in group_by_backend(parts, client, lctx) {
-                let (frame, key) = if members.len() == 1 {
-                    let p = &members[0].1;
-                    (p.frame.clone(), p.key)
+                let part = if members.len() == 1 {
+                    members[0].1.clone()
                 } else {
                     let reqs: Vec<&Part> = members.iter().map(|(_, p)| p).collect();
                     let joined = join(merge, &reqs);
                     client.joined(seq, first, members);
-                    (joined.frame, joined.key)
+                    joined
                 };
                 client.queue_part(Requeued {
-                    frame,
+                    key: Some(part.key_span()),
+                    frame: part.frame,
                     id: None,
                     seq: Some(seq),
                     part: Some(first),
-                    key: Some(Key::Bytes(Span {
-                        offset: key.0 as u32,
-                        len: key.1 as u32,
-                    })),
                 });
             }
             // The parts go out through the retry queue, ahead of any later request.
@@ -574,11 +567,7 @@ type Members = Vec<(u16, Part)>;
 fn group_by_backend(parts: Vec<Part>, client: &Client, lctx: &ListenerCtx) -> Vec<(u16, Members)> {
     let mut groups: Vec<(Option<usize>, u16, Members)> = Vec::new();
     for (i, p) in parts.into_iter().enumerate() {
-        let key = Key::Bytes(Span {
-            offset: p.key.0 as u32,
-            len: p.key.1 as u32,
-        });
-        let backend = match choose(&p.frame, Some(key), client, lctx) {
+        let backend = match choose(&p.frame, Some(p.key_span()), client, lctx) {
             Choice::To(b) => Some(b),
             Choice::Wait(_) | Choice::Refuse(_) => None,
         };

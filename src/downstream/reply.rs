@@ -136,20 +136,18 @@ impl Client {
         self.fail_one(seq, None, reason);
     }
 
-    /// Gives the handle the socket it writes answers to.
-    pub fn attach(&self, writer: OwnedWriteHalf) {
-        *self.writer.borrow_mut() = Some(Rc::new(writer));
-    }
-
-    /// The socket's write half, for the client task to wait on.
-    pub fn writer(&self) -> Option<Rc<OwnedWriteHalf>> {
-        self.writer.borrow().clone()
+    /// Gives the handle the socket it writes answers to; returns it, for the client task
+    /// to wait on.
+    pub fn attach(&self, writer: OwnedWriteHalf) -> Rc<OwnedWriteHalf> {
+        let writer = Rc::new(writer);
+        *self.writer.borrow_mut() = Some(writer.clone());
+        writer
     }
 
     /// Writes what the socket takes now. Returns whether the output is all written; a
     /// write error marks the client failed.
     pub fn flush(&self) -> bool {
-        let Some(w) = self.writer() else {
+        let Some(w) = self.writer.borrow().clone() else {
             return !self.has_output();
         };
         let mut s = self.state.borrow_mut();
@@ -361,10 +359,7 @@ impl Client {
             Some(members) => {
                 for (i, p) in members {
                     s.requeued.push_back(Requeued {
-                        key: Some(Key::Bytes(Span {
-                            offset: p.key.0 as u32,
-                            len: p.key.1 as u32,
-                        })),
+                        key: Some(p.key_span()),
                         frame: p.frame,
                         id: None,
                         seq: r.seq,
