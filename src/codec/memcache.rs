@@ -5,7 +5,7 @@
 //! multi-key `get`/`gets` per key and answers malformed or unknown commands itself.
 
 use super::plan::{ConnState, Merge, Part, Plan};
-use super::{scan_frames, Codec, CodecError, FrameSet, IdFormat, Key, Span};
+use super::{CodecError, Key, Measured, Scanned, Span};
 use bytes::Bytes;
 
 /// memcached's own key length limit.
@@ -146,32 +146,22 @@ fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
     Ok(if pos <= buf.len() { Some(pos) } else { None })
 }
 
-/// The `memcache` codec (requests, or answers with `answers`).
+/// The `memcache` protocol, measured by scanning.
 #[derive(Debug, Clone)]
-pub struct Memcache {
-    answers: bool,
-    max_frame: usize,
-}
+pub struct MemcacheProtocol;
 
-impl Memcache {
-    /// A codec for requests (`answers` false) or answers, bounded by `max_frame`.
-    pub fn new(answers: bool, max_frame: usize) -> Self {
-        Memcache { answers, max_frame }
+/// The `memcache` codec (requests, or answers with `answers`).
+pub type Memcache = Scanned<MemcacheProtocol>;
+
+impl Measured for MemcacheProtocol {
+    fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+        request_len(buf, max)
     }
-}
-
-impl Codec for Memcache {
-    fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
-        let max = self.max_frame;
-        if self.answers {
-            scan_frames(buf, out, max, |b| answer_len(b, max), |_| None)
-        } else {
-            scan_frames(buf, out, max, |b| request_len(b, max), request_key)
-        }
+    fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+        answer_len(buf, max)
     }
-
-    fn id_format(&self) -> IdFormat {
-        IdFormat::Binary
+    fn request_key(frame: &[u8]) -> Option<Key> {
+        request_key(frame)
     }
 }
 
@@ -280,6 +270,7 @@ pub fn plan(frame: &[u8], _state: &mut ConnState) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Codec;
 
     #[test]
     fn requests_with_data_blocks() {

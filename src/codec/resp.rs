@@ -6,7 +6,7 @@
 //! state a shared backend connection cannot keep), or split multi-key commands per key.
 
 use super::plan::{ConnState, Merge, Part, Plan};
-use super::{scan_frames, Codec, CodecError, FrameSet, IdFormat, Key, Span};
+use super::{CodecError, Key, Measured, Scanned, Span};
 use bytes::Bytes;
 
 /// Arguments per request, at most (redis's own limit is 1M).
@@ -310,32 +310,22 @@ pub(crate) fn value_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecEr
     Ok(if pos <= buf.len() { Some(pos) } else { None })
 }
 
-/// The `resp` codec (requests, or answers with `answers`).
+/// The `resp` protocol, measured by scanning.
 #[derive(Debug, Clone)]
-pub struct Resp {
-    answers: bool,
-    max_frame: usize,
-}
+pub struct RespProtocol;
 
-impl Resp {
-    /// A codec for requests (`answers` false) or answers, bounded by `max_frame`.
-    pub fn new(answers: bool, max_frame: usize) -> Self {
-        Resp { answers, max_frame }
+/// The `resp` codec (requests, or answers with `answers`).
+pub type Resp = Scanned<RespProtocol>;
+
+impl Measured for RespProtocol {
+    fn request_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+        request_len(buf, max)
     }
-}
-
-impl Codec for Resp {
-    fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
-        let max = self.max_frame;
-        if self.answers {
-            scan_frames(buf, out, max, |b| value_len(b, max), |_| None)
-        } else {
-            scan_frames(buf, out, max, |b| request_len(b, max), request_key)
-        }
+    fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+        value_len(buf, max)
     }
-
-    fn id_format(&self) -> IdFormat {
-        IdFormat::Binary
+    fn request_key(frame: &[u8]) -> Option<Key> {
+        request_key(frame)
     }
 }
 
@@ -460,6 +450,7 @@ pub fn arg_count(frame: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Codec;
 
     fn cmd(parts: &[&str]) -> Vec<u8> {
         let mut v = format!("*{}\r\n", parts.len()).into_bytes();
