@@ -163,53 +163,15 @@ fn backend_and_client_passwords() {
     );
     let p = proxy.addr("redis");
     assert!(redis_cli(p, &["GET", "x"]).contains("NOAUTH"));
-    let port = p.port().to_string();
-    let (_, out) = run(
-        "redis-cli",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-a",
-            "wrong",
-            "--no-auth-warning",
-            "GET",
-            "x",
-        ],
-    );
+    let as_user = |password: &str, args: &[&str]| {
+        let mut all = vec!["-a", password, "--no-auth-warning"];
+        all.extend_from_slice(args);
+        redis_cli(p, &all)
+    };
+    let out = as_user("wrong", &["GET", "x"]);
     assert!(out.contains("WRONGPASS"), "{out}");
-    let (_, out) = run(
-        "redis-cli",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-a",
-            "client-secret",
-            "--no-auth-warning",
-            "SET",
-            "x",
-            "1",
-        ],
-    );
-    assert_eq!(out.trim(), "OK");
-    let (_, out) = run(
-        "redis-cli",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-a",
-            "client-secret",
-            "--no-auth-warning",
-            "GET",
-            "x",
-        ],
-    );
-    assert_eq!(out.trim(), "1");
+    assert_eq!(as_user("client-secret", &["SET", "x", "1"]), "OK");
+    assert_eq!(as_user("client-secret", &["GET", "x"]), "1");
 }
 
 fn calls(server: &Server, command: &str) -> u64 {
