@@ -124,7 +124,8 @@ fn answer_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
                         .ok()
                 })
                 .ok_or_else(|| CodecError::Malformed("VALUE line without a byte count".into()))?;
-            pos += bytes + 2;
+            // Saturating: a byte count near usize::MAX is refused as too large below.
+            pos = pos.saturating_add(bytes).saturating_add(2);
         } else if line == b"END" {
             break;
         } else if line.starts_with(b"STAT ") {
@@ -302,6 +303,17 @@ mod tests {
         assert!(Memcache::new(true, 16)
             .scan(b"SERVER_ERROR 0123456789\r\n", &mut out)
             .is_err());
+    }
+
+    #[test]
+    fn a_huge_value_byte_count_is_too_large_not_an_overflow() {
+        // Found by the memcache fuzz target: a count of u64::MAX overflowed the position.
+        let mut out = Vec::new();
+        let answer = b"VALUE a 0 18446744073709551615\r\nx\r\nEND\r\n";
+        assert!(matches!(
+            Memcache::new(true, 1 << 20).scan(answer, &mut out),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 
     #[test]

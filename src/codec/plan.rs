@@ -147,7 +147,7 @@ pub fn unjoin(kind: Merge, answer: &[u8], parts: &[&Part]) -> Vec<Bytes> {
                 else {
                     return all();
                 };
-                let end = nl + 1 + len + 2;
+                let end = (nl + 3).saturating_add(len);
                 if rest.len() < end {
                     return all();
                 }
@@ -363,6 +363,12 @@ mod tests {
                 b("END\r\n"),
                 b("VALUE z 5 2 77\r\nab\r\nEND\r\n")
             ]
+        );
+        // A byte count past the answer's end (even usize::MAX) leaves it whole.
+        let huge = b"VALUE x 0 18446744073709551615\r\n1\r\nEND\r\n";
+        assert_eq!(
+            unjoin(Merge::MemcacheValues, huge, &mc),
+            vec![Bytes::from_static(huge); 3]
         );
         assert_eq!(
             unjoin(Merge::MemcacheValues, b"END\r\n", &mc),
