@@ -35,16 +35,29 @@ pub enum FramesError {
     Refused,
 }
 
-/// Frames `input` as listener `listener` of `config` would; returns the printable report
-/// (and `Err(Refused)` after printing if any flow had bad bytes).
+/// What framing a capture found.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// The printable report: one line per frame.
+    pub text: String,
+    /// Flows framed.
+    pub flows: usize,
+    /// Frames found in all flows.
+    pub frames: usize,
+    /// The first error a codec gave, with the flow and offset.
+    pub error: Option<String>,
+}
+
+/// Frames `input` as listener `listener` of `config` would; returns the report (and
+/// `Err(Refused)` with it if any flow had bad bytes).
 pub fn run(
     config: &Config,
     listener: &str,
     input: &[u8],
     side: Side,
     port: Option<u16>,
-) -> Result<String, (String, FramesError)> {
-    let fail = |e: FramesError| (String::new(), e);
+) -> Result<Report, (Report, FramesError)> {
+    let fail = |e: FramesError| (Report::default(), e);
     let l = config
         .listeners
         .iter()
@@ -62,33 +75,51 @@ pub fn run(
     };
     let cluster = Cluster::new(config.clusters[l.cluster].clone());
     let mut picker = Picker::new(cluster.config.policy, cluster.backends.len(), 0);
-    let mut out = String::new();
-    let mut refused = false;
+    let mut report = Report {
+        flows: flows.len(),
+        ..Report::default()
+    };
     for flow in &flows {
         let mut codec = spec
             .build(l.limits.max_frame_size)
             .map_err(|e| fail(e.into()))?;
         if flows.len() > 1 || flow.from.port() != 0 {
             let _ = writeln!(
-                out,
+                report.text,
                 "# flow {} -> {} ({} bytes)",
                 flow.from,
                 flow.to,
                 flow.bytes.len()
             );
         }
-        refused |= frame_flow(&mut *codec, flow, side, &cluster, &mut picker, &mut out);
+        let (frames, error) = frame_flow(
+            &mut *codec,
+            flow,
+            side,
+            &cluster,
+            &mut picker,
+            &mut report.text,
+        );
+        report.frames += frames;
+        if let (None, Some(e)) = (&report.error, error) {
+            report.error = Some(if flows.len() > 1 {
+                format!("flow {} -> {}: {e}", flow.from, flow.to)
+            } else {
+                e
+            });
+        }
     }
     if flows.is_empty() {
-        let _ = writeln!(out, "# no TCP payload matched port {port}");
+        let _ = writeln!(report.text, "# no TCP payload matched port {port}");
     }
-    if refused {
-        return Err((out, FramesError::Refused));
+    if report.error.is_some() {
+        return Err((report, FramesError::Refused));
     }
-    Ok(out)
+    Ok(report)
 }
 
-/// Prints one flow's frames; returns whether the codec refused some of it.
+/// Prints one flow's frames; returns how many it found, and the error if the codec refused
+/// some of the flow.
 fn frame_flow(
     codec: &mut dyn Codec,
     flow: &Flow,
@@ -96,7 +127,8 @@ fn frame_flow(
     cluster: &Cluster,
     picker: &mut Picker,
     out: &mut String,
-) -> bool {
+) -> (usize, Option<String>) {
+    let mut count = 0;
     let _ = writeln!(
         out,
         "{:>10} {:>8}  {:<24} {:<12} backend",
@@ -114,9 +146,11 @@ fn frame_flow(
         let eof = next == bytes.len();
         fed = next;
         if let Err(e) = codec.scan(&buf, &mut frames) {
-            let _ = writeln!(out, "error in the bytes from offset {base}: {e}");
-            return true;
+            let e = format!("error in the bytes from offset {base}: {e}");
+            let _ = writeln!(out, "{e}");
+            return (count, Some(e));
         }
+        count += frames.len();
         let mut at = 0usize;
         for f in frames.drain(..) {
             let frame = &buf[at..at + f.len as usize];
@@ -165,5 +199,5 @@ fn frame_flow(
             break;
         }
     }
-    false
+    (count, None)
 }

@@ -38,5 +38,6 @@ pub mod health;
 pub mod listener;
 pub mod server;
 pub mod session;
+pub mod throttle;
 pub mod upstream;
 pub mod worker;

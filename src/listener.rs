@@ -10,6 +10,23 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Whether some socket already listens on `addr` (another process, typically a second
+/// Switchyard started by mistake): with `SO_REUSEPORT` both would bind and silently share the
+/// new connections, each with its own pins. Probed by binding without `SO_REUSEPORT`, which
+/// the kernel refuses while a listening socket holds the address (`SO_REUSEADDR` keeps
+/// connections in TIME_WAIT from counting). Port 0 is never in use.
+pub fn listened_on(addr: SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    let probe = || -> std::io::Result<()> {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        sock.bind(&addr.into())
+    };
+    matches!(probe(), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
 /// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`. With port 0 the first
 /// socket picks the port and the others join it. Returns the sockets and the bound address.
 pub fn bind_reuseport(

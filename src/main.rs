@@ -26,18 +26,41 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Listen even where another process already listens on a listener's address (both
+        /// then share new connections, each with its own pins: for a zero-downtime upgrade,
+        /// where the old process is drained once the new one runs). Without it such an
+        /// address is refused.
+        #[arg(long)]
+        takeover: bool,
     },
-    /// Validate a config file and exit (non-zero, naming the key, if it is wrong).
+    /// Validate a config file and exit (non-zero, naming the key, if it is wrong). With
+    /// `--sample`, also run a listener's codec over captured traffic, so a protocol script's
+    /// framing is tried on real bytes (loading a script runs only its top level).
     Check {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Captured traffic (raw bytes of one direction, or pcap / pcapng) to frame.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+        /// The listener whose codec frames the sample (needed if the config has several).
+        #[arg(long, requires = "sample")]
+        listener: Option<String>,
+        /// Which direction the sample holds.
+        #[arg(long, value_enum, default_value = "requests", requires = "sample")]
+        direction: switchyard::frames::Side,
+        /// In a pcap, the server port of the conversation (default: the listener's port).
+        #[arg(long, requires = "sample")]
+        port: Option<u16>,
     },
     /// Start 3 local backends, the proxy and a few long-lived clients, and show how
     /// messages spread and keys stick.
     Demo(switchyard::demo::DemoArgs),
     /// Measure messages/s and latency through the proxy against the backends directly.
     Bench(switchyard::demo::bench::BenchArgs),
+    /// Offer a fixed rate over long-lived connections, for each correlation mode and codec
+    /// family, and report CPU per message and RSS per window: fails if either grows.
+    Soak(switchyard::demo::soak::SoakArgs),
     /// Run a listener's codec over captured bytes (raw, pcap or pcapng) and print each
     /// frame's offset, length, key and id, and the backend it would pin to.
     Frames {
@@ -100,7 +123,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
     match cli.command {
-        Command::Check { config } => {
+        Command::Check {
+            config,
+            sample,
+            listener,
+            direction,
+            port,
+        } => {
             let c = switchyard::config::load(&config)?;
             println!(
                 "{}: ok ({} listener(s), {} cluster(s), {} worker(s))",
@@ -109,12 +138,44 @@ fn main() -> anyhow::Result<()> {
                 c.clusters.len(),
                 c.workers
             );
-            Ok(())
+            let Some(sample) = sample else {
+                return Ok(());
+            };
+            let listener = match (listener, c.listeners.as_slice()) {
+                (Some(l), _) => l,
+                (None, [only]) => only.name.clone(),
+                (None, all) => anyhow::bail!(
+                    "--listener is needed: {} has listeners {}",
+                    config.display(),
+                    all.iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let bytes = std::fs::read(&sample)
+                .with_context(|| format!("{}: cannot read", sample.display()))?;
+            match switchyard::frames::run(&c, &listener, &bytes, direction, port) {
+                Ok(r) => {
+                    println!(
+                        "{}: ok (listener {listener} framed {} frame(s) in {} flow(s))",
+                        sample.display(),
+                        r.frames,
+                        r.flows
+                    );
+                    Ok(())
+                }
+                Err((r, e)) => Err(anyhow::anyhow!(
+                    "{}: listener {listener}: {}",
+                    sample.display(),
+                    r.error.unwrap_or_else(|| e.to_string())
+                )),
+            }
         }
-        Command::Run { config } => {
+        Command::Run { config, takeover } => {
             let c = switchyard::config::load(&config)?;
             let signals = Signals::register().context("registering signal handlers")?;
-            let running = switchyard::server::start(c)?;
+            let running = switchyard::server::start_with(c, takeover)?;
             for (name, addr) in &running.listeners {
                 announce(name, *addr);
             }
@@ -164,17 +225,18 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("{}: cannot read", input.display()))?;
             match switchyard::frames::run(&c, &listener, &bytes, direction, port) {
                 Ok(report) => {
-                    print!("{report}");
+                    print!("{}", report.text);
                     Ok(())
                 }
                 Err((report, e)) => {
-                    print!("{report}");
+                    print!("{}", report.text);
                     Err(e.into())
                 }
             }
         }
         Command::Demo(args) => Ok(switchyard::demo::run_demo(args)?),
         Command::Bench(args) => Ok(switchyard::demo::bench::run(args)?),
+        Command::Soak(args) => Ok(switchyard::demo::soak::run(args)?),
         Command::Backend { listen, name } => {
             let signals = Signals::register()?;
             let b = switchyard::demo::backend::TestBackend::start_at(&name, listen)?;

@@ -25,6 +25,19 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Another process already listens on a listener's address.
+    #[error(
+        "listener {listener}: {address} is already in use by another process (a second \
+         switchyard?); not starting, since both would take a share of new connections, each \
+         with its own session pins. Stop the other process, or pass --takeover to share the \
+         address on purpose"
+    )]
+    InUse {
+        /// Listener name.
+        listener: String,
+        /// Address from the config.
+        address: SocketAddr,
+    },
     /// A thread or runtime could not be created.
     #[error("cannot start thread {thread}: {source}")]
     Thread {
@@ -49,10 +62,12 @@ pub struct Running {
 }
 
 /// Binds sockets for every listener of `config` that `previous` does not already serve on
-/// the same address.
+/// the same address. Unless `share` is set, an address another process listens on is
+/// refused (addresses this process listens on are its own to re-bind).
 fn bind_new(
     config: &Config,
     previous: Option<&Generation>,
+    share: bool,
 ) -> Result<(Vec<SocketAddr>, Vec<Option<WorkerSockets>>), ServerError> {
     let mut addrs = Vec::new();
     let mut sockets = Vec::new();
@@ -68,6 +83,13 @@ fn bind_new(
             addrs.push(addr);
             sockets.push(None);
             continue;
+        }
+        let ours = previous.is_some_and(|g| g.addrs.contains(&l.listen));
+        if !share && !ours && crate::listener::listened_on(l.listen) {
+            return Err(ServerError::InUse {
+                listener: l.name.clone(),
+                address: l.listen,
+            });
         }
         let (socks, bound) =
             crate::listener::bind_reuseport(l.listen, config.workers).map_err(|source| {
@@ -90,10 +112,18 @@ fn thread_error(thread: &str) -> impl FnOnce(std::io::Error) -> ServerError + '_
     }
 }
 
-/// Binds the listeners and starts the workers; returns once every socket is bound.
+/// Binds the listeners and starts the workers; returns once every socket is bound. Refuses
+/// an address another process listens on ([`ServerError::InUse`]).
 pub fn start(config: Config) -> Result<Running, ServerError> {
+    start_with(config, false)
+}
+
+/// Like [`start`]; with `takeover`, binds beside another process already listening on a
+/// listener's address (the kernel then spreads new connections over both: the path of a
+/// zero-downtime upgrade, where the old process is told to drain once the new one runs).
+pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError> {
     let workers = config.workers;
-    let (addrs, sockets) = bind_new(&config, None)?;
+    let (addrs, sockets) = bind_new(&config, None, takeover)?;
     let listeners = config
         .listeners
         .iter()
@@ -242,7 +272,7 @@ impl Running {
             );
             config.workers = previous.config.workers;
         }
-        let (addrs, sockets) = bind_new(&config, Some(&previous))?;
+        let (addrs, sockets) = bind_new(&config, Some(&previous), false)?;
         let clusters = config
             .clusters
             .iter()

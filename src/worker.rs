@@ -100,6 +100,19 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// A worker's context, for worker `id` of the process sharing `shared`.
+    pub fn new(id: usize, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Self {
+        WorkerCtx {
+            id,
+            shared,
+            shutdown,
+            capacity: Notify::new(),
+            clients: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            to_flush: RefCell::new(Vec::new()),
+        }
+    }
+
     /// A new global client connection id.
     pub fn next_gid(&self) -> u64 {
         let n = self.next_conn.get() + 1;
@@ -209,6 +222,13 @@ fn apply(ctx: &Rc<WorkerCtx>, g: &Generation, listeners: &mut HashMap<String, Wo
             cluster.backends.len(),
             seed,
         ));
+        let error_reply = cfg.error_reply.as_ref().and_then(|spec| match spec.build() {
+            Ok(r) => Some(Rc::new(r)),
+            Err(e) => {
+                tracing::error!(listener = %cfg.name, "failed requests will close their clients: cannot load the error answer: {e}");
+                None
+            }
+        });
         let socket = g.sockets[i].as_ref().and_then(|m| {
             m.lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -231,6 +251,7 @@ fn apply(ctx: &Rc<WorkerCtx>, g: &Generation, listeners: &mut HashMap<String, Wo
                     cluster,
                     pool,
                     picker,
+                    error_reply,
                     worker: ctx.clone(),
                 }));
             }
@@ -243,6 +264,7 @@ fn apply(ctx: &Rc<WorkerCtx>, g: &Generation, listeners: &mut HashMap<String, Wo
                     pool: Rc::new(Pool::start(cfg, &cluster, ctx)),
                     cluster,
                     picker,
+                    error_reply,
                     worker: ctx.clone(),
                 });
                 let slot = Rc::new(ListenerSlot::new(lctx, ctx.shared.conn_count(&cfg.name)));
@@ -279,19 +301,19 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     mut inbox: mpsc::Receiver<Push>,
 ) {
-    let ctx = Rc::new(WorkerCtx {
-        id,
-        shared: shared.clone(),
-        shutdown: shutdown.clone(),
-        capacity: Notify::new(),
-        clients: RefCell::new(HashMap::new()),
-        next_conn: Cell::new(0),
-        to_flush: RefCell::new(Vec::new()),
-    });
+    let ctx = Rc::new(WorkerCtx::new(id, shared.clone(), shutdown.clone()));
     let mut listeners = HashMap::new();
     let first = generations.borrow_and_update().clone();
     apply(&ctx, &first, &mut listeners);
     let mut shutdown_timeout = first.config.shutdown_timeout;
+    // Suppressed log lines no later line reported: summed up once a second.
+    tokio::task::spawn_local(async {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            crate::throttle::flush();
+        }
+    });
     let inbox_ctx = ctx.clone();
     tokio::task::spawn_local(async move {
         while let Some(p) = inbox.recv().await {

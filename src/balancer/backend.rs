@@ -108,11 +108,27 @@ impl Backend {
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Ejects until `until_ms`; returns how many times it has been ejected before.
+    /// Ejects until `until_ms` and counts the ejection; returns how many times it had been
+    /// ejected before.
     pub fn eject(&self, until_ms: u64) -> u32 {
         self.ejected_until.store(until_ms, Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.ejections.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Until when (on [`crate::balancer::now_ms`]'s clock) it is ejected; 0 if never.
+    pub fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// How many times it has been ejected.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Ends an ejection early (tests, operators); the count of past ejections stays.
+    pub fn end_ejection(&self) {
+        self.ejected_until.store(0, Ordering::Relaxed);
     }
 
     /// A message was queued to this backend; `awaits_answer` if it counts as outstanding.

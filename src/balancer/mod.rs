@@ -249,11 +249,7 @@ impl Cluster {
             return;
         }
         // The period doubles with each ejection, up to max_ejection.
-        let base = o.base_ejection.as_millis() as u64;
-        let times = b.eject(0);
-        let period = base
-            .saturating_mul(1u64 << times.min(20))
-            .min(o.max_ejection.as_millis() as u64);
+        let period = ejection_period(&o, b.ejections());
         b.eject(now + period);
         tracing::warn!(
             cluster = %self.config.name,
@@ -264,6 +260,14 @@ impl Cluster {
             "backend ejected by outlier detection"
         );
     }
+}
+
+/// How long a backend ejected `before` times already is ejected now, in milliseconds:
+/// `base_ejection` doubled per earlier ejection, up to `max_ejection`.
+fn ejection_period(o: &crate::config::OutlierConfig, before: u32) -> u64 {
+    (o.base_ejection.as_millis() as u64)
+        .saturating_mul(1u64 << before.min(40))
+        .min(o.max_ejection.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -352,6 +356,28 @@ mod tests {
     }
 
     #[test]
+    fn the_ejection_period_doubles_per_ejection_up_to_the_maximum() {
+        // The documented sequence: base_ejection, then twice the last period, up to
+        // max_ejection. (It once grew 4x: the ejection count was read by ejecting.)
+        let c = cluster(
+            "[cluster.outlier]\nconsecutive_failures = 1\nbase_ejection = \"10s\"\nmax_ejection = \"100s\"\nmax_ejected_percent = 100",
+            THREE,
+        );
+        let b = &c.backends[0];
+        let mut periods = Vec::new();
+        for _ in 0..6 {
+            let before = now_ms();
+            c.report_failure(0, "reset");
+            let until = b.ejected_until();
+            // Rounded to whole seconds: the clock moves between the two reads.
+            periods.push((until - before + 500) / 1000);
+            b.end_ejection();
+        }
+        assert_eq!(periods, vec![10, 20, 40, 80, 100, 100]);
+        assert_eq!(b.ejections(), 6);
+    }
+
+    #[test]
     fn reload_keeps_backend_state_and_pins() {
         let old = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
         old.sessions.as_ref().unwrap().route(
@@ -436,7 +462,7 @@ mod tests {
                 }
             }
             c.backends[2].set_draining(false);
-            c.backends[3].eject(0);
+            c.backends[3].end_ejection();
             // Keyless messages go anywhere usable; nothing usable, nothing routed.
             let mut seen = [false; 5];
             for _ in 0..200 {

@@ -11,6 +11,7 @@
 //! as the logged reason.
 
 mod delimiter;
+pub mod error_reply;
 mod length_field;
 pub mod lua;
 pub mod memcache;
@@ -131,6 +132,13 @@ pub trait Codec {
 
     /// How ids of this codec are rewritten.
     fn id_format(&self) -> IdFormat;
+
+    /// Why the codec takes no new connections for now, if it does not (a protocol script
+    /// suspended after failing repeatedly), and whether this is the first time that is asked
+    /// during the suspension (so one line is logged for it).
+    fn suspended(&self) -> Option<(String, bool)> {
+        None
+    }
 }
 
 /// A protocol whose frames have no fixed header (RESP, memcache text): each frame is
@@ -317,16 +325,6 @@ impl CodecSpec {
             CodecSpec::Resp { .. } => resp::plan(frame, state, password),
             CodecSpec::Memcache { .. } => memcache::plan(frame, state),
             _ => plan::Plan::Forward,
-        }
-    }
-
-    /// How this protocol answers a request that failed, if it has a way (the generic
-    /// codecs do not: their clients are closed instead).
-    pub fn error_reply(&self) -> Option<plan::ErrorReply> {
-        match self {
-            CodecSpec::Resp { .. } => Some(plan::ErrorReply::Resp),
-            CodecSpec::Memcache { .. } => Some(plan::ErrorReply::Memcache),
-            _ => None,
         }
     }
 

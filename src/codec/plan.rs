@@ -181,26 +181,6 @@ pub enum Plan {
     Split(Vec<Part>, Merge),
 }
 
-/// How a protocol tells a client that one request failed, leaving the connection open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorReply {
-    /// `-ERR reason`
-    Resp,
-    /// `SERVER_ERROR reason`
-    Memcache,
-}
-
-impl ErrorReply {
-    /// The error line for `reason` (CR and LF in it become spaces).
-    pub fn line(self, reason: &str) -> Bytes {
-        let reason = reason.replace(['\r', '\n'], " ");
-        Bytes::from(match self {
-            ErrorReply::Resp => format!("-ERR {reason}\r\n"),
-            ErrorReply::Memcache => format!("SERVER_ERROR {reason}\r\n"),
-        })
-    }
-}
-
 /// Per-connection protocol state a plan may depend on.
 #[derive(Debug, Clone, Default)]
 pub struct ConnState {
@@ -388,18 +368,6 @@ mod tests {
             &unjoin(Merge::MemcacheValues, b"VALUE y 0 1\r\nq\r\nEND\r\n", &mc),
         );
         assert_eq!(merged, b("VALUE y 0 1\r\nq\r\nEND\r\n"));
-    }
-
-    #[test]
-    fn error_lines_are_one_line() {
-        assert_eq!(
-            ErrorReply::Resp.line("backend b1 failed: closed\r\nx"),
-            b("-ERR backend b1 failed: closed  x\r\n")
-        );
-        assert_eq!(
-            ErrorReply::Memcache.line("no backend"),
-            b("SERVER_ERROR no backend\r\n")
-        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct RawListener {
     pub client_idle_timeout: Option<String>,
     pub frame_timeout: Option<String>,
     pub password: Option<String>,
+    pub error_reply: Option<String>,
+    pub error_reply_hex: Option<String>,
 }
 
 /// A codec table: `kind` plus that kind's keys.

@@ -2,10 +2,17 @@
 //! range, every default filled in. Built only by [`validate`].
 
 use super::file::{RawCluster, RawCodec, RawConfig, RawField, RawHealth, RawListener, RawOutlier};
+use crate::codec::error_reply::{ErrorReplySpec, Failure, Template};
 use crate::codec::lua::{self, Direction};
-use crate::codec::{CodecSpec, DelimiterSpec, Endian, FieldSpec, LengthFieldSpec};
+use crate::codec::{CodecSpec, DelimiterSpec, Endian, FieldSpec, IdFormat, LengthFieldSpec};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
+
+/// A script call's default time limit (per 64 KiB of input): the heaviest shipped example
+/// frames a 16 KiB read in about 0.5 ms here (`cargo bench --bench framing`, BENCHMARKS.md),
+/// so this leaves a tenfold margin for a busy machine, while a looping script stalls its
+/// worker for at most five of these before it is suspended.
+const DEFAULT_SCRIPT_TIME_LIMIT: Duration = Duration::from_millis(5);
 
 /// Largest offset of a length, key or id field in a frame.
 const MAX_FIELD_OFFSET: u32 = 1 << 20;
@@ -75,6 +82,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// The password clients must present with AUTH (`resp` only).
     pub password: Option<String>,
+    /// How a failed request is answered, keeping its client connected; `None`: the client
+    /// is closed instead.
+    pub error_reply: Option<ErrorReplySpec>,
 }
 
 /// Balancing policy of a cluster.
@@ -441,6 +451,14 @@ fn validate_listener(
             ));
         }
     }
+    let error_reply = validate_error_reply(
+        &key,
+        (l.error_reply.as_deref(), l.error_reply_hex.as_deref()),
+        &codec,
+        &response_codec,
+        correlation,
+        max_frame_size,
+    )?;
     Ok(ListenerConfig {
         name: l.name,
         listen,
@@ -451,7 +469,108 @@ fn validate_listener(
         limits,
         max_connections,
         password,
+        error_reply,
     })
+}
+
+/// How the listener answers failed requests: the protocol's own error (`resp`,
+/// `memcache`), the script's `error_reply`, or the operator's template, which must make one
+/// answer frame of the response codec (with the client's id where the codec finds ids).
+fn validate_error_reply(
+    key: &dyn Fn(&str) -> String,
+    (text, hex): (Option<&str>, Option<&str>),
+    codec: &CodecSpec,
+    response: &CodecSpec,
+    correlation: Correlation,
+    max_frame: usize,
+) -> Result<Option<ErrorReplySpec>, Invalid> {
+    let name = if hex.is_some() {
+        "error_reply_hex"
+    } else {
+        "error_reply"
+    };
+    let given = text.is_some() || hex.is_some();
+    if text.is_some() && hex.is_some() {
+        return Err((key("error_reply_hex"), "conflicts with error_reply".into()));
+    }
+    match codec {
+        CodecSpec::Resp { .. } | CodecSpec::Memcache { .. } if given => {
+            return Err((
+                key(name),
+                format!(
+                    "the {} codec answers failed requests with its own error line",
+                    codec.kind()
+                ),
+            ))
+        }
+        CodecSpec::Resp { .. } => return Ok(Some(ErrorReplySpec::Resp)),
+        CodecSpec::Memcache { .. } => return Ok(Some(ErrorReplySpec::Memcache)),
+        CodecSpec::Lua(s) if s.info.has_error_reply => {
+            if given {
+                return Err((
+                    key(name),
+                    "conflicts with the script's own error_reply function".into(),
+                ));
+            }
+            return Ok(Some(ErrorReplySpec::Script(s.clone())));
+        }
+        _ => {}
+    }
+    if !given {
+        return Ok(None);
+    }
+    if correlation == Correlation::None {
+        return Err((
+            key(name),
+            "with correlation = \"none\" no answers are expected, so none can be an error".into(),
+        ));
+    }
+    let template = match (text, hex) {
+        (Some(t), _) => Template::from_text(t, response),
+        (_, Some(h)) => Template::from_hex(h, response),
+        _ => return Ok(None),
+    }
+    .map_err(|e| (key(name), e))?;
+    // A sample answer must be exactly one frame of the response codec, with the client's id
+    // where that codec finds ids.
+    let id: Vec<u8> = match codec.id_format() {
+        IdFormat::Binary => (0..codec.id_width()).map(|i| 0xa0 + i as u8).collect(),
+        IdFormat::Text => b"4242".to_vec(),
+    };
+    let sample_key: Vec<u8> = match codec {
+        CodecSpec::LengthField(s) => vec![b'k'; s.key.map_or(0, |k| k.width as usize)],
+        _ => b"k".to_vec(),
+    };
+    let sample = template.render(&Failure {
+        id: Some(&id),
+        key: Some(&sample_key),
+        reason: "backend b1 failed: connection reset",
+    });
+    let bad = |why: String| (key(name), format!("the answer it makes ({sample:?}) {why}"));
+    let mut answers = response
+        .build(max_frame)
+        .map_err(|e| bad(format!("cannot be checked: {e}")))?;
+    let mut frames = Vec::new();
+    answers
+        .scan(&sample, &mut frames)
+        .map_err(|e| bad(format!("is refused by the response codec: {e}")))?;
+    match frames.as_slice() {
+        [f] if f.len as usize == sample.len() => {
+            if correlation == Correlation::ById && f.id.map(|s| s.slice(&sample)) != Some(&id) {
+                return Err(bad(
+                    "does not carry the client's id ({id}) where the response codec finds ids"
+                        .into(),
+                ));
+            }
+        }
+        _ => {
+            return Err(bad(format!(
+                "is not one whole answer of the response codec ({} frames)",
+                frames.len()
+            )))
+        }
+    }
+    Ok(Some(ErrorReplySpec::Template(template)))
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -596,7 +715,7 @@ fn validate_codec(
             let time_limit = nonzero_duration(
                 &key("time_limit"),
                 c.time_limit.as_ref(),
-                Duration::from_millis(10),
+                DEFAULT_SCRIPT_TIME_LIMIT,
             )?;
             let memory_limit = size(&key("memory_limit"), c.memory_limit, 64 << 20, 1 << 20)?;
             let info = lua::inspect(&path, &source, time_limit, memory_limit)

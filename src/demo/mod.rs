@@ -5,7 +5,9 @@
 pub mod backend;
 pub mod bench;
 pub mod client;
+pub mod line;
 pub mod proto;
+pub mod soak;
 
 use crate::config::Config;
 use backend::TestBackend;
@@ -135,32 +137,72 @@ pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
         }))
     });
     println!(
-        "{:>5}  {:>10} {:>10} {:>10}   {:>8}",
-        "t", "b1", "b2", "b3", "pinned"
+        "{:>5}  {:>8}   {:>10} {:>10} {:>10}   {:>8}",
+        "t", "msg/s", "b1", "b2", "b3", "pinned"
     );
     let generation = running.current();
     let table = generation.clusters[0].sessions.as_ref();
     let start = Instant::now();
+    let offered = args.rate * args.clients as u64;
+    let mut per_second = Vec::new();
+    let mut last = (start, 0u64);
     while Instant::now() < deadline {
         std::thread::sleep(
             Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
         );
         let counts: Vec<u64> = backends.iter().map(TestBackend::messages).collect();
+        let total: u64 = counts.iter().sum();
+        let now = Instant::now();
+        let span = now.duration_since(last.0).as_secs_f64();
+        // Whole seconds only: the last, partial one says little about the rate.
+        if span >= 0.9 {
+            per_second.push((total - last.1) as f64 / span);
+        }
         println!(
-            "{:>4}s  {:>10} {:>10} {:>10}   {:>8}",
+            "{:>4}s  {:>8.0}   {:>10} {:>10} {:>10}   {:>8}",
             start.elapsed().as_secs(),
+            (total - last.1) as f64 / span.max(1e-3),
             counts[0],
             counts[1],
             counts[2],
             table.map_or(0, |t| t.len())
         );
+        last = (now, total);
     }
     let reports = clients
         .join()
         .map_err(|_| DemoError::Check("the client thread panicked".into()))??;
     running.shutdown();
     running.join();
-    summarize(&backends, &reports)
+    summarize(&backends, &reports)?;
+    held_rate(offered, &per_second)
+}
+
+/// Says whether every whole second carried the offered rate (within 5%), or how far the
+/// proxy fell behind.
+fn held_rate(offered: u64, per_second: &[f64]) -> Result<(), DemoError> {
+    let lowest = per_second.iter().copied().fold(f64::INFINITY, f64::min);
+    if per_second.is_empty() {
+        return Ok(());
+    }
+    let short: Vec<usize> = (0..per_second.len())
+        .filter(|&i| per_second[i] < 0.95 * offered as f64)
+        .collect();
+    if short.is_empty() {
+        println!(
+            "\nrate: held the offered {offered} msg/s in every second (lowest {lowest:.0} msg/s)"
+        );
+        Ok(())
+    } else {
+        let msg = format!(
+            "fell behind the offered {offered} msg/s in {} of {} seconds, the lowest at {lowest:.0} msg/s ({:.0}% of offered)",
+            short.len(),
+            per_second.len(),
+            100.0 * lowest / offered as f64
+        );
+        println!("\nrate: {msg}");
+        Err(DemoError::Check(msg))
+    }
 }
 
 fn summarize(backends: &[TestBackend], reports: &[client::ClientReport]) -> Result<(), DemoError> {

@@ -3,6 +3,7 @@
 
 use super::reply::{Client, Requeued};
 use crate::balancer::{Cluster, Picker, Routed};
+use crate::codec::error_reply::{ErrorReplier, Failure};
 use crate::codec::plan::{join, ConnState, Part, Plan};
 use crate::codec::{Codec, Frame, FrameSet, Key, Span};
 use crate::config::{Correlation, ListenerConfig};
@@ -35,6 +36,8 @@ pub struct ListenerCtx {
     pub pool: Rc<Pool>,
     /// This worker's policy state for the cluster.
     pub picker: RefCell<Picker>,
+    /// How failed requests are answered on this worker, if the protocol can.
+    pub error_reply: Option<Rc<ErrorReplier>>,
     /// The worker.
     pub worker: Rc<WorkerCtx>,
 }
@@ -109,8 +112,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) 
         worker.next_gid(),
         peer,
         own.config.limits.max_reply_buffer,
+        own.config.correlation == Correlation::InOrder,
     ));
-    client.answer_errors(own.config.codec.error_reply());
+    client.answer_errors(own.error_reply.clone());
     worker.register(&client);
     let span = tracing::info_span!("client", listener = %own.config.name, %peer, conn = client.gid);
     let outcome = drive(stream, &client, &slot, own)
@@ -127,9 +131,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) 
                 .stats
                 .clients_failed
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%reason, "closing client connection")
+            if let Some(suppressed) = crate::throttle::admit(&[&own_name(&slot), "close", &reason])
+            {
+                tracing::warn!(%reason, suppressed, "closing client connection")
+            }
         }
     }
+}
+
+fn own_name(slot: &ListenerSlot) -> String {
+    slot.current().config.name.clone()
 }
 
 /// Runs the connection. `Ok` is an orderly end, `Err` a reason to log loudly.
@@ -146,6 +157,13 @@ async fn drive(
         .codec
         .build(limits.max_frame_size)
         .map_err(|e| format!("cannot frame requests: {e}"))?;
+    if let Some((reason, first)) = codec.suspended() {
+        // One line per suspension, not one per refused connection.
+        if first {
+            tracing::warn!(%reason, "refusing new connections until the script's suspension ends");
+        }
+        return Ok("refused: the listener's protocol script is suspended");
+    }
     let worker = own.worker.clone();
     let (mut rd, wr) = stream.into_split();
     let wr = client.attach(wr);
@@ -351,18 +369,24 @@ fn route_one(
         Choice::Wait(blocked) => return Ok(Step::Blocked(blocked)),
         // The protocol can say so: this request fails, the connection stays.
         Choice::Refuse(reason) if client.answers_errors() => {
+            let mut scratch = [0; 8];
+            let failure = Failure {
+                id: id.map(|s| s.slice(frame)),
+                key: key.map(|k| k.bytes(frame, &mut scratch)),
+                reason: &reason,
+            };
             match req.seq {
-                Some(seq) => client.fail_one(seq, req.part, &reason),
-                None if awaits => client.refuse_next(&reason),
+                Some(seq) => client.fail_one(seq, req.part, &failure),
+                None if awaits => client.refuse_next(&failure),
                 None => {} // no answer expected (memcache noreply): nothing to say
             }
             return Ok(Step::Sent);
         }
         Choice::Refuse(reason) => return Err(reason),
     };
-    match lctx.pool.target(backend) {
+    match lctx.pool.target(backend, client.gid) {
         PoolTarget::Conn(conn) => {
-            conn.send(frame, id, client, req, now);
+            conn.send(frame, id, key, client, req, now);
             Ok(Step::Sent)
         }
         // `usable` said yes a moment ago on this same thread; nothing can have changed.

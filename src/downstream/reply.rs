@@ -6,7 +6,8 @@
 //! the client task per answer); the client task takes over only when the socket is full,
 //! or when it waits on answers (blocked, draining, or due to close as idle).
 
-use crate::codec::plan::{merge, unjoin, ErrorReply, Merge, Part};
+use crate::codec::error_reply::{ErrorReplier, Failure};
+use crate::codec::plan::{merge, unjoin, Merge, Part};
 use crate::codec::{Key, Span};
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -15,6 +16,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+
+/// Most output buffer kept once everything is written.
+const KEEP_OUTPUT: usize = 256 << 10;
 
 /// A request that never reached its backend, handed back to be routed again.
 #[derive(Debug, Clone)]
@@ -63,7 +67,9 @@ pub struct Client {
     /// The client task waits for the socket to take more: leave the writing to it.
     write_blocked: Cell<bool>,
     /// How the protocol answers a failed request; `None`: the client is closed instead.
-    error_reply: Cell<Option<ErrorReply>>,
+    error_reply: RefCell<Option<Rc<ErrorReplier>>>,
+    /// Answers go out in request order (`in_order`); otherwise as they come (`by_id`).
+    ordered: bool,
 }
 
 #[derive(Debug, Default)]
@@ -85,8 +91,9 @@ struct ReplyState {
 }
 
 impl Client {
-    /// A client whose unread answers may grow to `max_reply_buffer` bytes.
-    pub fn new(gid: u64, peer: SocketAddr, max_reply_buffer: usize) -> Self {
+    /// A client whose unread answers may grow to `max_reply_buffer` bytes; `ordered`: its
+    /// answers go out in request order.
+    pub fn new(gid: u64, peer: SocketAddr, max_reply_buffer: usize, ordered: bool) -> Self {
         Client {
             gid,
             peer,
@@ -98,42 +105,43 @@ impl Client {
             flush_queued: Cell::new(false),
             wake_on_answer: Cell::new(false),
             write_blocked: Cell::new(false),
-            error_reply: Cell::new(None),
+            error_reply: RefCell::new(None),
+            ordered,
         }
     }
 
-    /// Failed requests are answered with the protocol's error line (the connection stays
-    /// open) instead of closing the client.
-    pub fn answer_errors(&self, how: Option<ErrorReply>) {
-        self.error_reply.set(how);
+    /// Failed requests are answered by `how` (the connection stays open) instead of
+    /// closing the client.
+    pub fn answer_errors(&self, how: Option<Rc<ErrorReplier>>) {
+        *self.error_reply.borrow_mut() = how;
     }
 
     /// Whether failed requests are answered rather than closing the client.
     pub fn answers_errors(&self) -> bool {
-        self.error_reply.get().is_some()
+        self.error_reply.borrow().is_some()
     }
 
-    /// Request `seq` (part `part` of it, if split) failed with `reason`: answered with the
-    /// protocol's error line in its place, or, for protocols without one, the client is
-    /// closed.
-    pub fn fail_one(&self, seq: u64, part: Option<u16>, reason: &str) {
-        let Some(how) = self.error_reply.get() else {
-            self.fail_request(reason);
+    /// Request `seq` (part `part` of it, if split) failed: answered with the protocol's
+    /// error answer in its place, or, where the protocol has none, the client is closed.
+    pub fn fail_one(&self, seq: u64, part: Option<u16>, failure: &Failure<'_>) {
+        let how = self.error_reply.borrow().clone();
+        let Some(answer) = how.and_then(|h| h.answer(failure)) else {
+            self.fail_request(failure.reason);
             return;
         };
-        let line = how.line(reason);
         match part {
-            Some(part) => self.answer_part(seq, part, &line),
-            None => self.answer_in_order(seq, &line),
+            Some(part) => self.answer_part(seq, part, &answer),
+            None if self.ordered => self.answer_in_order(seq, &answer),
+            None => self.answer_unordered(&answer),
         }
         self.notify.notify_one();
     }
 
     /// The next request failed before it was sent: answered with the protocol's error
-    /// line in its place (see [`Self::fail_one`]).
-    pub fn refuse_next(&self, reason: &str) {
+    /// answer in its place (see [`Self::fail_one`]).
+    pub fn refuse_next(&self, failure: &Failure<'_>) {
         let seq = self.begin_request();
-        self.fail_one(seq, None, reason);
+        self.fail_one(seq, None, failure);
     }
 
     /// Gives the handle the socket it writes answers to; returns it, for the client task
@@ -163,6 +171,11 @@ impl Client {
                     return false;
                 }
             }
+        }
+        // Give a burst's memory back: an idle connection keeps a small buffer, whatever it
+        // once carried.
+        if s.out.capacity() > KEEP_OUTPUT {
+            s.out = BytesMut::new();
         }
         true
     }
@@ -323,6 +336,17 @@ impl Client {
         self.check_bound(&mut s);
     }
 
+    /// An answer of a listener whose answers need no reordering (`by_id`): out as it is.
+    fn answer_unordered(&self, frame: &[u8]) {
+        self.finish_request();
+        let mut s = self.state.borrow_mut();
+        if s.closed || s.failed.is_some() {
+            return;
+        }
+        s.out.extend_from_slice(frame);
+        self.check_bound(&mut s);
+    }
+
     /// A message a backend sent unasked, for the session this client owns.
     pub fn push(&self, frame: &[u8]) -> bool {
         let mut s = self.state.borrow_mut();
@@ -456,7 +480,7 @@ mod tests {
     use super::*;
 
     fn client(bound: usize) -> Client {
-        Client::new(1, "127.0.0.1:1".parse().unwrap(), bound)
+        Client::new(1, "127.0.0.1:1".parse().unwrap(), bound, true)
     }
 
     fn output(c: &Client) -> Vec<u8> {
@@ -520,6 +544,27 @@ mod tests {
             b"VALUE b 0 1\r\ny\r\nVALUE c 0 1\r\nz\r\nEND\r\n"
         );
         assert_eq!(c.inflight(), 0);
+    }
+
+    #[test]
+    fn by_id_error_answers_go_out_as_they_come_and_hold_nothing() {
+        // A by_id client's failed requests are answered straight out: the reorder window,
+        // whose base only in_order answers move, must not grow with every failure.
+        let c = Client::new(1, "127.0.0.1:1".parse().unwrap(), 1 << 20, false);
+        c.answer_errors(Some(Rc::new(ErrorReplier::Memcache)));
+        for _ in 0..10_000 {
+            let seq = c.begin_request();
+            let f = Failure {
+                id: Some(b"7"),
+                key: None,
+                reason: "gone",
+            };
+            c.fail_one(seq, None, &f);
+            assert_eq!(output(&c), b"SERVER_ERROR gone\r\n");
+        }
+        assert_eq!(c.inflight(), 0);
+        assert!(c.state.borrow().reorder.is_empty());
+        assert_eq!(c.state.borrow().reorder.capacity(), 0);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use tokio::sync::Notify;
 /// Read size for answers.
 const READ_CHUNK: usize = 64 << 10;
 
-/// The client's own id of a `by_id` request, restored on its answer.
+/// A few bytes kept with a request in flight: the client's own id of a `by_id` request,
+/// restored on its answer, or its key, for an error answer that names it.
 #[derive(Debug, Clone)]
 pub enum OrigId {
     /// Ids up to 16 bytes (all binary ids, most text ids): no allocation.
@@ -70,8 +71,23 @@ struct Pending {
     /// Which part of a split request it is.
     part: Option<u16>,
     orig: Option<OrigId>,
+    /// The request's key, kept only when the listener's error answer uses it.
+    key: Option<OrigId>,
     sent: Instant,
     placed: Placed,
+}
+
+impl Pending {
+    /// Fails it with `reason`: its client answers it with the protocol's error answer, or
+    /// is closed.
+    fn fail(&self, reason: &str) {
+        let failure = crate::codec::error_reply::Failure {
+            id: self.orig.as_ref().map(OrigId::as_slice),
+            key: self.key.as_ref().map(OrigId::as_slice),
+            reason,
+        };
+        self.client.fail_one(self.seq, self.part, &failure);
+    }
 }
 
 /// A one-way message not yet fully written.
@@ -118,6 +134,8 @@ pub struct UpConn {
     pub slot: usize,
     correlation: Correlation,
     id_format: IdFormat,
+    /// Keep each request's key while it is in flight (the error answer names it).
+    keep_keys: bool,
     max_queued: usize,
     state: RefCell<State>,
     notify: Notify,
@@ -142,6 +160,7 @@ impl UpConn {
             slot,
             correlation: listener.correlation,
             id_format,
+            keep_keys: listener.error_reply.as_ref().is_some_and(|e| e.needs_key()),
             max_queued: pool.max_queued_bytes,
             state: RefCell::new(State {
                 status: Status::Connecting,
@@ -180,6 +199,13 @@ impl UpConn {
         self.state.borrow().corr.len()
     }
 
+    /// Sizes of what the connection keeps per message: the correlator's collections and the
+    /// one-way messages not yet written (for the growth tests).
+    pub fn footprint(&self) -> (super::correlate::Footprint, usize) {
+        let s = self.state.borrow();
+        (s.corr.footprint(), s.oneway.len())
+    }
+
     /// Takes no new messages; the task closes the connection once nothing is outstanding.
     pub fn retire(&self) {
         self.retired.set(true);
@@ -199,11 +225,15 @@ impl UpConn {
         &self,
         frame: &[u8],
         id: Option<Span>,
+        key: Option<codec::Key>,
         client: &Rc<Client>,
         req: Req,
         now: Instant,
     ) {
         let Req { seq, part, one_way } = req;
+        let key = key
+            .filter(|_| self.keep_keys)
+            .map(|k| OrigId::new(k.bytes(frame, &mut [0; 8])));
         let mut s = self.state.borrow_mut();
         let start = s.queued_total;
         let len_before = s.wbuf.len();
@@ -215,6 +245,7 @@ impl UpConn {
                     seq,
                     part,
                     orig: None,
+                    key,
                     sent: now,
                     placed: Placed {
                         start,
@@ -236,6 +267,7 @@ impl UpConn {
                     seq,
                     part,
                     orig: Some(OrigId::new(span.slice(frame))),
+                    key,
                     sent: now,
                     placed: Placed {
                         start,
@@ -387,7 +419,7 @@ impl UpConn {
                 None => {
                     failed += 1;
                     self.backend.on_failed();
-                    p.client.fail_one(p.seq, p.part, &msg);
+                    p.fail(&msg);
                 }
             }
         }
@@ -690,6 +722,9 @@ async fn pump(
                     rbuf.advance(len);
                 }
                 worker.flush_clients();
+                if rbuf.is_empty() && rbuf.capacity() > 4 * READ_CHUNK {
+                    rbuf = BytesMut::with_capacity(READ_CHUNK); // give a large answer's memory back
+                }
                 if was_full && conn.has_room() {
                     worker.capacity.notify_waiters();
                 }
@@ -729,15 +764,15 @@ fn expire(conn: &UpConn, timeout: Duration) -> Option<String> {
             Some(Expired::Request(p)) => {
                 conn.backend.on_failed();
                 conn.report_failure("request timeout");
-                tracing::warn!(backend = %conn.backend.name, timeout = ?timeout, "request timed out; failing it");
-                p.client.fail_one(
-                    p.seq,
-                    p.part,
-                    &format!(
-                        "request to backend {} timed out after {timeout:?}",
-                        conn.backend.name
-                    ),
-                );
+                if let Some(suppressed) =
+                    crate::throttle::admit(&[&conn.backend.name, "request timed out"])
+                {
+                    tracing::warn!(backend = %conn.backend.name, timeout = ?timeout, suppressed, "request timed out; failing it");
+                }
+                p.fail(&format!(
+                    "request to backend {} timed out after {timeout:?}",
+                    conn.backend.name
+                ));
             }
             Some(Expired::ConnectionLost) => {
                 // An in_order connection cannot skip an answer: close and replace it.

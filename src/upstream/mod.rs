@@ -10,3 +10,6 @@ mod pool;
 
 pub use conn::{OrigId, Req, UpConn};
 pub use pool::{Pool, PoolTarget};
+
+#[cfg(test)]
+mod long_life;

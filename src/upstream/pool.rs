@@ -7,7 +7,7 @@
 
 use super::conn::{self, UpConn};
 use crate::balancer::Cluster;
-use crate::config::ListenerConfig;
+use crate::config::{Correlation, ListenerConfig};
 use crate::worker::WorkerCtx;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -117,12 +117,34 @@ impl Pool {
         (best.map(|(i, _)| i), full)
     }
 
-    /// The connection of backend `b` that should take the next message.
-    pub fn target(&self, b: usize) -> PoolTarget {
-        match self.choose(b) {
-            (Some(i), _) => PoolTarget::Conn(self.conns.borrow()[b][i].clone()),
-            (None, true) => PoolTarget::Full,
-            (None, false) => PoolTarget::Down,
+    /// The connection of backend `b` that should take client `client`'s next message.
+    ///
+    /// Where answers come back in order (`in_order`, and one-way `none`), a client's
+    /// messages to one backend all go over one connection, its own (by its id), so the
+    /// backend sees them in the order the client sent them: a pipelined `SET k` then
+    /// `GET k` must not race over two connections. Only when that connection is down do
+    /// they move to the next one that takes messages. With `by_id` the client matches
+    /// answers by id and the least loaded connection takes the message.
+    pub fn target(&self, b: usize, client: u64) -> PoolTarget {
+        if self.listener.correlation == Correlation::ById {
+            return match self.choose(b) {
+                (Some(i), _) => PoolTarget::Conn(self.conns.borrow()[b][i].clone()),
+                (None, true) => PoolTarget::Full,
+                (None, false) => PoolTarget::Down,
+            };
+        }
+        let conns = self.conns.borrow();
+        let Some(conns) = conns.get(b).filter(|c| !c.is_empty()) else {
+            return PoolTarget::Down;
+        };
+        let own = (client % conns.len() as u64) as usize;
+        let taking = (0..conns.len())
+            .map(|i| &conns[(own + i) % conns.len()])
+            .find(|c| c.accepts_messages());
+        match taking {
+            Some(c) if c.has_room() => PoolTarget::Conn(c.clone()),
+            Some(_) => PoolTarget::Full,
+            None => PoolTarget::Down,
         }
     }
 

@@ -122,3 +122,52 @@ fn demo_runs_and_shows_keys_sticking() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_second_run_on_the_same_address_is_refused_unless_it_takes_over() {
+    let bs = backends(1);
+    let cfg = demo_config(&bs, 2, "by_id", "round_robin", true, "", "");
+    let first = Proxy::start(&cfg);
+    let addr = first.addr("app");
+    // The same config with the address the first one bound, as an operator would rerun it.
+    let fixed = cfg.replace("127.0.0.1:0", &addr.to_string());
+    let file = TempFile::new("second.toml", &fixed);
+    let mut second = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&file.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the second run started: {status:?}"
+    );
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "listener app: {addr} is already in use by another process"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--takeover"), "{err}");
+    // The first one still serves.
+    for r in run_clients(addr, vec![plan(50, 8, vec![1], 1, true)]) {
+        assert_clean(&r);
+    }
+    // Asked for explicitly, the second one binds beside it.
+    let second = Proxy::start_args(&fixed, &["--takeover"]);
+    assert_eq!(second.addr("app"), addr);
+}

@@ -158,3 +158,56 @@ fn the_tutorial_script_frames_its_protocol() {
     assert_eq!((rows[1][2], rows[1][3]), ("bob", "00000002"));
     assert_eq!(rows[0][4], rows[2][4], "alice sticks: {out}");
 }
+
+#[test]
+fn check_with_a_sample_runs_the_script_on_real_bytes() {
+    // Loading runs only the script's top level: a bug inside `scan` passes plain `check`.
+    let script = TempFile::new(
+        "buggy.lua",
+        "return {\n  scan = function(data, len, out)\n    return frames_found(data)\n  end,\n}\n",
+    );
+    let cfg = TempFile::new(
+        "buggy.toml",
+        &format!(
+            "[[listener]]\nname = \"buggy\"\nlisten = \"127.0.0.1:0\"\ncluster = \"c\"\n\
+             [listener.codec]\nkind = \"lua\"\nscript = \"{}\"\n\
+             [[cluster]]\nname = \"c\"\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n",
+            script.0.display()
+        ),
+    );
+    let mut sample = Vec::new();
+    switchyard::demo::proto::write_request(&mut sample, 1, 1, b"hello");
+    let input = TempFile::new("sample.bin", "");
+    std::fs::write(&input.0, &sample).unwrap();
+    let check = |extra: &[&str]| {
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&cfg.0)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = check(&[]);
+    assert!(ok, "{out}");
+    let path = input.0.display().to_string();
+    let (ok, out) = check(&["--sample", &path]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("listener buggy"), "{out}");
+    assert!(out.contains("buggy.lua:3"), "{out}");
+    // The example script frames the same sample.
+    let good = examples().join("lua-binary.toml");
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&good)
+        .args(["--sample", &path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("framed 1 frame(s) in 1 flow(s)"), "{text}");
+}

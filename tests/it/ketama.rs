@@ -4,8 +4,8 @@
 //! Switchyard's continuum (as a library) must pick the same backend for every key, and so
 //! must the proxy itself with `policy = "ketama"`.
 //!
-//! Needs the `nutcracker` binary (Debian: `apt-get install nutcracker`). Without it the test
-//! is skipped with a message, unless `CI` is set: in CI it must run.
+//! Needs the `nutcracker` binary (Debian: `apt-get install nutcracker`); without it the tests
+//! fail with that hint, as the redis and memcached tests do.
 
 use crate::support::{Proxy, TempFile};
 use std::io::{BufRead, BufReader, Write};
@@ -69,22 +69,15 @@ fn nutcracker_bin() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The binary, or `None` if the test may be skipped (absent, and not in CI). In CI an
-/// absent binary fails the test.
-fn nutcracker_or_skip() -> Option<PathBuf> {
-    match nutcracker_bin() {
-        Some(p) => Some(p),
-        None if std::env::var_os("CI").is_none() => {
-            eprintln!(
-                "SKIPPED: nutcracker (twemproxy) is not installed, so Switchyard's ketama is not \
-                 compared with it; `apt-get install -y nutcracker` runs it (CI must)"
-            );
-            None
-        }
-        None => {
-            panic!("CI is set but nutcracker is not installed: `apt-get install -y nutcracker`")
-        }
-    }
+/// The binary; an absent one fails the test with the install hint (a test that compared
+/// nothing must not report `ok`).
+fn nutcracker() -> PathBuf {
+    nutcracker_bin().unwrap_or_else(|| {
+        panic!(
+            "nutcracker (twemproxy) is not installed, so Switchyard's ketama cannot be compared \
+             with it: `apt-get install -y nutcracker` (the README's test command installs it)"
+        )
+    })
 }
 
 fn free_port() -> u16 {
@@ -354,25 +347,19 @@ fn compare_keys(
 
 #[test]
 fn ketama_matches_nutcracker_three_named_servers() {
-    let Some(bin) = nutcracker_or_skip() else {
-        return;
-    };
+    let bin = nutcracker();
     compare(&bin, &[("b1", 1, true), ("b2", 1, true), ("b3", 1, true)]);
 }
 
 #[test]
 fn ketama_matches_nutcracker_weighted_1_2_3() {
-    let Some(bin) = nutcracker_or_skip() else {
-        return;
-    };
+    let bin = nutcracker();
     compare(&bin, &[("b1", 1, true), ("b2", 2, true), ("b3", 3, true)]);
 }
 
 #[test]
 fn ketama_matches_nutcracker_unnamed_servers_hash_host_port() {
-    let Some(bin) = nutcracker_or_skip() else {
-        return;
-    };
+    let bin = nutcracker();
     compare(&bin, &[("", 1, false), ("", 1, false), ("", 2, false)]);
 }
 
@@ -380,9 +367,7 @@ fn ketama_matches_nutcracker_unnamed_servers_hash_host_port() {
 /// exact arithmetic would (1/25 × 40 × 5 comes out as 7.9999995: 28 points, not 32).
 #[test]
 fn ketama_matches_nutcracker_float_rounding_of_point_counts() {
-    let Some(bin) = nutcracker_or_skip() else {
-        return;
-    };
+    let bin = nutcracker();
     compare(
         &bin,
         &[
@@ -401,9 +386,7 @@ fn ketama_matches_nutcracker_float_rounding_of_point_counts() {
 /// cases (empty tag, no closing tag, closing before opening, nested).
 #[test]
 fn ketama_with_hash_tag_matches_nutcracker() {
-    let Some(bin) = nutcracker_or_skip() else {
-        return;
-    };
+    let bin = nutcracker();
     let mut keys = keys();
     for user in 0..30 {
         for field in ["following", "followers", "profile"] {

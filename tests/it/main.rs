@@ -8,6 +8,7 @@ mod chaos;
 mod cli;
 mod correlation;
 mod delimiter;
+mod error_replies;
 mod failover;
 mod frames;
 mod health;

@@ -340,3 +340,51 @@ fn failed_requests_get_resp_errors_and_the_connection_stays() {
     assert!(refused.starts_with("-ERR "), "{refused:?}");
     assert_eq!(ask_line(&mut conn, &["PING"]), "+PONG\r\n");
 }
+
+#[test]
+fn a_clients_pipelined_writes_and_reads_keep_their_order_over_a_pool() {
+    // Four connections to the one server: a client's SET and the GET after it must not race
+    // over two of them (found by the soak run: the GET overtook the SET and read nil).
+    use std::io::{Read, Write};
+    let server = redis(None);
+    let proxy = proxy_for(
+        std::slice::from_ref(&server),
+        "pool = { connections_per_backend = 4 }",
+        "",
+    );
+    let p = proxy.addr("redis");
+    let mut clients: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(p).unwrap())
+        .collect();
+    let mut expected: Vec<Vec<u8>> = vec![Vec::new(); clients.len()];
+    for (c, s) in clients.iter_mut().enumerate() {
+        let mut pipeline = Vec::new();
+        for i in 0..500 {
+            let key = format!("order:{c}:{}", i % 7);
+            let value = format!("v{i}");
+            for cmd in [
+                vec!["SET", key.as_str(), value.as_str()],
+                vec!["GET", key.as_str()],
+            ] {
+                pipeline.extend_from_slice(format!("*{}\r\n", cmd.len()).as_bytes());
+                for a in cmd {
+                    pipeline.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+                }
+            }
+            expected[c].extend_from_slice(b"+OK\r\n");
+            expected[c].extend_from_slice(format!("${}\r\n{value}\r\n", value.len()).as_bytes());
+        }
+        s.write_all(&pipeline).unwrap();
+    }
+    for (c, s) in clients.iter_mut().enumerate() {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut got = vec![0u8; expected[c].len()];
+        s.read_exact(&mut got).unwrap();
+        assert!(
+            got == expected[c],
+            "client {c}: answers differ from the first at byte {:?}",
+            got.iter().zip(&expected[c]).position(|(a, b)| a != b)
+        );
+    }
+}

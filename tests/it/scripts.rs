@@ -369,3 +369,94 @@ return {
     assert!(log.contains("out of memory"), "{log}");
     assert!(log.contains(&format!("{file}:13: refusing FAIL")), "{log}");
 }
+
+#[test]
+fn a_script_that_keeps_failing_is_suspended_and_other_listeners_keep_serving() {
+    let looping = TempFile::new(
+        "loop.lua",
+        "return { correlation = 'by_id', scan = function(data, len, out) while true do end end }\n",
+    );
+    let bs = backends(2);
+    let list = backend_list(&bs);
+    let cfg = format!(
+        r#"workers = 1
+[[listener]]
+name = "native"
+listen = "127.0.0.1:0"
+cluster = "app"
+correlation = "by_id"
+[listener.codec]
+kind = "length_field"
+length_width = 4
+key = {{ offset = 4, width = 8 }}
+id = {{ offset = 12, width = 4 }}
+
+[[listener]]
+name = "looping"
+listen = "127.0.0.1:0"
+cluster = "app"
+[listener.codec]
+kind = "lua"
+script = "{}"
+
+[[cluster]]
+name = "app"
+policy = "round_robin"
+backends = {list}
+"#,
+        looping.0.display()
+    );
+    let proxy = Proxy::start(&cfg);
+    let (native, bad) = (proxy.addr("native"), proxy.addr("looping"));
+    // Eight clients keep connecting to the looping listener and sending a request, for as
+    // long as the good clients run (bounded: 3 000 connections at most).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer: Vec<_> = (0..8)
+        .map(|c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 375 {
+                    let Ok(mut s) = TcpStream::connect(bad) else {
+                        continue;
+                    };
+                    let mut req = Vec::new();
+                    switchyard::demo::proto::write_request(&mut req, c, 1, b"anything");
+                    let _ = s.write_all(&req);
+                    assert!(closed_within(&s, Duration::from_secs(10)));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let reports = run_clients(
+        native,
+        (0..4).map(|c| plan(3000, 8, vec![c], c, true)).collect(),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tried: usize = hammer.into_iter().map(|h| h.join().unwrap()).sum();
+    for r in reports {
+        assert_clean(&r);
+    }
+    let log = proxy.stderr();
+    assert!(tried >= 16, "only {tried} connections were tried");
+    assert!(
+        log.contains("protocol script failed 5 calls in a row"),
+        "{log}"
+    );
+    assert!(
+        log.contains("refusing new connections until the script's suspension ends"),
+        "{log}"
+    );
+    // The script ran a few times per suspension, not once per connection; the refusals
+    // are one line per suspension.
+    let suspensions = log.matches("failed 5 calls in a row").count();
+    let refusals = log.matches("refusing new connections until").count();
+    assert!(refusals <= suspensions, "{refusals} refusal lines:\n{log}");
+    let closes = log.matches("closing client connection").count();
+    assert!(
+        closes < 20,
+        "{closes} close lines for {tried} connections:\n{log}"
+    );
+}

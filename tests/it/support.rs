@@ -59,6 +59,15 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with the open-file limit set to `nofile` if given.
     pub fn start_limited(config: &str, nofile: Option<u32>) -> Proxy {
+        Self::spawn(config, nofile, &[])
+    }
+
+    /// Like [`Proxy::start`], with extra arguments to `run`.
+    pub fn start_args(config: &str, args: &[&str]) -> Proxy {
+        Self::spawn(config, None, args)
+    }
+
+    fn spawn(config: &str, nofile: Option<u32>, extra: &[&str]) -> Proxy {
         let file = TempFile::new("switchyard.toml", config);
         let stderr_path = file.0.with_file_name("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
@@ -75,6 +84,7 @@ impl Proxy {
         let mut child = cmd
             .args(["run", "--config"])
             .arg(&file.0)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -388,4 +398,26 @@ pub fn exchange(
         }
     }
     got
+}
+
+/// How many times a log line containing `what` happened, with the repeats the log's
+/// throttle suppressed counted in: each line written counts once plus its `suppressed=N`,
+/// and each "suppressed repeated lines" summary of that kind counts its N.
+pub fn occurrences(log: &str, what: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .map(|l| {
+            let n = l
+                .split("suppressed=")
+                .nth(1)
+                .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            if l.contains("suppressed repeated lines") {
+                n
+            } else {
+                n + 1
+            }
+        })
+        .sum()
 }

@@ -99,7 +99,36 @@ impl LuaCodec {
     }
 }
 
+/// A script's `error_reply` function on this thread's VM for the script.
+pub struct ScriptErrorReply {
+    vm: Rc<Vm>,
+}
+
+impl std::fmt::Debug for ScriptErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptErrorReply")
+    }
+}
+
+impl ScriptErrorReply {
+    /// The `error_reply` of `spec`'s script, on this thread.
+    pub fn new(spec: &LuaSpec) -> Result<Self, CodecError> {
+        Ok(ScriptErrorReply {
+            vm: Vm::for_thread(spec).map_err(CodecError::Script)?,
+        })
+    }
+
+    /// The script's answer to a failed request, if it gives one.
+    pub fn answer(&self, f: &super::error_reply::Failure<'_>) -> Option<bytes::Bytes> {
+        self.vm.error_reply(f)
+    }
+}
+
 impl Codec for LuaCodec {
+    fn suspended(&self) -> Option<(String, bool)> {
+        self.vm.suspension()
+    }
+
     fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
         if buf.len() < self.need {
             return Ok(());

@@ -20,6 +20,8 @@ pub struct ScriptInfo {
     pub id_width: usize,
     /// Whether it frames answers with its own `answers` function.
     pub has_answers: bool,
+    /// Whether it answers failed requests with its own `error_reply` function.
+    pub has_error_reply: bool,
 }
 
 /// A loaded script on one thread.
@@ -27,12 +29,65 @@ pub(super) struct Vm {
     lua: Lua,
     scan: Function,
     answers: Option<Function>,
+    error_reply: Option<Function>,
     input: RefCell<Buffer>,
     input_len: Cell<usize>,
     output: Buffer,
     /// A copy of the used part of `output`, taken in one read after each call.
     records: RefCell<Vec<u8>>,
     time_limit: Duration,
+    /// Stops calls for a while after repeated failures.
+    breaker: RefCell<Breaker>,
+    /// The script's file, for logs.
+    path: PathBuf,
+}
+
+/// Framing calls that fail in a row (error, time or memory limit) before the script is
+/// suspended: a looping script costs its worker at most this many time limits in a row.
+pub(super) const FAILURES_TO_SUSPEND: u32 = 5;
+/// First suspension; it doubles while the script keeps failing right after, up to the
+/// longest.
+const FIRST_SUSPENSION: Duration = Duration::from_secs(1);
+const LONGEST_SUSPENSION: Duration = Duration::from_secs(60);
+
+/// The circuit breaker of one script VM: after [`FAILURES_TO_SUSPEND`] failed calls in a row
+/// the script is not called until the suspension ends; one more failure right after doubles
+/// the next suspension, a success resets it.
+#[derive(Debug, Default)]
+pub(super) struct Breaker {
+    failures: u32,
+    until: Option<std::time::Instant>,
+    next: Option<Duration>,
+    last_error: String,
+    /// Whether the suspension in force has been reported.
+    announced: bool,
+}
+
+impl Breaker {
+    fn suspended(&self, now: std::time::Instant) -> bool {
+        self.until.is_some_and(|u| now < u)
+    }
+
+    fn success(&mut self) {
+        self.failures = 0;
+        self.next = None;
+    }
+
+    /// Counts a failed call; returns the suspension it starts, if it starts one.
+    fn failure(&mut self, now: std::time::Instant, error: &str) -> Option<Duration> {
+        self.failures += 1;
+        self.last_error = error.to_string();
+        if self.failures < FAILURES_TO_SUSPEND {
+            return None;
+        }
+        let d = self.next.unwrap_or(FIRST_SUSPENSION);
+        self.until = Some(now + d);
+        self.next = Some((d * 2).min(LONGEST_SUSPENSION));
+        // After the suspension one more failure suspends again.
+        self.failures = FAILURES_TO_SUSPEND - 1;
+        self.announced = false;
+        Some(d)
+    }
 }
 
 /// What one call returned.
@@ -55,6 +110,21 @@ thread_local! {
 }
 
 const PRELUDE: &str = include_str!("prelude.luau");
+
+/// Bytes of input one `time_limit` covers: a framing call's work grows with the bytes it is
+/// given, so a call on a whole large frame gets proportionally longer.
+const BYTES_PER_LIMIT: usize = 64 << 10;
+/// Most limits one call gets (a 64 MiB input).
+const MOST_LIMITS: usize = 1024;
+
+/// The limit of one framing call on `len` bytes: `time_limit` per 64 KiB, at least one.
+pub(super) fn call_limit(time_limit: Duration, len: usize) -> Duration {
+    let n = len.div_ceil(BYTES_PER_LIMIT).clamp(1, MOST_LIMITS);
+    time_limit * n as u32
+}
+
+/// How a script's verdict that the input is garbage begins (not a failure of the script).
+const REJECTED: &str = "script rejected the input: ";
 
 /// The prelude as one line: comments dropped, lines joined.
 fn prelude_line() -> &'static str {
@@ -171,12 +241,15 @@ impl Vm {
                 ))
             }
         };
-        let answers = match module.raw_get("answers") {
-            Ok(Value::Function(f)) => Some(f),
-            Ok(Value::Nil) => None,
-            _ => return Err(format!("{}: `answers` must be a function", path.display())),
+        let optional = |name: &str| match module.raw_get(name) {
+            Ok(Value::Function(f)) => Ok(Some(f)),
+            Ok(Value::Nil) => Ok(None),
+            _ => Err(format!("{}: `{name}` must be a function", path.display())),
         };
-        let info = read_info(path, &module, answers.is_some())?;
+        let answers = optional("answers")?;
+        let error_reply = optional("error_reply")?;
+        let mut info = read_info(path, &module, answers.is_some())?;
+        info.has_error_reply = error_reply.is_some();
         let input = lua
             .create_buffer_with_capacity(64 << 10)
             .map_err(|e| describe(&e))?;
@@ -187,17 +260,66 @@ impl Vm {
             lua,
             scan,
             answers,
+            error_reply,
             input: RefCell::new(input),
             input_len: Cell::new(64 << 10),
             output,
             records: RefCell::new(vec![0; OUT_RECORDS * RECORD]),
             time_limit,
+            breaker: RefCell::new(Breaker::default()),
+            path: path.to_path_buf(),
         };
         Ok((vm, info))
     }
 
-    /// Runs the script's framing function over `data`.
+    /// Why the script is not being called now, if it is suspended; `announce` is true the
+    /// first time this is asked during a suspension (so it is logged once).
+    pub(super) fn suspension(&self) -> Option<(String, bool)> {
+        let reason = self.suspended_because()?;
+        let announce = !std::mem::replace(&mut self.breaker.borrow_mut().announced, true);
+        Some((reason, announce))
+    }
+
+    fn suspended_because(&self) -> Option<String> {
+        let b = self.breaker.borrow();
+        let now = std::time::Instant::now();
+        let until = b.until.filter(|_| b.suspended(now))?;
+        Some(format!(
+            "script {} is suspended for {:.1?} more after {FAILURES_TO_SUSPEND} failed calls in a row (last: {})",
+            self.path.display(),
+            until - now,
+            b.last_error
+        ))
+    }
+
+    /// Runs the script's framing function over `data`; a suspended script is not called.
     pub(super) fn call(&self, direction: Direction, data: &[u8]) -> Result<Call<'_>, CodecError> {
+        if let Some(reason) = self.suspended_because() {
+            return Err(CodecError::Script(reason));
+        }
+        let r = self.call_script(direction, data);
+        match &r {
+            Err(CodecError::Script(e)) if !e.starts_with(REJECTED) => {
+                let started = self
+                    .breaker
+                    .borrow_mut()
+                    .failure(std::time::Instant::now(), e);
+                if let Some(d) = started {
+                    tracing::error!(
+                        script = %self.path.display(),
+                        suspended_for = ?d,
+                        last_error = %e,
+                        "protocol script failed {FAILURES_TO_SUSPEND} calls in a row: not calling it for a while; its listeners refuse new connections meanwhile"
+                    );
+                }
+            }
+            // A verdict on the input (the client's fault) or a good call.
+            _ => self.breaker.borrow_mut().success(),
+        }
+        r
+    }
+
+    fn call_script(&self, direction: Direction, data: &[u8]) -> Result<Call<'_>, CodecError> {
         let script = |m: String| CodecError::Script(m);
         if data.len() > self.input_len.get() {
             let size = data.len().next_power_of_two();
@@ -214,7 +336,7 @@ impl Vm {
             (Direction::Answers, Some(a)) => a,
             _ => &self.scan,
         };
-        super::interrupt::arm(self.time_limit);
+        super::interrupt::arm(call_limit(self.time_limit, data.len()));
         let r: mlua::Result<(Value, Value)> = f.call((input, data.len(), self.output.clone()));
         super::interrupt::disarm();
         let (first, second) = r.map_err(|e| {
@@ -234,7 +356,7 @@ impl Vm {
                     Value::String(s) => s.to_string_lossy().to_string(),
                     _ => "no reason given".to_string(),
                 };
-                return Err(script(format!("script rejected the input: {reason}")));
+                return Err(script(format!("{REJECTED}{reason}")));
             }
             (_, Some(n)) if n >= 0.0 && n <= OUT_RECORDS as f64 && n.fract() == 0.0 => n as usize,
             _ => {
@@ -257,6 +379,52 @@ impl Vm {
             records: std::cell::Ref::map(self.records.borrow(), |r| &r[..count * RECORD]),
             need,
         })
+    }
+}
+
+impl Vm {
+    /// Calls the script's `error_reply(id, key, reason)` under the time limit: the bytes it
+    /// returns, or `None` if it has no such function, returns nil, or fails (logged).
+    pub(super) fn error_reply(
+        &self,
+        f: &crate::codec::error_reply::Failure<'_>,
+    ) -> Option<bytes::Bytes> {
+        let func = self.error_reply.as_ref()?;
+        let call = || -> mlua::Result<Value> {
+            let id = f.id.map(|b| self.lua.create_string(b)).transpose()?;
+            let key = f.key.map(|b| self.lua.create_string(b)).transpose()?;
+            super::interrupt::arm(self.time_limit);
+            let r = func.call::<Value>((id, key, f.reason));
+            super::interrupt::disarm();
+            r
+        };
+        match call() {
+            Ok(Value::String(s)) => Some(bytes::Bytes::copy_from_slice(&s.as_bytes())),
+            Ok(Value::Nil) | Ok(Value::Boolean(false)) => None,
+            Ok(other) => {
+                let what = format!("error_reply returned {} instead of a string or nil; closing the client instead", other.type_name());
+                self.warn(&what);
+                None
+            }
+            Err(e) => {
+                let _ = self.lua.gc_collect();
+                self.warn(&format!(
+                    "error_reply failed: {}; closing the client instead",
+                    describe(&e)
+                ));
+                None
+            }
+        }
+    }
+}
+
+impl Vm {
+    /// A warning about the script, throttled.
+    fn warn(&self, what: &str) {
+        let path = self.path.display().to_string();
+        if let Some(suppressed) = crate::throttle::admit(&[&path, what]) {
+            tracing::warn!(script = %path, suppressed, "{what}");
+        }
     }
 }
 
@@ -298,6 +466,7 @@ fn read_info(path: &Path, module: &Table, has_answers: bool) -> Result<ScriptInf
         id_format,
         id_width,
         has_answers,
+        has_error_reply: false,
     })
 }
 
