@@ -167,7 +167,7 @@ fn frame_flow(
                 Side::Requests => {
                     let mut scratch = [0; 8];
                     let key = f.key.map(|k| k.bytes(frame, &mut scratch));
-                    match cluster.route(key, 1, picker, &|_| true) {
+                    match cluster.route(key, 1, picker, &|_: usize| true) {
                         Routed::To(b) | Routed::Moved { to: b, .. } => {
                             cluster.backends[b].name.clone()
                         }

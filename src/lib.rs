@@ -28,6 +28,7 @@
 //! | [`demo`] | tiny real backends and load clients for `switchyard demo`, `bench` and tests |
 
 pub mod balancer;
+pub mod budget;
 pub mod capture;
 pub mod codec;
 pub mod config;

@@ -149,6 +149,7 @@ pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError
         push_tx: txs,
         stats: Stats::default(),
         conn_counts: Mutex::new(Default::default()),
+        budget: crate::budget::Budget::new(generation.config.buffer_budget),
     });
     let (generations, gen_rx) = watch::channel(generation.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -72,6 +72,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Open client connections per listener name, across workers and reloads.
     pub conn_counts: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    /// Bytes all clients' input buffers hold, against `buffer_budget`.
+    pub budget: crate::budget::Budget,
 }
 
 impl Shared {
@@ -97,6 +99,8 @@ pub struct WorkerCtx {
     next_conn: Cell<u64>,
     /// Clients given answers in the current batch, to flush at its end.
     to_flush: RefCell<Vec<Rc<Client>>>,
+    /// When this worker last closed a client to bring the buffer budget back.
+    last_reclaim: Cell<Option<Instant>>,
 }
 
 impl WorkerCtx {
@@ -110,7 +114,41 @@ impl WorkerCtx {
             clients: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             to_flush: RefCell::new(Vec::new()),
+            last_reclaim: Cell::new(None),
         }
+    }
+
+    /// The buffer budget is spent and a client of this worker needs room: closes this
+    /// worker's client holding the most partial-frame bytes (at most one every 20 ms, so
+    /// that the room it frees is seen before another is closed). Complete requests already
+    /// sent are not what is counted, so clients waiting on answers are left alone.
+    pub fn reclaim(&self) {
+        let now = Instant::now();
+        if self
+            .last_reclaim
+            .get()
+            .is_some_and(|t| now.duration_since(t) < RECLAIM_EVERY)
+        {
+            return;
+        }
+        self.last_reclaim.set(Some(now));
+        let victim = self
+            .clients
+            .borrow()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|c| c.partial_bytes() > 0)
+            .max_by_key(|c| c.partial_bytes());
+        let Some(victim) = victim else {
+            return;
+        };
+        let budget = &self.shared.budget;
+        victim.fail(&format!(
+            "the process's client buffers reached buffer_budget ({} of {} bytes): closing the client holding the largest partial frame ({} bytes)",
+            budget.held(),
+            budget.limit(),
+            victim.partial_bytes()
+        ));
     }
 
     /// A new global client connection id.
@@ -200,6 +238,9 @@ impl WorkerCtx {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// Most one closing per worker to bring the buffer budget back, per this long.
+const RECLAIM_EVERY: Duration = Duration::from_millis(20);
 
 /// Capacity of each worker's push inbox.
 pub const PUSH_INBOX: usize = 4096;
@@ -332,6 +373,7 @@ pub async fn run(
                 let g = generations.borrow_and_update().clone();
                 apply(&ctx, &g, &mut listeners);
                 shutdown_timeout = g.config.shutdown_timeout;
+                ctx.shared.budget.set_limit(g.config.buffer_budget);
             }
             r = shutdown.changed() => {
                 if r.is_err() {

@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{assert_same, key_span, scan_chunked, scan_whole, Input};
+use common::{assert_same, key_span, scan_bytewise, scan_chunked, scan_whole, Input};
 use libfuzzer_sys::fuzz_target;
 use switchyard::codec::{Delimiter, DelimiterSpec, Frame, Span};
 
@@ -118,4 +118,11 @@ fuzz_target!(|data: &[u8]| {
         &check,
     );
     assert_same(&chunked, &whole, &sizes);
+    let bytewise = scan_bytewise(
+        &mut Delimiter::new(spec.clone(), max_frame),
+        stream,
+        max_frame,
+        &check,
+    );
+    assert_same(&bytewise, &whole, &[1]);
 });

@@ -17,13 +17,14 @@
 //!
 //! Checked: every frame is non-empty, at most `max_frame` bytes, inside the buffer, has the
 //! length its header announces and the spec's key / id spans, which lie inside it; and the
-//! chunked scan finds exactly the frames (and the error, if any) of one scan of the stream.
+//! chunked scan, and a scan fed one byte at a time, find exactly the frames (and the error,
+//! if any) of one scan of the stream.
 
 #![no_main]
 
 mod common;
 
-use common::{assert_same, key_span, scan_chunked, scan_whole, Input};
+use common::{assert_same, key_span, scan_bytewise, scan_chunked, scan_whole, Input};
 use libfuzzer_sys::fuzz_target;
 use switchyard::codec::{Endian, FieldSpec, Frame, LengthField, LengthFieldSpec, Span};
 
@@ -96,4 +97,11 @@ fuzz_target!(|data: &[u8]| {
         &check,
     );
     assert_same(&chunked, &whole, &sizes);
+    let bytewise = scan_bytewise(
+        &mut LengthField::new(spec.clone(), max_frame),
+        stream,
+        max_frame,
+        &check,
+    );
+    assert_same(&bytewise, &whole, &[1]);
 });

@@ -88,10 +88,45 @@ pub enum Routed {
         /// The new backend.
         to: usize,
     },
-    /// Its key is pinned to an unusable backend and `on_backend_down = "fail"`.
+    /// Its key's backend (pinned, or where the hash places it) is unusable and
+    /// `on_backend_down = "fail"`.
     PinnedDown(Option<usize>),
+    /// Free to go anywhere, but every backend that could take it is full right now: wait.
+    Busy,
     /// No backend can take it.
     Unavailable,
+}
+
+/// What the caller (a worker's connection pool) knows of each backend right now.
+pub trait Reach {
+    /// Whether this worker has a connection to backend `i` that takes messages (up, or on
+    /// its first attempt). A backend that is not up is unusable: keys move off it (or fail).
+    fn up(&self, i: usize) -> bool;
+    /// Whether backend `i` takes a message now without waiting. Only freely placed messages
+    /// (no pin, no hashed key) look at this: a key never leaves its backend because a
+    /// queue is full; its client waits instead.
+    fn room(&self, i: usize) -> bool;
+}
+
+/// A predicate is both: up exactly when it has room (tests, `frames`).
+impl<F: Fn(usize) -> bool> Reach for F {
+    fn up(&self, i: usize) -> bool {
+        self(i)
+    }
+    fn room(&self, i: usize) -> bool {
+        self(i)
+    }
+}
+
+/// Where a message without a live pin is placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    To(usize),
+    /// Free to go anywhere, but all are full.
+    Busy,
+    /// Its hashed key's backend is unusable and `on_backend_down = "fail"`.
+    HomeDown(usize),
+    Nowhere,
 }
 
 impl Cluster {
@@ -168,41 +203,70 @@ impl Cluster {
     }
 
     /// Chooses the backend for one message. `key` is the message's session key bytes, if it
-    /// has one; `owner` the global id of the sending client connection; `reachable` whether
-    /// this worker can send to a backend (by index) right now.
+    /// has one; `owner` the global id of the sending client connection; `reach` what this
+    /// worker's pool knows of each backend now.
     ///
     /// With persistence, the pin table is consulted first (by [`key_hash`] of the key);
     /// the policy places what is not pinned. A key-hashing policy places a keyed message on
-    /// its map, walking past unusable backends; everything else is picked by `picker`.
+    /// its map; everything else is picked by `picker` among backends with room. A pinned or
+    /// hashed key goes to its backend whenever that backend is up, full or not: only a
+    /// backend that is down, failing health checks, ejected (or, for new keys, draining)
+    /// makes it move — or fail, with `on_backend_down = "fail"`.
     pub fn route(
         &self,
         key: Option<&[u8]>,
         owner: u64,
         picker: &mut Picker,
-        reachable: &dyn Fn(usize) -> bool,
+        reach: &dyn Reach,
     ) -> Routed {
         let key = key.map(|k| self.hash_key(k));
         let now = now_ms();
-        let usable = |i: usize| self.backends[i].available(now) && reachable(i);
-        let fresh = |i: usize| usable(i) && !self.backends[i].draining();
-        let place = |picker: &mut Picker| match (&self.keymap, key) {
-            (Some(map), Some(k)) => map.pick(k, &fresh),
-            _ => picker.pick(&self.backends, &fresh),
+        let fail = self.config.on_backend_down == OnBackendDown::Fail;
+        // Usable: may carry the messages of keys it holds.
+        let usable = |i: usize| self.backends[i].available(now) && reach.up(i);
+        // Open: may take new keys and freely placed messages.
+        let open = |i: usize| usable(i) && !self.backends[i].draining();
+        let place = |picker: &mut Picker| -> Place {
+            match (&self.keymap, key) {
+                (Some(map), Some(k)) => match map.pick(k, &|_| true) {
+                    None => Place::Nowhere,
+                    Some(home) if open(home) => Place::To(home),
+                    // Down, failing health checks or ejected: the key's data is there.
+                    Some(home) if fail && !usable(home) => Place::HomeDown(home),
+                    // Draining (or down, under repin): along the map to the next open one.
+                    Some(_) => map.pick(k, &open).map_or(Place::Nowhere, Place::To),
+                },
+                _ => match picker.pick(&self.backends, &|i| open(i) && reach.room(i)) {
+                    Some(i) => Place::To(i),
+                    None if (0..self.backends.len()).any(open) => Place::Busy,
+                    None => Place::Nowhere,
+                },
+            }
+        };
+        let unplaced = |p: Place| match p {
+            Place::To(b) => Routed::To(b),
+            Place::Busy => Routed::Busy,
+            Place::HomeDown(b) => Routed::PinnedDown(Some(b)),
+            Place::Nowhere => Routed::Unavailable,
         };
         let (Some(k), Some(table)) = (key, &self.sessions) else {
-            return match place(picker) {
-                Some(b) => Routed::To(b),
-                None => Routed::Unavailable,
-            };
+            return unplaced(place(picker));
         };
         let k = key_hash(k);
-        let repin = self.config.on_backend_down == OnBackendDown::Repin;
+        let placed = std::cell::Cell::new(Place::Nowhere);
         let outcome = table.route(
             k,
             owner,
-            repin,
+            !fail,
             |id| self.index_of(id).is_some_and(usable),
-            || place(picker).map(|i| self.backends[i].id),
+            || {
+                let p = place(picker);
+                placed.set(p);
+                match p {
+                    Place::To(i) => Some(self.backends[i].id),
+                    _ => None,
+                }
+            },
         );
         let index = |id: u32| self.index_of(id);
         match outcome {
@@ -217,7 +281,7 @@ impl Cluster {
                 None => Routed::Unavailable,
             },
             PinOutcome::PinnedDown(id) => Routed::PinnedDown(index(id)),
-            PinOutcome::Unavailable => Routed::Unavailable,
+            PinOutcome::Unavailable => unplaced(placed.get()),
         }
     }
 
@@ -300,14 +364,14 @@ mod tests {
         let c = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
         let mut p = Picker::new(c.config.policy, 3, 0);
         for _ in 0..30 {
-            assert_ne!(c.route(None, 1, &mut p, &|_| true), Routed::To(2));
+            assert_ne!(c.route(None, 1, &mut p, &|_: usize| true), Routed::To(2));
         }
         // A pin made before the drain is still honoured.
         let table = c.sessions.as_ref().unwrap();
         let drained_id = c.backends[2].id;
         table.route(key_hash(b"k99"), 1, true, |_| true, || Some(drained_id));
         assert_eq!(
-            c.route(Some(b"k99".as_slice()), 1, &mut p, &|_| true),
+            c.route(Some(b"k99".as_slice()), 1, &mut p, &|_: usize| true),
             Routed::To(2)
         );
     }
@@ -319,11 +383,11 @@ mod tests {
             THREE,
         );
         let mut p = Picker::new(c.config.policy, 3, 0);
-        let Routed::To(home) = c.route(Some(b"k7".as_slice()), 1, &mut p, &|_| true) else {
+        let Routed::To(home) = c.route(Some(b"k7".as_slice()), 1, &mut p, &|_: usize| true) else {
             panic!("first message must be routed")
         };
         assert_eq!(
-            c.route(Some(b"k7".as_slice()), 1, &mut p, &|i| i != home),
+            c.route(Some(b"k7".as_slice()), 1, &mut p, &|i: usize| i != home),
             Routed::PinnedDown(Some(home))
         );
     }
@@ -348,7 +412,7 @@ mod tests {
         let mut p = Picker::new(c.config.policy, 3, 0);
         for _ in 0..10 {
             assert_eq!(
-                c.route(None, 1, &mut p, &|_| true),
+                c.route(None, 1, &mut p, &|_: usize| true),
                 Routed::To(1),
                 "only b is usable"
             );
@@ -399,7 +463,7 @@ mod tests {
         assert_eq!(new.backends[0].outstanding(), 1);
         let mut p = Picker::new(new.config.policy, 2, 0);
         assert_eq!(
-            new.route(Some(b"k5".as_slice()), 1, &mut p, &|_| true),
+            new.route(Some(b"k5".as_slice()), 1, &mut p, &|_: usize| true),
             Routed::To(0),
             "pin survived"
         );
@@ -414,7 +478,7 @@ mod tests {
     #[test]
     fn hashing_policies_route_by_key_bytes_and_walk_past_unusable_backends() {
         for policy in ["ketama", "maglev"] {
-            let c = cluster_with(policy, "", FIVE);
+            let c = cluster_with(policy, "on_backend_down = \"repin\"", FIVE);
             assert!(c.sessions.is_none());
             let mut p = Picker::new(c.config.policy, 5, 0);
             // The map is the library's, over the backends' names and weights.
@@ -433,18 +497,25 @@ mod tests {
                 // Every message of a key goes home, from any connection, as often as sent.
                 for owner in 1..3 {
                     assert_eq!(
-                        c.route(Some(&k), owner, &mut p, &|_| true),
+                        c.route(Some(&k), owner, &mut p, &|_: usize| true),
                         Routed::To(home)
                     );
                 }
                 // Its home unreachable: the next usable one along the map; back when it is.
-                let away = c.route(Some(&k), 1, &mut p, &|b| b != home);
+                let away = c.route(Some(&k), 1, &mut p, &|b: usize| b != home);
                 let Routed::To(other) = away else {
                     panic!("{policy}: {away:?}")
                 };
                 assert_ne!(other, home);
-                assert_eq!(c.route(Some(&k), 1, &mut p, &|b| b != home), away, "stable");
-                assert_eq!(c.route(Some(&k), 1, &mut p, &|_| true), Routed::To(home));
+                assert_eq!(
+                    c.route(Some(&k), 1, &mut p, &|b: usize| b != home),
+                    away,
+                    "stable"
+                );
+                assert_eq!(
+                    c.route(Some(&k), 1, &mut p, &|_: usize| true),
+                    Routed::To(home)
+                );
             }
             assert!(homes.iter().all(|&h| h > 40), "{policy}: {homes:?}");
             // Draining or ejected backends are walked past like unreachable ones.
@@ -452,7 +523,7 @@ mod tests {
             c.backends[3].eject(now_ms() + 60_000);
             for i in 0..200 {
                 let k = key(i);
-                let got = c.route(Some(&k), 1, &mut p, &|_| true);
+                let got = c.route(Some(&k), 1, &mut p, &|_: usize| true);
                 assert!(
                     !matches!(got, Routed::To(2) | Routed::To(3)),
                     "{policy}: {got:?}"
@@ -466,14 +537,14 @@ mod tests {
             // Keyless messages go anywhere usable; nothing usable, nothing routed.
             let mut seen = [false; 5];
             for _ in 0..200 {
-                let Routed::To(b) = c.route(None, 1, &mut p, &|b| b != 0) else {
+                let Routed::To(b) = c.route(None, 1, &mut p, &|b: usize| b != 0) else {
                     panic!("keyless")
                 };
                 seen[b] = true;
             }
             assert_eq!(seen, [false, true, true, true, true], "{policy}");
             assert_eq!(
-                c.route(Some(&key(1)), 1, &mut p, &|_| false),
+                c.route(Some(&key(1)), 1, &mut p, &|_: usize| false),
                 Routed::Unavailable
             );
         }
@@ -481,12 +552,19 @@ mod tests {
 
     #[test]
     fn with_persistence_pins_apply_before_the_hash() {
-        let c = cluster_with("maglev", "[cluster.persistence]\nttl = \"1m\"", FIVE);
+        let c = cluster_with(
+            "maglev",
+            "on_backend_down = \"repin\"\n[cluster.persistence]\nttl = \"1m\"",
+            FIVE,
+        );
         let mut p = Picker::new(c.config.policy, 5, 0);
         let k = key(7);
         let home = c.key_home(&k).unwrap();
         // A new key is pinned where the hash puts it.
-        assert_eq!(c.route(Some(&k), 1, &mut p, &|_| true), Routed::To(home));
+        assert_eq!(
+            c.route(Some(&k), 1, &mut p, &|_: usize| true),
+            Routed::To(home)
+        );
         // A key pinned elsewhere (e.g. before the policy changed) stays there.
         let elsewhere = (home + 1) % 5;
         let k2 = key(8);
@@ -498,16 +576,99 @@ mod tests {
             || Some(c.backends[elsewhere].id),
         );
         assert_eq!(
-            c.route(Some(&k2), 1, &mut p, &|_| true),
+            c.route(Some(&k2), 1, &mut p, &|_: usize| true),
             Routed::To(elsewhere)
         );
         // A pin to an unusable backend moves along the hash map (not by load).
-        let Routed::Moved { from, to } = c.route(Some(&k), 1, &mut p, &|b| b != home) else {
+        let Routed::Moved { from, to } = c.route(Some(&k), 1, &mut p, &|b: usize| b != home) else {
             panic!("must move")
         };
         assert_eq!(from, Some(home));
         let named = [("a", 1), ("b", 1), ("c", 2), ("d", 1), ("e", 1)];
-        assert_eq!(Some(to), Maglev::new(&named).pick(&k, &|b| b != home));
+        assert_eq!(
+            Some(to),
+            Maglev::new(&named).pick(&k, &|b: usize| b != home)
+        );
+    }
+
+    /// Up, but with room only where `room` says.
+    struct Full<F: Fn(usize) -> bool>(F);
+
+    impl<F: Fn(usize) -> bool> Reach for Full<F> {
+        fn up(&self, _: usize) -> bool {
+            true
+        }
+        fn room(&self, i: usize) -> bool {
+            (self.0)(i)
+        }
+    }
+
+    #[test]
+    fn a_full_backend_keeps_its_keys_and_free_messages_go_where_there_is_room() {
+        for (policy, extra) in [
+            ("ketama", ""),
+            ("maglev", ""),
+            ("least_outstanding", "[cluster.persistence]\nttl = \"1m\""),
+            ("round_robin", "[cluster.persistence]\nttl = \"1m\""),
+        ] {
+            let c = cluster_with(policy, extra, FIVE);
+            let mut p = Picker::new(c.config.policy, 5, 0);
+            for i in 0..200 {
+                let k = key(i);
+                let Routed::To(home) = c.route(Some(&k), 1, &mut p, &|_: usize| true) else {
+                    panic!("{policy}: not routed")
+                };
+                // Its backend full (and every other one with room): the key stays put.
+                let full = Full(|b: usize| b != home);
+                for _ in 0..3 {
+                    assert_eq!(
+                        c.route(Some(&k), 1, &mut p, &full),
+                        Routed::To(home),
+                        "{policy}"
+                    );
+                }
+            }
+            // A message with no key goes where there is room; nowhere has room: it waits.
+            for _ in 0..50 {
+                let got = c.route(None, 1, &mut p, &Full(|b: usize| b == 3));
+                assert_eq!(got, Routed::To(3), "{policy}");
+            }
+            assert_eq!(
+                c.route(None, 1, &mut p, &Full(|_: usize| false)),
+                Routed::Busy
+            );
+        }
+    }
+
+    #[test]
+    fn key_hashing_fails_a_down_servers_keys_by_default_as_twemproxy_does() {
+        for policy in ["ketama", "maglev"] {
+            let c = cluster_with(policy, "", FIVE);
+            assert_eq!(c.config.on_backend_down, OnBackendDown::Fail, "{policy}");
+            let mut p = Picker::new(c.config.policy, 5, 0);
+            for i in 0..100 {
+                let k = key(i);
+                let home = c.key_home(&k).unwrap();
+                assert_eq!(
+                    c.route(Some(&k), 1, &mut p, &|b: usize| b != home),
+                    Routed::PinnedDown(Some(home)),
+                    "{policy}"
+                );
+                assert_eq!(
+                    c.route(Some(&k), 1, &mut p, &|_: usize| true),
+                    Routed::To(home)
+                );
+            }
+            // Draining moves keys on, fail or not: that is what draining is for.
+            c.backends[2].set_draining(true);
+            for i in 0..100 {
+                let k = key(i);
+                let got = c.route(Some(&k), 1, &mut p, &|_: usize| true);
+                assert!(matches!(got, Routed::To(b) if b != 2), "{policy}: {got:?}");
+            }
+        }
+        let c = cluster_with("round_robin", "", FIVE);
+        assert_eq!(c.config.on_backend_down, OnBackendDown::Repin);
     }
 
     #[test]

@@ -4,19 +4,9 @@
 //! generic codecs, or a protocol script's `error_reply` function. Pure: the caller hands in
 //! the failed request's id and key and gets the answer's bytes.
 
+pub use super::Failure;
 use super::{CodecSpec, LengthFieldSpec};
 use bytes::Bytes;
-
-/// What is known of a failed request.
-#[derive(Debug, Clone, Copy)]
-pub struct Failure<'a> {
-    /// The client's own id, as it sent it (`by_id`).
-    pub id: Option<&'a [u8]>,
-    /// The request's session key bytes, if it had one (integer keys as 8 big-endian bytes).
-    pub key: Option<&'a [u8]>,
-    /// Why it failed, for people.
-    pub reason: &'a str,
-}
 
 /// How failed requests of a listener are answered; built from config.
 #[derive(Debug, Clone, PartialEq)]

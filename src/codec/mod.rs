@@ -80,6 +80,17 @@ impl Key {
     }
 }
 
+/// What is known of a request that failed, for its error answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    /// The client's own id, as it sent it (`by_id`).
+    pub id: Option<&'a [u8]>,
+    /// The request's session key bytes, if it had one (integer keys as 8 big-endian bytes).
+    pub key: Option<&'a [u8]>,
+    /// Why it failed, for people.
+    pub reason: &'a str,
+}
+
 /// One complete message at the head of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
@@ -110,6 +121,16 @@ pub enum CodecError {
     #[error("frame of {len} bytes exceeds max_frame_size {max}")]
     TooLarge {
         /// Announced or buffered size.
+        len: u64,
+        /// Configured bound.
+        max: u64,
+    },
+    /// A request announcing more bytes than the configured maximum, whose length is known
+    /// and which the protocol lets a connection skip (memcached's storage commands): the
+    /// caller may answer it and discard its `len` bytes instead of closing.
+    #[error("frame of {len} bytes exceeds max_frame_size {max}")]
+    Oversized {
+        /// The frame's announced length, from its first byte.
         len: u64,
         /// Configured bound.
         max: u64,
@@ -325,6 +346,35 @@ impl CodecSpec {
             CodecSpec::Resp { .. } => resp::plan(frame, state, password),
             CodecSpec::Memcache { .. } => memcache::plan(frame, state),
             _ => plan::Plan::Forward,
+        }
+    }
+
+    /// How the protocol answers a request over `max_frame_size` (the scan's error `e`):
+    /// the answer, and how many bytes to skip to go on with the connection (`None`: close
+    /// it once the answer is out). `None` for protocols without error answers, whose
+    /// clients are closed.
+    pub fn oversize_answer(&self, e: &CodecError) -> Option<(bytes::Bytes, Option<u64>)> {
+        let (len, max, skip) = match *e {
+            CodecError::TooLarge { len, max } => (len, max, None),
+            CodecError::Oversized { len, max } => (len, max, Some(len)),
+            _ => return None,
+        };
+        match self {
+            // As Redis for a bulk string or query past its limits: an error, then the
+            // connection closes (the rest of the stream cannot be trusted).
+            CodecSpec::Resp { .. } => Some((
+                format!("-ERR Protocol error: a request of {len} bytes exceeds max_frame_size {max}\r\n").into(),
+                None,
+            )),
+            // As memcached: the data block is swallowed and the connection goes on.
+            CodecSpec::Memcache { .. } if skip.is_some() => {
+                Some((bytes::Bytes::from_static(b"SERVER_ERROR object too large for cache\r\n"), skip))
+            }
+            CodecSpec::Memcache { .. } => Some((
+                bytes::Bytes::from_static(b"CLIENT_ERROR line too long\r\n"),
+                None,
+            )),
+            _ => None,
         }
     }
 

@@ -177,6 +177,8 @@ pub enum Plan {
     Reply(Bytes),
     /// Answer with these bytes, then close the connection (QUIT).
     ReplyAndClose(Bytes),
+    /// Nothing to do and nothing to answer (Redis ignores an empty command line).
+    Ignore,
     /// Send each part to the backend of its key; merge the answers.
     Split(Vec<Part>, Merge),
 }
@@ -193,9 +195,15 @@ pub fn merge(kind: Merge, parts: &[Bytes]) -> Bytes {
     let mut out = Vec::new();
     match kind {
         Merge::Array => {
+            // A part that failed (its server down, an error answer): the whole command is
+            // answered with that error, as twemproxy does; an array with error elements in
+            // it would read as values to most clients (redis-py does not raise on them).
+            if let Some(err) = parts.iter().find(|p| p.first() == Some(&b'-')) {
+                return err.clone();
+            }
             out.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
             for p in parts {
-                // Each part is "*1\r\n<element>"; an error answer is passed through as the element.
+                // Each part is "*1\r\n<element>".
                 match p.strip_prefix(b"*1\r\n") {
                     Some(elem) => out.extend_from_slice(elem),
                     None => out.extend_from_slice(p),
@@ -375,6 +383,18 @@ mod tests {
         assert_eq!(
             merge(Merge::Array, &[b("*1\r\n$1\r\na\r\n"), b("*1\r\n$-1\r\n")]),
             b("*2\r\n$1\r\na\r\n$-1\r\n")
+        );
+        // One part failed: one error for the command, not an array holding it.
+        assert_eq!(
+            merge(
+                Merge::Array,
+                &[
+                    b("*1\r\n$1\r\na\r\n"),
+                    b("-ERR backend b2 failed: x\r\n"),
+                    b("-ERR y\r\n")
+                ]
+            ),
+            b("-ERR backend b2 failed: x\r\n")
         );
         assert_eq!(
             merge(Merge::SumIntegers, &[b(":1\r\n"), b(":0\r\n"), b(":1\r\n")]),

@@ -73,6 +73,181 @@ fn encode_length_field(spec: &LengthFieldSpec, bodies: &[Vec<u8>]) -> Vec<u8> {
     s
 }
 
+/// Every read boundary at once: the stream fed one byte at a time.
+fn every_byte(stream: &[u8]) -> Vec<usize> {
+    (1..stream.len()).collect()
+}
+
+/// A RESP request: an array of bulk strings, or an inline command line.
+fn resp_request() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6).prop_map(|args| {
+            let mut v = format!("*{}\r\n", args.len()).into_bytes();
+            for a in args {
+                v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                v.extend_from_slice(&a);
+                v.extend_from_slice(b"\r\n");
+            }
+            v
+        }),
+        1 => "[A-Za-z]{1,8}( [a-z0-9]{1,8}){0,3}".prop_map(|l| format!("{l}\r\n").into_bytes()),
+    ]
+}
+
+/// A RESP2/RESP3 value, nested up to a few levels.
+fn resp_value() -> impl Strategy<Value = Vec<u8>> {
+    let leaf = prop_oneof![
+        "[a-zA-Z ]{0,20}".prop_map(|t| format!("+{t}\r\n").into_bytes()),
+        "[a-zA-Z ]{0,20}".prop_map(|t| format!("-ERR {t}\r\n").into_bytes()),
+        any::<i64>().prop_map(|n| format!(":{n}\r\n").into_bytes()),
+        proptest::collection::vec(any::<u8>(), 0..50).prop_map(|b| {
+            let mut v = format!("${}\r\n", b.len()).into_bytes();
+            v.extend_from_slice(&b);
+            v.extend_from_slice(b"\r\n");
+            v
+        }),
+        Just(b"$-1\r\n".to_vec()),
+        Just(b"_\r\n".to_vec()),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(|items| {
+                let mut v = format!("*{}\r\n", items.len()).into_bytes();
+                items.iter().for_each(|i| v.extend_from_slice(i));
+                v
+            }),
+            proptest::collection::vec((inner.clone(), inner), 0..3).prop_map(|pairs| {
+                let mut v = format!("%{}\r\n", pairs.len()).into_bytes();
+                for (k, x) in pairs {
+                    v.extend_from_slice(&k);
+                    v.extend_from_slice(&x);
+                }
+                v
+            }),
+        ]
+    })
+}
+
+/// A memcache request: `get` of up to 400 keys (lines past 2 KiB), storage commands with a
+/// data block (`noreply` or not), or a one-line command.
+fn memcache_request() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec("[a-z0-9:]{1,12}", 1..400).prop_map(|keys| format!(
+            "get {}\r\n",
+            keys.join(" ")
+        )
+        .into_bytes()),
+        (
+            "[a-z0-9]{1,20}",
+            proptest::collection::vec(any::<u8>(), 0..100),
+            any::<bool>()
+        )
+            .prop_map(|(key, data, noreply)| {
+                let mut v = format!(
+                    "set {key} 0 0 {}{}\r\n",
+                    data.len(),
+                    if noreply { " noreply" } else { "" }
+                )
+                .into_bytes();
+                v.extend_from_slice(&data);
+                v.extend_from_slice(b"\r\n");
+                v
+            }),
+        "(delete|incr|version) [a-z0-9]{1,10}( 5)?".prop_map(|l| format!("{l}\r\n").into_bytes()),
+    ]
+}
+
+/// A memcache answer: `VALUE` blocks (data that may hold "END") then `END`, or one line.
+fn memcache_answer() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(
+            (
+                "[a-z0-9]{1,10}",
+                proptest::collection::vec(any::<u8>(), 0..60)
+            ),
+            0..5
+        )
+        .prop_map(|values| {
+            let mut v = Vec::new();
+            for (k, data) in values {
+                v.extend_from_slice(format!("VALUE {k} 0 {}\r\n", data.len()).as_bytes());
+                v.extend_from_slice(&data);
+                v.extend_from_slice(b"\r\n");
+            }
+            v.extend_from_slice(b"END\r\n");
+            v
+        }),
+        prop_oneof![
+            Just("STORED"),
+            Just("NOT_FOUND"),
+            Just("DELETED"),
+            Just("42"),
+            Just("SERVER_ERROR out of memory")
+        ]
+        .prop_map(|l| format!("{l}\r\n").into_bytes()),
+    ]
+}
+
+/// The frames of `stream`: scanned whole, in the reads `cuts` make, and a byte at a time;
+/// all three must agree, and there must be `count` of them, covering the stream.
+fn same_however_read(
+    make: &dyn Fn() -> Box<dyn Codec>,
+    stream: &[u8],
+    cuts: &[usize],
+    count: usize,
+) -> Result<(), TestCaseError> {
+    let whole = frames_by_reads(&mut *make(), stream, &[]);
+    prop_assert_eq!(whole.len(), count);
+    prop_assert_eq!(whole.iter().map(|f| f.0.len()).sum::<usize>(), stream.len());
+    prop_assert_eq!(&frames_by_reads(&mut *make(), stream, cuts), &whole);
+    prop_assert_eq!(
+        &frames_by_reads(&mut *make(), stream, &every_byte(stream)),
+        &whole
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn resp_frames_do_not_depend_on_read_boundaries(
+        requests in proptest::collection::vec(resp_request(), 0..12),
+        answers in proptest::collection::vec(resp_value(), 0..12),
+        cuts in proptest::collection::vec(any::<usize>(), 0..30),
+    ) {
+        let stream = requests.concat();
+        same_however_read(&|| Box::new(resp::Resp::new(false, 1 << 20)), &stream, &cuts, requests.len())?;
+        let stream = answers.concat();
+        same_however_read(&|| Box::new(resp::Resp::new(true, 1 << 20)), &stream, &cuts, answers.len())?;
+    }
+
+    #[test]
+    fn memcache_frames_do_not_depend_on_read_boundaries(
+        requests in proptest::collection::vec(memcache_request(), 0..8),
+        answers in proptest::collection::vec(memcache_answer(), 0..12),
+        cuts in proptest::collection::vec(any::<usize>(), 0..30),
+    ) {
+        let stream = requests.concat();
+        same_however_read(&|| Box::new(memcache::Memcache::new(false, 1 << 20)), &stream, &cuts, requests.len())?;
+        let stream = answers.concat();
+        same_however_read(&|| Box::new(memcache::Memcache::new(true, 1 << 20)), &stream, &cuts, answers.len())?;
+    }
+
+    #[test]
+    fn length_field_and_delimiter_frames_are_the_same_a_byte_at_a_time(
+        bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 0..10),
+        lines in proptest::collection::vec("[a-z0-9 \t]{0,40}", 0..10),
+    ) {
+        let spec = length_field_spec(4, false, false);
+        let stream = encode_length_field(&spec, &bodies);
+        same_however_read(&|| Box::new(LengthField::new(spec.clone(), 4096)), &stream, &[], bodies.len())?;
+        let stream: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+        let spec = DelimiterSpec { delimiter: b"\r\n".to_vec(), key_token: Some(1), id_token: Some(0) };
+        same_however_read(&|| Box::new(Delimiter::new(spec.clone(), 4096)), &stream, &[], lines.len())?;
+    }
+}
+
 proptest! {
     #[test]
     fn length_field_frames_do_not_depend_on_read_boundaries(

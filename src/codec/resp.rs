@@ -383,7 +383,8 @@ pub(crate) fn build(name: &[u8], args: &[&[u8]]) -> Part {
 pub fn plan(frame: &[u8], state: &mut ConnState, password: Option<&[u8]>) -> Plan {
     let mut args = Args::new(frame);
     let Some((s, l)) = args.next() else {
-        return error("ERR empty command");
+        // A bare CR LF, a line of blanks, `*0`: Redis reads no command and answers nothing.
+        return Plan::Ignore;
     };
     let name = &frame[s..s + l];
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
@@ -555,6 +556,10 @@ mod tests {
         };
         assert_eq!(parts[0].frame, Bytes::from(cmd(&["MSET", "a", "1"])));
         assert_eq!(plan(&cmd(&["DEL", "a"]), &mut st, None), Plan::Forward);
+        // Empty commands are ignored, as Redis does.
+        for empty in [&b"\r\n"[..], b"   \r\n", b"*0\r\n"] {
+            assert_eq!(plan(empty, &mut st, None), Plan::Ignore);
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     /// How long SIGTERM waits for in-flight messages, e.g. `"10s"`.
     pub shutdown_timeout: Option<String>,
+    /// Bytes all clients' input buffers may hold together.
+    pub buffer_budget: Option<u64>,
     /// `[[listener]]` tables.
     #[serde(default)]
     pub listener: Vec<RawListener>,

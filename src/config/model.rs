@@ -8,9 +8,9 @@ use crate::codec::{CodecSpec, DelimiterSpec, Endian, FieldSpec, IdFormat, Length
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// A script call's default time limit (per 64 KiB of input): the heaviest shipped example
-/// frames a 16 KiB read in about 0.5 ms here (`cargo bench --bench framing`, BENCHMARKS.md),
-/// so this leaves a tenfold margin for a busy machine, while a looping script stalls its
+/// A script call's default time limit (per 64 KiB of input): the heaviest shipped examples
+/// frame a 16 KiB read in about 0.6 ms here (`cargo bench --bench framing`, BENCHMARKS.md),
+/// so this leaves an eightfold margin for a busy machine, while a looping script stalls its
 /// worker for at most five of these before it is suspended.
 const DEFAULT_SCRIPT_TIME_LIMIT: Duration = Duration::from_millis(5);
 
@@ -27,6 +27,8 @@ pub struct Config {
     pub workers: usize,
     /// How long a graceful shutdown waits for in-flight messages.
     pub shutdown_timeout: Duration,
+    /// Bytes all clients' input buffers may hold together (see [`crate::budget`]).
+    pub buffer_budget: usize,
     /// Listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Clusters, in file order.
@@ -194,12 +196,15 @@ pub struct ClusterConfig {
     pub hash_tag: Option<[u8; 2]>,
 }
 
-/// What happens to a session pinned to a backend that is down.
+/// What happens to a message whose key's backend (pinned, or where a key-hashing policy
+/// places it) is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnBackendDown {
-    /// Pin the key to a live backend (the default).
+    /// Send it to a live backend (and pin the key there): the default, except under the
+    /// key-hashing policies.
     Repin,
-    /// Refuse the message: the client connection is closed.
+    /// Fail the message (the listener's error answer, or its client closed): the default
+    /// under `ketama` and `maglev`.
     Fail,
 }
 
@@ -288,6 +293,12 @@ pub fn validate(raw: RawConfig, base: &std::path::Path) -> Result<Config, Invali
         raw.shutdown_timeout.as_ref(),
         Duration::from_secs(10),
     )?;
+    let buffer_budget = size(
+        "buffer_budget",
+        raw.buffer_budget,
+        crate::budget::default_limit(),
+        1 << 20,
+    )?;
     if raw.listener.is_empty() {
         return Err((
             "listener".into(),
@@ -335,6 +346,7 @@ pub fn validate(raw: RawConfig, base: &std::path::Path) -> Result<Config, Invali
     Ok(Config {
         workers,
         shutdown_timeout,
+        buffer_budget,
         listeners,
         clusters,
     })
@@ -365,7 +377,19 @@ fn validate_listener(
                 format!("no [[cluster]] is named `{}`", l.cluster),
             )
         })?;
-    let max_frame_size = size(&key("max_frame_size"), l.max_frame_size, 1 << 20, 16)?;
+    let codec = validate_codec(&key("codec"), &l.codec, base, Direction::Requests)?;
+    // Protocol-sized: what the servers themselves take, so a cache proxy never refuses a
+    // request its server would accept.
+    let default_frame = match codec {
+        // Redis's client-query-buffer-limit (1 GiB): the largest command it reads; a bulk
+        // string may be up to proto-max-bulk-len (512 MB).
+        CodecSpec::Resp { .. } => 1 << 30,
+        // memcached's largest item size (`-I` up to 1 GiB); its default is 1 MiB, and
+        // larger items get its own SERVER_ERROR.
+        CodecSpec::Memcache { .. } => 1 << 30,
+        _ => 1 << 20,
+    };
+    let max_frame_size = size(&key("max_frame_size"), l.max_frame_size, default_frame, 16)?;
     let max_buffered_bytes = size(
         &key("max_buffered_bytes"),
         l.max_buffered_bytes,
@@ -399,7 +423,6 @@ fn validate_listener(
         )?,
     };
     let max_connections = size(&key("max_connections"), l.max_connections, 10_000, 1)?;
-    let codec = validate_codec(&key("codec"), &l.codec, base, Direction::Requests)?;
     let response_codec = match &l.response_codec {
         Some(c) => validate_codec(&key("response_codec"), c, base, Direction::Answers)?,
         None => codec.for_answers(),
@@ -853,6 +876,10 @@ fn validate_cluster(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
         ));
     }
     let on_backend_down = match c.on_backend_down.as_deref() {
+        // Key-hashing clusters are caches and shards whose data lives on one server: fail
+        // rather than read and write another, as twemproxy does by default
+        // (`auto_eject_hosts: false`).
+        None if matches!(policy, PolicyKind::Ketama | PolicyKind::Maglev) => OnBackendDown::Fail,
         None | Some("repin") => OnBackendDown::Repin,
         Some("fail") => OnBackendDown::Fail,
         Some(o) => {

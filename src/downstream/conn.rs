@@ -3,9 +3,10 @@
 
 use super::reply::{Client, Requeued};
 use crate::balancer::{Cluster, Picker, Routed};
+use crate::budget::Charge;
 use crate::codec::error_reply::{ErrorReplier, Failure};
 use crate::codec::plan::{join, ConnState, Part, Plan};
-use crate::codec::{Codec, Frame, FrameSet, Key, Span};
+use crate::codec::{CodecError, Frame, FrameSet, Key, Span};
 use crate::config::{Correlation, ListenerConfig};
 use crate::upstream::{Pool, PoolTarget, Req};
 use crate::worker::WorkerCtx;
@@ -24,6 +25,9 @@ use tracing::Instrument;
 const READ_CHUNK: usize = 16 << 10;
 /// First allocation for a client's buffer: small, so idle connections stay cheap.
 const FIRST_READ: usize = 2 << 10;
+/// How often a client waiting for buffer budget looks again (and asks its worker to make
+/// room), should no release wake it first.
+const STARVED_RETRY: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Everything a client task of one listener needs, per worker, for one config generation.
 #[derive(Debug)]
@@ -169,8 +173,17 @@ async fn drive(
     let wr = client.attach(wr);
     let shutdown = worker.shutdown.clone();
     let mut buf = BytesMut::new();
+    // The buffer's share of the process-wide budget; released when the task ends.
+    let mut charge = Charge::new(&worker.shared.budget);
     let mut frames: FrameSet = Vec::new();
     let mut cursor = 0usize;
+    // The codec refused the bytes after `frames`: dealt with once those are routed.
+    let mut refused: Option<CodecError> = None;
+    // Bytes of an oversized request still to discard (memcache: swallowed, as memcached
+    // does).
+    let mut skip = 0u64;
+    // Why the connection closes once its answers are out (a request too large to go on).
+    let mut close_after: Option<String> = None;
     let mut reading = !*shutdown.borrow();
     let mut last_active = Instant::now();
     let mut partial_since: Option<Instant> = None;
@@ -230,6 +243,29 @@ async fn drive(
         if blocked.is_none() && cursor == frames.len() {
             frames.clear();
             cursor = 0;
+            if let Some(e) = refused.take() {
+                // Everything before the bad bytes is routed: answer them, or close.
+                match lctx.config.codec.oversize_answer(&e) {
+                    Some((answer, Some(len))) => {
+                        client.reply_local(&answer);
+                        skip = len;
+                        discard(&mut buf, &mut skip);
+                        if skip == 0 && !buf.is_empty() {
+                            if let Err(e) = codec.scan(&buf, &mut frames) {
+                                refused = Some(e);
+                            }
+                            continue;
+                        }
+                    }
+                    Some((answer, None)) => {
+                        client.reply_local(&answer);
+                        reading = false;
+                        buf.clear();
+                        close_after = Some(format!("bad request from client: {e}"));
+                    }
+                    None => return Err(format!("bad request from client: {e}")),
+                }
+            }
         }
         // Answers the proxy gave itself, or left over when the socket was full.
         let out_pending = client.has_output() && !client.flush();
@@ -241,6 +277,9 @@ async fn drive(
         let idle =
             client.inflight() == 0 && !out_pending && frames.is_empty() && !client.has_requeued();
         if idle && !reading {
+            if let Some(reason) = close_after {
+                return Err(reason);
+            }
             return Ok(if *shutdown.borrow() {
                 "shutting down"
             } else {
@@ -269,23 +308,34 @@ async fn drive(
         }
         if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
             buf = BytesMut::new(); // give a burst's memory back
+            charge.release_all();
         }
+        client.set_partial_bytes(if frames.is_empty() { buf.len() } else { 0 });
         let room = limits.max_buffered_bytes.saturating_sub(buf.len());
-        let can_read = reading && blocked.is_none() && room > 0;
+        // Growing the buffer takes budget; reading into room it has does not.
+        let grow = buf.capacity() - buf.len() < 512;
+        let starved = grow && worker.shared.budget.spent();
+        if starved && reading && blocked.is_none() {
+            worker.reclaim();
+        }
+        let can_read = reading && blocked.is_none() && room > 0 && !starved;
         // Answers are written by whoever delivers them; this task needs waking for them
         // only when it waits on them.
         client.set_waiting(
             blocked.is_some() || !reading || idle_due || client.has_requeued(),
             out_pending,
         );
-        if can_read && buf.capacity() - buf.len() < 512 {
+        if can_read && grow {
             let want = if buf.capacity() == 0 {
                 FIRST_READ
             } else {
                 READ_CHUNK
             };
             buf.reserve(want.min(room));
+            charge.grew_to(buf.capacity());
         }
+        // A release between the check above and this wait is caught by the retry below.
+        let freed = worker.shared.budget.freed();
         tokio::select! {
             biased;
             r = wr.writable(), if out_pending => {
@@ -295,6 +345,9 @@ async fn drive(
             }
             _ = &mut changed => changed.set(client.changed()),
             _ = worker.capacity.notified(), if matches!(blocked, Some(Blocked::Backend)) => {}
+            // Waiting for budget: woken when some is freed, or to reclaim again.
+            _ = freed, if starved && reading && blocked.is_none() => {}
+            _ = tokio::time::sleep(STARVED_RETRY), if starved && reading && blocked.is_none() => {}
             r = read_bounded(&mut rd, &mut buf, room), if can_read => match r {
                 Ok(0) => {
                     reading = false;
@@ -304,7 +357,13 @@ async fn drive(
                 }
                 Ok(_) => {
                     just_read = true;
-                    scan(&mut *codec, &buf, &mut frames)?;
+                    discard(&mut buf, &mut skip);
+                    if skip == 0 && !buf.is_empty() {
+                        debug_assert!(frames.is_empty());
+                        if let Err(e) = codec.scan(&buf, &mut frames) {
+                            refused = Some(e);
+                        }
+                    }
                 }
                 Err(e) => return Err(format!("read from client failed: {e}")),
             },
@@ -337,11 +396,11 @@ async fn read_bounded(
     rd.read_buf(&mut limited).await
 }
 
-fn scan(codec: &mut dyn Codec, buf: &[u8], frames: &mut FrameSet) -> Result<(), String> {
-    debug_assert!(frames.is_empty());
-    codec
-        .scan(buf, frames)
-        .map_err(|e| format!("bad request from client: {e}"))
+/// Drops up to `skip` bytes from the head of `buf` (an oversized request being swallowed).
+fn discard(buf: &mut BytesMut, skip: &mut u64) {
+    let n = (*skip).min(buf.len() as u64);
+    buf.advance(n as usize);
+    *skip -= n;
 }
 
 /// What routing one frame did.
@@ -389,7 +448,9 @@ fn route_one(
             conn.send(frame, id, key, client, req, now);
             Ok(Step::Sent)
         }
-        // `usable` said yes a moment ago on this same thread; nothing can have changed.
+        // The key's backend is up but its connection is full: wait for room, never move
+        // the key (the connection can also have gone down since `route` looked: wait, and
+        // route again).
         PoolTarget::Full | PoolTarget::Down => Ok(Step::Blocked(Blocked::Backend)),
     }
 }
@@ -411,8 +472,9 @@ fn choose(frame: &[u8], key: Option<Key>, client: &Client, lctx: &ListenerCtx) -
     let key_bytes = key.map(|k| k.bytes(frame, &mut scratch));
     let routed = {
         let mut picker = lctx.picker.borrow_mut();
+        let reach = lctx.pool.reach(client.gid);
         lctx.cluster
-            .route(key_bytes, client.gid, &mut picker, &|b| lctx.pool.usable(b))
+            .route(key_bytes, client.gid, &mut picker, &reach)
     };
     let name = |i: Option<usize>| {
         i.map_or("a removed backend", |i| {
@@ -432,11 +494,12 @@ fn choose(frame: &[u8], key: Option<Key>, client: &Client, lctx: &ListenerCtx) -
         }
         Routed::PinnedDown(b) => {
             return Choice::Refuse(format!(
-                "the session's backend {} is unavailable and on_backend_down = \"fail\"",
+                "the key's backend {} is unavailable and on_backend_down = \"fail\"",
                 name(b)
             ));
         }
-        Routed::Unavailable if lctx.pool.any_full() => return Choice::Wait(Blocked::Backend),
+        // Free to go anywhere, but every backend is full: wait for room.
+        Routed::Busy => return Choice::Wait(Blocked::Backend),
         Routed::Unavailable => {
             return Choice::Refuse(format!(
                 "no backend of cluster {} can take messages",
@@ -545,6 +608,7 @@ fn carry_out(
             client.reply_local(&answer);
             Ok(Step::Sent)
         }
+        Plan::Ignore => Ok(Step::Sent),
         Plan::ReplyAndClose(answer) => {
             if !answer.is_empty() {
                 client.reply_local(&answer);

@@ -70,6 +70,8 @@ pub struct Client {
     error_reply: RefCell<Option<Rc<ErrorReplier>>>,
     /// Answers go out in request order (`in_order`); otherwise as they come (`by_id`).
     ordered: bool,
+    /// Bytes of the client's input that are not yet a whole frame (set by its task).
+    partial: Cell<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -107,7 +109,18 @@ impl Client {
             write_blocked: Cell::new(false),
             error_reply: RefCell::new(None),
             ordered,
+            partial: Cell::new(0),
         }
+    }
+
+    /// Bytes of the client's input that are not yet a whole frame.
+    pub fn partial_bytes(&self) -> usize {
+        self.partial.get()
+    }
+
+    /// Set by the client task: how many buffered bytes are not yet a whole frame.
+    pub fn set_partial_bytes(&self, n: usize) {
+        self.partial.set(n);
     }
 
     /// Failed requests are answered by `how` (the connection stays open) instead of

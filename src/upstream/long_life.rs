@@ -39,6 +39,7 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
             push_tx: Vec::new(),
             stats: Stats::default(),
             conn_counts: Mutex::new(Default::default()),
+            budget: crate::budget::Budget::new(1 << 30),
         });
         let worker = Rc::new(WorkerCtx::new(0, shared, shutdown));
         let cluster = Arc::new(Cluster::new(config.clusters[0].clone()));

@@ -148,14 +148,35 @@ impl Pool {
         }
     }
 
-    /// Whether backend `b` can take a message now.
-    pub fn usable(&self, b: usize) -> bool {
-        self.choose(b).0.is_some()
+    /// Whether some connection to backend `b` takes messages (up, or on its first attempt),
+    /// full or not.
+    pub fn up(&self, b: usize) -> bool {
+        self.conns
+            .borrow()
+            .get(b)
+            .is_some_and(|conns| conns.iter().any(|c| c.accepts_messages()))
     }
 
-    /// Whether some backend is up but momentarily full (so waiting makes sense).
-    pub fn any_full(&self) -> bool {
-        (0..self.conns.borrow().len()).any(|b| matches!(self.choose(b), (None, true)))
+    /// What this pool knows of each backend, for placing client `client`'s next message.
+    pub fn reach(&self, client: u64) -> PoolReach<'_> {
+        PoolReach { pool: self, client }
+    }
+}
+
+/// A pool seen by one client: a backend is up if a connection to it takes messages, and
+/// has room if the connection this client's next message would take has room.
+pub struct PoolReach<'p> {
+    pool: &'p Pool,
+    client: u64,
+}
+
+impl crate::balancer::Reach for PoolReach<'_> {
+    fn up(&self, i: usize) -> bool {
+        self.pool.up(i)
+    }
+
+    fn room(&self, i: usize) -> bool {
+        matches!(self.pool.target(i, self.client), PoolTarget::Conn(_))
     }
 }
 

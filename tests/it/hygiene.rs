@@ -192,3 +192,80 @@ fn idle_timeout_waits_for_answers_in_flight_then_closes() {
     assert!(late.closed, "an idle client was kept after its answer");
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+#[test]
+fn the_buffer_budget_bounds_memory_and_well_behaved_clients_are_served() {
+    // 300 clients each announce a 900 KB frame and send 300 KB of it: 88 MB asked for,
+    // against a 32 MiB budget.
+    let bs = backends(1);
+    let budget = 32u64 << 20;
+    let proxy = Proxy::start(
+        &demo_config(
+            &bs,
+            1,
+            "by_id",
+            "round_robin",
+            false,
+            "frame_timeout = \"60s\"\nmax_frame_size = 1048576",
+            "",
+        )
+        .replace(
+            "workers = 1",
+            &format!("workers = 1\nbuffer_budget = {budget}"),
+        ),
+    );
+    let addr = proxy.addr("app");
+    let baseline = proxy.rss_kib();
+    let mut conns: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut sent = vec![0usize; conns.len()];
+    let chunk = vec![7u8; 16 << 10];
+    // Push each client's bytes as far as the proxy (and the kernel) take them, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline && sent.iter().any(|&n| n < 300_000) {
+        for (s, n) in conns.iter_mut().zip(sent.iter_mut()) {
+            if *n == 0 {
+                let _ = s.write_all(&(900_000u32).to_be_bytes());
+                *n = 4;
+            }
+            if *n < 300_000 {
+                match s.write(&chunk[..chunk.len().min(300_000 - *n)]) {
+                    Ok(k) => *n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => *n = usize::MAX, // closed by the proxy
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A well-behaved client is served meanwhile.
+    for r in run_clients(addr, vec![plan(500, 8, vec![1], 1, true)]) {
+        assert_clean(&r);
+    }
+    let loaded = proxy.rss_kib();
+    // The budget, plus a fixed overhead: buffers of 300 connections at rest and one
+    // buffer's growth step past the budget.
+    let limit = baseline + (budget >> 10) + 24 * 1024;
+    assert!(
+        loaded <= limit,
+        "RSS {loaded} KiB past the budget: baseline {baseline} KiB + {} KiB budget",
+        budget >> 10
+    );
+    eventually(
+        "the budget's closings to be logged",
+        Duration::from_secs(5),
+        || proxy.stderr().contains("reached buffer_budget"),
+    );
+    let closed = sent.iter().filter(|&&n| n == usize::MAX).count()
+        + conns
+            .iter()
+            .filter(|s| closed_within(s, Duration::from_millis(10)))
+            .count();
+    assert!(closed > 0, "no client was closed to keep the budget");
+    eprintln!("RSS: baseline {baseline} KiB, loaded {loaded} KiB, {closed} clients closed");
+}

@@ -15,6 +15,7 @@ mod health;
 mod hygiene;
 mod ketama;
 mod memcached;
+mod placement;
 mod push;
 mod redis;
 mod reload;

@@ -232,3 +232,43 @@ fn requests_without_a_backend_get_server_error_and_the_connection_stays() {
         );
     }
 }
+
+#[test]
+fn an_oversized_set_is_answered_as_memcached_does_and_the_connection_goes_on() {
+    let server = memcached();
+    let list = format!("{{ address = \"{}\" }}", server.addr);
+    let proxy = Proxy::start(&format!(
+        "[[listener]]\nname = \"mc\"\nlisten = \"127.0.0.1:0\"\ncluster = \"mc\"\nmax_frame_size = 65536\n\
+         [listener.codec]\nkind = \"memcache\"\n[[cluster]]\nname = \"mc\"\nbackends = [{list}]\n"
+    ));
+    let s = TcpStream::connect(proxy.addr("mc")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s);
+    // 200 KB of data, sent in pieces: swallowed, answered, and the next command served.
+    let data = vec![b'z'; 200_000];
+    r.get_mut()
+        .write_all(format!("set big 0 0 {}\r\n", data.len()).as_bytes())
+        .unwrap();
+    for piece in data.chunks(7_000) {
+        r.get_mut().write_all(piece).unwrap();
+    }
+    let answer = ask(&mut r, "\r\nset small 0 0 2\r\nhi\r\n", &["STORED"]);
+    assert_eq!(
+        answer,
+        "SERVER_ERROR object too large for cache\r\nSTORED\r\n"
+    );
+    assert_eq!(
+        ask(&mut r, "get small big\r\n", &["END"]),
+        "VALUE small 0 2\r\nhi\r\nEND\r\n"
+    );
+    // A get line of 400 keys (3 KB), sent in two writes, is one request (a 2 KiB cap once
+    // applied only to lines still incomplete).
+    let mut line = "get".to_string();
+    for i in 0..400 {
+        line.push_str(&format!(" k{i:04}"));
+    }
+    line.push_str("\r\n");
+    r.get_mut().write_all(&line.as_bytes()[..2100]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(ask(&mut r, &line[2100..], &["END"]), "END\r\n");
+}

@@ -388,3 +388,57 @@ fn a_clients_pipelined_writes_and_reads_keep_their_order_over_a_pool() {
         );
     }
 }
+
+#[test]
+fn redis_fidelity_empty_lines_large_values_and_oversized_requests() {
+    use std::io::{BufRead, Read, Write};
+    let server = redis(None);
+    let proxy = proxy_for(std::slice::from_ref(&server), "", "");
+    let conn = std::net::TcpStream::connect(proxy.addr("redis")).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut conn = std::io::BufReader::new(conn);
+    // A bare CR LF is ignored, as Redis 7 does: the PING after it is the first answer.
+    conn.get_mut().write_all(b"\r\n").unwrap();
+    assert_eq!(ask_line(&mut conn, &["PING"]), "+PONG\r\n");
+    // A 16 MB value, with the default config (Redis takes bulk strings up to 512 MB).
+    let value = vec![b'x'; 16 << 20];
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${}\r\n", value.len()).into_bytes();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    conn.get_mut().write_all(&set).unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    assert_eq!(line, "+OK\r\n");
+    conn.get_mut()
+        .write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+        .unwrap();
+    line.clear();
+    conn.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("${}\r\n", value.len()));
+    let mut got = vec![0u8; value.len() + 2];
+    conn.read_exact(&mut got).unwrap();
+    assert!(got[..value.len()] == value[..]);
+    // Over a configured max_frame_size: Redis's own kind of error, then the connection
+    // closes (as Redis does for a request past its limits).
+    let small = proxy_for(std::slice::from_ref(&server), "", "max_frame_size = 65536");
+    let conn = std::net::TcpStream::connect(small.addr("redis")).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut conn = std::io::BufReader::new(conn);
+    assert_eq!(ask_line(&mut conn, &["SET", "a", "1"]), "+OK\r\n");
+    let mut set = b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$100000\r\n".to_vec();
+    set.extend_from_slice(&vec![b'y'; 100_000]);
+    set.extend_from_slice(b"\r\n");
+    let _ = conn.get_mut().write_all(&set);
+    line.clear();
+    conn.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("-ERR Protocol error: a request of"),
+        "{line:?}"
+    );
+    assert!(closed_within(
+        conn.get_ref(),
+        std::time::Duration::from_secs(5)
+    ));
+}

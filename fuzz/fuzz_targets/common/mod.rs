@@ -156,6 +156,18 @@ pub fn scan_chunked<'s>(
     (found, false)
 }
 
+/// Feeds `stream` one byte at a time (its first 1 024 bytes; the rest in one read): every
+/// read boundary at once.
+pub fn scan_bytewise<'s>(
+    codec: &mut dyn Codec,
+    stream: &'s [u8],
+    max_frame: usize,
+    check: &dyn Fn(&[u8], &Frame),
+) -> Outcome<'s> {
+    let ones = vec![1; stream.len().min(1024)];
+    scan_chunked(codec, stream, &ones, max_frame, check)
+}
+
 /// Scans all of `stream` in one call.
 pub fn scan_whole<'s>(
     codec: &mut dyn Codec,
@@ -250,4 +262,7 @@ pub fn planned_protocol(data: &[u8], make: fn(bool) -> switchyard::codec::CodecS
     let mut whole = spec.build(max_frame).expect("builds");
     let want = scan_whole(&mut *whole, stream, max_frame, &check);
     assert_same(&got, &want, &sizes);
+    let mut bytewise = spec.build(max_frame).expect("builds");
+    let one_by_one = scan_bytewise(&mut *bytewise, stream, max_frame, &check);
+    assert_same(&one_by_one, &want, &[1]);
 }

@@ -119,7 +119,7 @@ impl ScriptErrorReply {
     }
 
     /// The script's answer to a failed request, if it gives one.
-    pub fn answer(&self, f: &super::error_reply::Failure<'_>) -> Option<bytes::Bytes> {
+    pub fn answer(&self, f: &super::Failure<'_>) -> Option<bytes::Bytes> {
         self.vm.error_reply(f)
     }
 }

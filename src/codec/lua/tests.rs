@@ -222,3 +222,77 @@ fn find_spans_chunks() {
     c.scan(&data, &mut frames).unwrap();
     assert_eq!(frames[0].len as usize, data.len());
 }
+
+/// The frames of `stream` under the example script `name`: scanned whole, in the reads
+/// `cuts` make, and a byte at a time; all must agree and cover the stream in `count` frames.
+fn example_frames_agree(name: &str, stream: &[u8], cuts: &[usize], count: usize) {
+    let make = || LuaCodec::new(&example(name), 1 << 20).unwrap();
+    let whole = frames_by_reads(&mut make(), stream, &[]);
+    assert_eq!(whole.len(), count, "{name}");
+    assert_eq!(whole.iter().map(|f| f.0.len()).sum::<usize>(), stream.len());
+    assert_eq!(
+        frames_by_reads(&mut make(), stream, cuts),
+        whole,
+        "{name}: {cuts:?}"
+    );
+    let every: Vec<usize> = (1..stream.len()).collect();
+    assert_eq!(
+        frames_by_reads(&mut make(), stream, &every),
+        whole,
+        "{name}: byte by byte"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Every example script frames its protocol the same however the bytes arrive.
+    #[test]
+    fn example_scripts_frame_the_same_however_the_bytes_arrive(
+        bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 1..8),
+        keys in proptest::collection::vec("[a-z0-9]{1,12}", 8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+    ) {
+        // binary64: the demo protocol.
+        example_frames_agree("binary64.lua", &demo_stream(&bodies), &cuts, bodies.len());
+        // tutorial: u16 length | type | key "|" id(4) | rest.
+        let mut t = Vec::new();
+        for (b, k) in bodies.iter().zip(&keys) {
+            let mut m = vec![7u8];
+            m.extend_from_slice(k.as_bytes());
+            m.push(b'|');
+            m.extend_from_slice(&[0, 0, 0, 9]);
+            m.extend(b.iter().map(|x| if *x == b'|' { b'.' } else { *x }));
+            t.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            t.extend_from_slice(&m);
+        }
+        example_frames_agree("tutorial.lua", &t, &cuts, bodies.len());
+        // tlv: u32 length | TLVs (key type 1, id type 2, others carried).
+        let mut tlv = Vec::new();
+        for (b, k) in bodies.iter().zip(&keys) {
+            let mut m = vec![1u8];
+            m.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            m.extend_from_slice(k.as_bytes());
+            m.extend_from_slice(&[2, 0, 4, 0, 0, 0, 3, 9]);
+            m.extend_from_slice(&(b.len() as u16).to_be_bytes());
+            m.extend_from_slice(b);
+            tlv.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            tlv.extend_from_slice(&m);
+        }
+        example_frames_agree("tlv.lua", &tlv, &cuts, bodies.len());
+        // sip: header lines, a blank line, Content-Length bytes of body.
+        let mut sip = Vec::new();
+        for (i, (b, k)) in bodies.iter().zip(&keys).enumerate() {
+            sip.extend_from_slice(
+                format!(
+                    "INVITE sip:bob@example.com SIP/2.0\r\nCall-ID: {k}\r\nCSeq: {} INVITE\r\nContent-Length: {}\r\n\r\n",
+                    100 + i,
+                    b.len()
+                )
+                .as_bytes(),
+            );
+            sip.extend_from_slice(b);
+        }
+        example_frames_agree("sip.lua", &sip, &cuts, bodies.len());
+    }
+}

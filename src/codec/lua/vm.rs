@@ -385,10 +385,7 @@ impl Vm {
 impl Vm {
     /// Calls the script's `error_reply(id, key, reason)` under the time limit: the bytes it
     /// returns, or `None` if it has no such function, returns nil, or fails (logged).
-    pub(super) fn error_reply(
-        &self,
-        f: &crate::codec::error_reply::Failure<'_>,
-    ) -> Option<bytes::Bytes> {
+    pub(super) fn error_reply(&self, f: &crate::codec::Failure<'_>) -> Option<bytes::Bytes> {
         let func = self.error_reply.as_ref()?;
         let call = || -> mlua::Result<Value> {
             let id = f.id.map(|b| self.lua.create_string(b)).transpose()?;
