@@ -9,8 +9,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::path::Path;
 use std::time::Duration;
-use switchyard::codec::lua::{inspect, Direction, LuaCodec, LuaSpec};
-use switchyard::codec::{Codec, Endian, FieldSpec, LengthField, LengthFieldSpec};
+use switchyard_proto::length_field::{Endian, FieldSpec, LengthField, LengthFieldSpec};
+use switchyard_proto::lua::{inspect, LuaCodec, LuaSpec};
+use switchyard_proto::{Direction, Framer};
 
 /// A 16 KiB read: whole messages of `size` bytes plus the start of one more.
 fn read_of(size: usize) -> (Vec<u8>, usize) {
@@ -65,12 +66,11 @@ fn script(name: &str) -> LuaCodec {
     let spec = LuaSpec {
         path,
         source: source.into(),
-        direction: Direction::Requests,
         time_limit,
         memory_limit,
         info,
     };
-    LuaCodec::new(&spec, 1 << 20).expect("codec")
+    LuaCodec::new(&spec, Direction::Requests, 1 << 20).expect("codec")
 }
 
 fn framing(c: &mut Criterion) {

@@ -1,13 +1,14 @@
-//! `switchyard frames`: runs a listener's codec (native or script) over captured bytes and
+//! `switchyard frames`: runs a listener's protocol (native or script) over captured bytes and
 //! prints every frame's offset, length, key and id, and the backend its key would pin to
 //! (simulated with the cluster's policy, all backends up, starting from an empty table).
 //! Script authors debug with it; tests use it.
 
-use crate::balancer::{Cluster, Picker, Routed};
 use crate::capture::{self, Flow};
-use crate::codec::{Codec, CodecSpec, Frame};
 use crate::config::Config;
 use std::fmt::Write as _;
+use switchyard_core::balance::{picker, Policy};
+use switchyard_core::{Cluster, Routed};
+use switchyard_proto::{CodecError, Direction, Frame, Framer};
 
 /// Which side of the conversation to frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,7 +30,7 @@ pub enum FramesError {
     Capture(#[from] capture::CaptureError),
     /// The codec could not be built.
     #[error("{0}")]
-    Codec(#[from] crate::codec::CodecError),
+    Codec(#[from] CodecError),
     /// Some flow had bytes the codec refused (the report says where).
     #[error("the codec refused some input")]
     Refused,
@@ -69,19 +70,19 @@ pub fn run(
         Side::Responses => port == 0 || from.port() == port,
     })
     .map_err(|e| fail(e.into()))?;
-    let spec: &CodecSpec = match side {
-        Side::Requests => &l.codec,
-        Side::Responses => &l.response_codec,
+    let (protocol, direction) = match side {
+        Side::Requests => (&l.protocols.requests, Direction::Requests),
+        Side::Responses => (&l.protocols.answers, Direction::Answers),
     };
-    let cluster = Cluster::new(config.clusters[l.cluster].clone());
-    let mut picker = Picker::new(cluster.config.policy, cluster.backends.len(), 0);
+    let cluster = Cluster::new(config.clusters[l.cluster].balance.clone());
+    let mut picker = picker(cluster.settings.policy, cluster.backends.len(), 0);
     let mut report = Report {
         flows: flows.len(),
         ..Report::default()
     };
     for flow in &flows {
-        let mut codec = spec
-            .build(l.limits.max_frame_size)
+        let mut framer = protocol
+            .framer(direction, l.limits.max_frame_size)
             .map_err(|e| fail(e.into()))?;
         if flows.len() > 1 || flow.from.port() != 0 {
             let _ = writeln!(
@@ -93,11 +94,11 @@ pub fn run(
             );
         }
         let (frames, error) = frame_flow(
-            &mut *codec,
+            &mut *framer,
             flow,
             side,
             &cluster,
-            &mut picker,
+            &mut *picker,
             &mut report.text,
         );
         report.frames += frames;
@@ -121,11 +122,11 @@ pub fn run(
 /// Prints one flow's frames; returns how many it found, and the error if the codec refused
 /// some of the flow.
 fn frame_flow(
-    codec: &mut dyn Codec,
+    framer: &mut dyn Framer,
     flow: &Flow,
     side: Side,
     cluster: &Cluster,
-    picker: &mut Picker,
+    picker: &mut dyn Policy,
     out: &mut String,
 ) -> (usize, Option<String>) {
     let mut count = 0;
@@ -145,7 +146,7 @@ fn frame_flow(
         buf.extend_from_slice(&bytes[fed..next]);
         let eof = next == bytes.len();
         fed = next;
-        if let Err(e) = codec.scan(&buf, &mut frames) {
+        if let Err(e) = framer.scan(&buf, &mut frames) {
             let e = format!("error in the bytes from offset {base}: {e}");
             let _ = writeln!(out, "{e}");
             return (count, Some(e));
@@ -167,10 +168,8 @@ fn frame_flow(
                 Side::Requests => {
                     let mut scratch = [0; 8];
                     let key = f.key.map(|k| k.bytes(frame, &mut scratch));
-                    match cluster.route(key, 1, picker, &|_: usize| true) {
-                        Routed::To(b) | Routed::Moved { to: b, .. } => {
-                            cluster.backends[b].name.clone()
-                        }
+                    match cluster.route(key, picker, &|_: usize| true) {
+                        Routed::To(r) => cluster.backends[r.backend].name.clone(),
                         _ => "-".into(),
                     }
                 }

@@ -1,44 +1,52 @@
 //! # Switchyard: a message-level load balancer for TCP protocols
 //!
 //! Ordinary TCP balancers choose a backend once per connection. Switchyard takes each
-//! connection's byte stream apart and sends each *message* to its own backend:
+//! connection's byte stream apart and sends each *message* to its own backend. Three
+//! crates, dependencies running one way:
 //!
 //! ```text
-//! client conns ──► listener ──► downstream buffer ──► codec.scan() ──► frame set (len, id, key)…
-//!                                                                          │
-//!                  session table ◄── lookup(key) ── balancer ◄─────────────┘ walk the set
-//!                  (pin key→backend)      │ miss: policy picks by load, pin it
-//!                                         ▼
-//!                        upstream pool (shared backend conns) ── forward exact bytes
-//!                                         │
-//! client conn ◄── correlate (in order / by id / push by key) ◄── codec.scan() ◄── answers
+//! switchyard (this crate: sockets, tasks, config, the binary)
+//!     └── switchyard-core (where messages go: pins, load, policies, correlation; no I/O)
+//!             └── switchyard-proto (wire formats: bytes → frames, plans, error answers; pure)
 //! ```
+//!
+//! One message's path through this crate:
+//!
+//! ```text
+//! listener ─accept─► client::conn (read, framer.scan) ─► client::route ─► core: Cluster::route
+//!                                                              │  (pin / place, a Route)
+//!                                                              ▼
+//!                    backend::pool ─► backend::conn.send (bytes copied once) ─► backend::task
+//!                                                                                   │ socket
+//! client::reply (ReplySink) ◄── backend::inflight ◄── core: correlate ◄── framer.scan ◄┘
+//! ```
+//!
+//! Modules, lowest layer first (a module imports only from layers below it; `tests/layers.rs`
+//! checks it):
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`server`] | process lifecycle: binding, worker threads, signals, graceful shutdown |
-//! | [`worker`] | one core: a single-threaded runtime with its listeners, clients and pools |
-//! | [`listener`] | binding with `SO_REUSEPORT`, accepting, accept back-off |
-//! | [`downstream`] | one client connection: bounded buffers, read → scan → route, answers |
-//! | [`codec`] | bytes → frames, both directions; pure |
-//! | [`session`] | key → backend pins with TTL and a size bound; pure, sharded |
-//! | [`balancer`] | backends' live load and the policies that read it; pure |
-//! | [`upstream`] | shared backend connections, correlation of answers, pushes |
-//! | [`config`] | TOML schema and validation |
-//! | [`demo`] | tiny real backends and load clients for `switchyard demo`, `bench` and tests |
+//! | [`budget`], [`throttle`], [`capture`] | the process-wide buffer budget; throttled logs; pcap/raw capture files |
+//! | [`config`] | the TOML schema and validation, naming file, key and problem |
+//! | `registry` | a worker's clients as the backend side reaches them; what workers share |
+//! | `backend` | shared backend connections: pool, send, correlate, reconnect |
+//! | `client` | one task per client connection: read, frame, route, reply |
+//! | `listener`, `health` | accepting with `SO_REUSEPORT`; active health probes |
+//! | `worker` | one core's runtime: applies config generations to listeners and pools |
+//! | [`server`] | the process: binding, workers, control thread, reload, signals |
+//! | [`frames`], [`demo`] | `switchyard frames`; demo backends, load clients, bench, soak |
 
-pub mod balancer;
 pub mod budget;
 pub mod capture;
-pub mod codec;
 pub mod config;
 pub mod demo;
-pub mod downstream;
 pub mod frames;
-pub mod health;
-pub mod listener;
 pub mod server;
-pub mod session;
 pub mod throttle;
-pub mod upstream;
-pub mod worker;
+
+mod backend;
+mod client;
+mod health;
+mod listener;
+mod registry;
+mod worker;

@@ -3,7 +3,7 @@
 //! the listener's connection limit, and a pause on accept errors such as EMFILE instead of
 //! a busy loop. Never parses a byte.
 
-use crate::downstream::{self, ListenerSlot};
+use crate::client::{self, ListenerSlot};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -55,9 +55,9 @@ pub fn bind_reuseport(
 
 /// Accepts clients until the task is aborted (reload removed the listener) or shutdown,
 /// spawning one task each on the worker's `LocalSet`.
-pub async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<ListenerSlot>) {
-    let worker = slot.current().worker.clone();
-    let mut shutdown = worker.shutdown.clone();
+pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<ListenerSlot>) {
+    let registry = slot.current().registry.clone();
+    let mut shutdown = registry.shutdown.clone();
     let mut backoff = Duration::from_millis(5);
     let mut last_refusal_log: Option<Instant> = None;
     let mut refused_since_log = 0u64;
@@ -70,7 +70,7 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<ListenerSlo
                     if slot.active.fetch_add(1, Ordering::Relaxed) >= max {
                         slot.active.fetch_sub(1, Ordering::Relaxed);
                         drop(stream);
-                        worker.shared.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
+                        registry.shared.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
                         refused_since_log += 1;
                         // One line a second at most, however hard clients knock.
                         if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -84,7 +84,7 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<ListenerSlo
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(downstream::serve(stream, peer, slot.clone()));
+                    tokio::task::spawn_local(client::serve(stream, peer, slot.clone()));
                 }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS…: pause instead of spinning on the error.

@@ -3,13 +3,15 @@
 //! generation every worker picks up, and shuts down gracefully (stop accepting, finish
 //! in-flight messages up to `shutdown_timeout`).
 
-use crate::balancer::Cluster;
+use crate::backend::Upstream;
 use crate::config::Config;
-use crate::worker::{self, Generation, Shared, Stats, WorkerSockets};
+use crate::registry::{Shared, PUSH_INBOX};
+use crate::worker::{self, Generation, WorkerSockets};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use switchyard_core::Cluster;
 use tokio::sync::{mpsc, watch};
 
 /// Why the server could not start, or a reload was refused.
@@ -130,27 +132,23 @@ pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError
         .map(|l| l.name.clone())
         .zip(addrs.iter().copied())
         .collect();
-    let clusters = config
+    let upstreams = config
         .clusters
         .iter()
-        .map(|c| Arc::new(Cluster::new(c.clone())))
+        .map(|c| Upstream {
+            cluster: Arc::new(Cluster::new(c.balance.clone())),
+            config: Arc::new(c.clone()),
+        })
         .collect();
     let generation = Arc::new(Generation {
         number: 0,
         config,
-        clusters,
+        upstreams,
         addrs,
         sockets,
     });
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
-        .map(|_| mpsc::channel(worker::PUSH_INBOX))
-        .unzip();
-    let shared = Arc::new(Shared {
-        push_tx: txs,
-        stats: Stats::default(),
-        conn_counts: Mutex::new(Default::default()),
-        budget: crate::budget::Budget::new(generation.config.buffer_budget),
-    });
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(PUSH_INBOX)).unzip();
+    let shared = Arc::new(Shared::new(txs, generation.config.buffer_budget));
     let (generations, gen_rx) = watch::channel(generation.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Every runtime is built before any thread starts, so a failure (e.g. no file
@@ -207,7 +205,7 @@ fn control(
 ) {
     rt.block_on(async move {
         let mut current = generations.borrow_and_update().clone();
-        let mut checks = crate::health::Checks::start(&current.clusters);
+        let mut checks = crate::health::Checks::start(&current.upstreams);
         let mut purge = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -217,14 +215,14 @@ fn control(
                     }
                     current = generations.borrow_and_update().clone();
                     drop(checks);
-                    checks = crate::health::Checks::start(&current.clusters);
+                    checks = crate::health::Checks::start(&current.upstreams);
                 }
                 _ = purge.tick() => {
-                    for c in &current.clusters {
+                    for c in current.upstreams.iter().map(|u| &u.cluster) {
                         if let Some(t) = &c.sessions {
                             let n = t.purge_expired();
                             if n > 0 {
-                                tracing::debug!(cluster = %c.config.name, expired = n, "purged session pins");
+                                tracing::debug!(cluster = %c.settings.name, expired = n, "purged session pins");
                             }
                         }
                     }
@@ -251,7 +249,7 @@ impl Running {
     }
 
     /// The current generation.
-    pub fn current(&self) -> Arc<Generation> {
+    pub(crate) fn current(&self) -> Arc<Generation> {
         self.generation
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -274,12 +272,21 @@ impl Running {
             config.workers = previous.config.workers;
         }
         let (addrs, sockets) = bind_new(&config, Some(&previous), false)?;
-        let clusters = config
+        let upstreams = config
             .clusters
             .iter()
             .map(|c| {
-                let old = previous.clusters.iter().find(|o| o.config.name == c.name);
-                Arc::new(Cluster::evolve(c.clone(), old.map(|o| o.as_ref())))
+                let old = previous
+                    .upstreams
+                    .iter()
+                    .find(|o| o.cluster.settings.name == c.name());
+                Upstream {
+                    cluster: Arc::new(Cluster::evolve(
+                        c.balance.clone(),
+                        old.map(|o| o.cluster.as_ref()),
+                    )),
+                    config: Arc::new(c.clone()),
+                }
             })
             .collect();
         let fresh = config
@@ -293,7 +300,7 @@ impl Running {
         let next = Arc::new(Generation {
             number: previous.number + 1,
             config,
-            clusters,
+            upstreams,
             addrs,
             sockets,
         });

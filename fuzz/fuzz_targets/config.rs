@@ -13,6 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
+use switchyard_proto::Direction;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -30,14 +31,22 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         for c in &cfg.clusters {
-            assert!(!c.backends.is_empty(), "cluster {} has no backend", c.name);
+            assert!(
+                !c.balance.backends.is_empty(),
+                "cluster {} has no backend",
+                c.name()
+            );
         }
         // Every accepted codec must build and survive bytes (the config text itself).
         for l in &cfg.listeners {
-            for spec in [&l.codec, &l.response_codec] {
-                if let Ok(mut codec) = spec.build(l.limits.max_frame_size) {
+            let p = &l.protocols;
+            for (protocol, direction) in [
+                (&p.requests, Direction::Requests),
+                (&p.answers, Direction::Answers),
+            ] {
+                if let Ok(mut framer) = protocol.framer(direction, l.limits.max_frame_size) {
                     let mut frames = Vec::new();
-                    let _ = codec.scan(data, &mut frames);
+                    let _ = framer.scan(data, &mut frames);
                 }
             }
         }

@@ -2,9 +2,9 @@
 //! rest of the input as a byte stream cut into reads at points the input chooses (which
 //! exercises the codec's resume-the-search state, e.g. a `\r\n` split across two reads).
 //!
-//! Requests and answers are both cut by `Delimiter` (a listener's `codec` and
-//! `response_codec` are the same `CodecSpec` type, driven by the same read → scan → cut
-//! loop in `downstream` and `upstream`), so this target covers both directions.
+//! Requests and answers are both cut by `Delimiter` (the framer of both directions, driven
+//! by the same read → scan → cut loop on the client and backend sides), so this target
+//! covers both directions.
 //!
 //! Input layout (bytes past the end read as 0):
 //! - `kind`: `kind % 4` = 0 → `"\n"`, 1 → `"\r\n"`, 2 or 3 → the next `1 + (kind >> 2) % 3`
@@ -25,7 +25,8 @@ mod common;
 
 use common::{assert_same, key_span, scan_bytewise, scan_chunked, scan_whole, Input};
 use libfuzzer_sys::fuzz_target;
-use switchyard::codec::{Delimiter, DelimiterSpec, Frame, Span};
+use switchyard_proto::delimiter::{Delimiter, DelimiterSpec};
+use switchyard_proto::{Frame, Span};
 
 fn token_index(b: u8) -> Option<usize> {
     match b % 5 {

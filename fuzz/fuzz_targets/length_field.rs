@@ -1,9 +1,9 @@
 //! Fuzzes the `length_field` codec with a codec spec and `max_frame` taken from the input,
 //! and the rest of the input as a byte stream cut into reads at points the input chooses.
 //!
-//! Requests and answers are both cut by `LengthField` (a listener's `codec` and
-//! `response_codec` are the same `CodecSpec` type, driven by the same read → scan → cut
-//! loop in `downstream` and `upstream`), so this target covers both directions.
+//! Requests and answers are both cut by `LengthField` (the framer of both directions,
+//! driven by the same read → scan → cut loop on the client and backend sides), so this
+//! target covers both directions.
 //!
 //! Input layout (bytes past the end read as 0):
 //! - `flags`: bits 0-2 `length_offset` (0..8), bits 3-4 `length_width` (1, 2, 4, 8),
@@ -26,7 +26,8 @@ mod common;
 
 use common::{assert_same, key_span, scan_bytewise, scan_chunked, scan_whole, Input};
 use libfuzzer_sys::fuzz_target;
-use switchyard::codec::{Endian, FieldSpec, Frame, LengthField, LengthFieldSpec, Span};
+use switchyard_proto::length_field::{Endian, FieldSpec, LengthField, LengthFieldSpec};
+use switchyard_proto::{Frame, Span};
 
 fn field(input: &mut Input<'_>, max_width: u32) -> FieldSpec {
     let offset = u32::from(input.byte() % 16);

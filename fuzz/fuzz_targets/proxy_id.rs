@@ -16,7 +16,7 @@ mod common;
 use bytes::BytesMut;
 use common::Input;
 use libfuzzer_sys::fuzz_target;
-use switchyard::codec::{id_space, parse_proxy_id, write_proxy_id, IdFormat};
+use switchyard_proto::{id_space, parse_proxy_id, write_proxy_id, IdFormat};
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);

@@ -1,4 +1,4 @@
-//! Fuzzes the `resp` codec in both directions (the first input byte picks requests or
+//! Fuzzes the `resp` protocol in both directions (the first input byte picks requests or
 //! answers), with `max_frame` and read sizes taken from the input and the rest as the
 //! byte stream; and, for requests, the proxy's plan for every frame found.
 //!
@@ -11,8 +11,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::codec::CodecSpec;
+use std::sync::Arc;
 
 fuzz_target!(|data: &[u8]| {
-    common::planned_protocol(data, |answers| CodecSpec::Resp { answers });
+    common::planned_protocol(data, Arc::new(switchyard_proto::resp::RespProtocol::new(None)));
 });

@@ -1,16 +1,52 @@
-//! Configuration: one TOML file, read as raw serde structs ([`file`]) that reject unknown
-//! keys, then validated into the immutable model ([`model`]) the workers run from. Every
-//! error names the file, the key and what is wrong.
+//! Configuration: one TOML file, read with serde into each section's raw shape (unknown
+//! keys refused, so a typo never silently becomes a default), then validated into the
+//! immutable model the workers run from. Every error names the file, the key and what is
+//! wrong. One file per section: [`listener`] (and its protocols, built by
+//! `switchyard-proto`), [`cluster`] (its balancing settings become `switchyard-core`'s),
+//! [`health`] (active probes and outlier ejection); [`values`] reads durations, sizes and
+//! addresses.
 
-pub mod file;
-pub mod model;
+mod cluster;
+mod health;
+mod listener;
+mod values;
 
-pub use model::{
-    BackendConfig, ClientLimits, ClusterConfig, Config, Correlation, Expect, HealthConfig,
-    ListenerConfig, OnBackendDown, OutlierConfig, Persistence, PolicyKind, PoolConfig,
-};
+pub use cluster::{ClusterConfig, PoolConfig};
+pub use health::{Expect, HealthConfig};
+pub use listener::{ClientLimits, ListenerConfig};
 
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use values::{duration, size, Invalid};
+
+/// The whole file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workers: Option<usize>,
+    shutdown_timeout: Option<String>,
+    buffer_budget: Option<u64>,
+    #[serde(default)]
+    listener: Vec<listener::RawListener>,
+    #[serde(default)]
+    cluster: Vec<cluster::RawCluster>,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads (each a single-threaded runtime with its own listeners and pools).
+    pub workers: usize,
+    /// How long a graceful shutdown waits for in-flight messages.
+    pub shutdown_timeout: Duration,
+    /// Bytes all clients' input buffers may hold together (see [`crate::budget`]).
+    pub buffer_budget: usize,
+    /// Listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Clusters, in file order.
+    pub clusters: Vec<ClusterConfig>,
+}
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +90,90 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates config `text`; `path` is used in error messages.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: file::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         file: path.to_path_buf(),
         message: e.to_string().trim_end().replace('\n', "\n    "),
     })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
-    model::validate(raw, base).map_err(|(key, problem)| ConfigError::Invalid {
+    validate(raw, base).map_err(|(key, problem)| ConfigError::Invalid {
         file: path.to_path_buf(),
         key,
         problem,
     })
 }
+
+/// Validates the raw file; relative script paths are resolved against `base` (the config
+/// file's folder).
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
+    let workers = match raw.workers {
+        Some(0) => return Err(("workers".into(), "must be at least 1".into())),
+        Some(n) if n > 1024 => return Err(("workers".into(), format!("{n} is too many"))),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let shutdown_timeout = duration(
+        "shutdown_timeout",
+        raw.shutdown_timeout.as_ref(),
+        Duration::from_secs(10),
+    )?;
+    let buffer_budget = size(
+        "buffer_budget",
+        raw.buffer_budget,
+        crate::budget::default_limit(),
+        1 << 20,
+    )?;
+    if raw.listener.is_empty() {
+        return Err((
+            "listener".into(),
+            "at least one [[listener]] is required".into(),
+        ));
+    }
+    let mut clusters = Vec::new();
+    for (i, c) in raw.cluster.into_iter().enumerate() {
+        let cluster = cluster::validate(i, c)?;
+        if clusters
+            .iter()
+            .any(|x: &ClusterConfig| x.name() == cluster.name())
+        {
+            return Err((
+                format!("cluster.{}.name", cluster.name()),
+                "another cluster has this name".into(),
+            ));
+        }
+        clusters.push(cluster);
+    }
+    let mut listeners = Vec::new();
+    for (i, l) in raw.listener.into_iter().enumerate() {
+        let listener = listener::validate(i, l, &clusters, base)?;
+        if listeners
+            .iter()
+            .any(|x: &ListenerConfig| x.name == listener.name)
+        {
+            return Err((
+                format!("listener.{}.name", listener.name),
+                "another listener has this name".into(),
+            ));
+        }
+        if listener.listen.port() != 0
+            && listeners
+                .iter()
+                .any(|x: &ListenerConfig| x.listen == listener.listen)
+        {
+            return Err((
+                format!("listener.{}.listen", listener.name),
+                format!("{} is already used by another listener", listener.listen),
+            ));
+        }
+        listeners.push(listener);
+    }
+    Ok(Config {
+        workers,
+        shutdown_timeout,
+        buffer_budget,
+        listeners,
+        clusters,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,6 @@
 //! fixed delay before each batch of answers.
 
 use super::proto;
-use crate::codec::{Codec, LengthField};
 use bytes::{Buf, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use switchyard_proto::length_field::LengthField;
+use switchyard_proto::Framer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -194,13 +195,7 @@ async fn serve(
         conns.retain(|c| !c.is_closed());
         conns.push(push_tx.clone());
     }
-    let mut codec = LengthField::new(
-        match proto::codec_spec(true) {
-            crate::codec::CodecSpec::LengthField(l) => l,
-            _ => return,
-        },
-        16 << 20,
-    );
+    let mut codec = LengthField::new(proto::codec_spec(true), 16 << 20);
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut frames = Vec::new();
     let mut out = Vec::with_capacity(64 << 10);

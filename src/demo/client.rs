@@ -3,11 +3,12 @@
 //! request, and reports which backend answered each key and how long answers took.
 
 use super::proto;
-use crate::codec::{Codec, LengthField};
 use bytes::{Buf, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use switchyard_proto::length_field::LengthField;
+use switchyard_proto::Framer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -95,13 +96,7 @@ async fn drive(
     report: &mut ClientReport,
 ) -> Result<(), String> {
     let _ = s.set_nodelay(true);
-    let mut codec = LengthField::new(
-        match proto::codec_spec(true) {
-            crate::codec::CodecSpec::LengthField(l) => l,
-            _ => return Err("demo codec".into()),
-        },
-        16 << 20,
-    );
+    let mut codec = LengthField::new(proto::codec_spec(true), 16 << 20);
     let start = Instant::now();
     let payload_len = plan.payload.max(16);
     let mut next: u64 = 0;

@@ -141,7 +141,7 @@ pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
         "t", "msg/s", "b1", "b2", "b3", "pinned"
     );
     let generation = running.current();
-    let table = generation.clusters[0].sessions.as_ref();
+    let table = generation.upstreams[0].cluster.sessions.as_ref();
     let start = Instant::now();
     let offered = args.rate * args.clients as u64;
     let mut per_second = Vec::new();

@@ -7,14 +7,14 @@
 //! The listener config for it: `length_field` with `length_width = 4`, `key = { offset = 4,
 //! width = 8 }`, `id = { offset = 12, width = 4 }`.
 
-use crate::codec::{CodecSpec, Endian, FieldSpec, LengthFieldSpec};
+use switchyard_proto::length_field::{Endian, FieldSpec, LengthFieldSpec};
 
 /// Bytes before the payload.
 pub const HEADER: usize = 16;
 
-/// The codec describing the demo protocol (both directions).
-pub fn codec_spec(with_key: bool) -> CodecSpec {
-    CodecSpec::LengthField(LengthFieldSpec {
+/// The `length_field` framing of the demo protocol (both directions).
+pub fn codec_spec(with_key: bool) -> LengthFieldSpec {
+    LengthFieldSpec {
         length_offset: 0,
         length_width: 4,
         endian: Endian::Big,
@@ -27,7 +27,7 @@ pub fn codec_spec(with_key: bool) -> CodecSpec {
             offset: 12,
             width: 4,
         }),
-    })
+    }
 }
 
 /// Appends one request frame to `out`.

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use switchyard::balancer::Continuum;
+use switchyard_core::balance::Continuum;
 
 /// A memcached-text backend on its own thread, serving `l` as `name`: `get K1 K2…` is
 /// answered with one `VALUE K 0 N` per key whose data is the name, then `END`; `whoami K`

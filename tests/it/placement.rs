@@ -151,8 +151,8 @@ fn hashed_keys_wait_for_their_full_server(policy: &str) {
     ));
     let named = [("r0", 1), ("r1", 1), ("r2", 1)];
     let home = |k: &str| match policy {
-        "ketama" => switchyard::balancer::Continuum::new(&named).server_for(k.as_bytes()),
-        _ => switchyard::balancer::Maglev::new(&named).backend_for(k.as_bytes()),
+        "ketama" => switchyard_core::balance::Continuum::new(&named).server_for(k.as_bytes()),
+        _ => switchyard_core::balance::Maglev::new(&named).backend_for(k.as_bytes()),
     };
     let keys: Vec<String> = (0..)
         .map(|i| format!("big:{i}"))
@@ -242,7 +242,7 @@ fn a_down_servers_keys_fail_by_default_under_ketama_and_mget_gets_one_error() {
         list.join(", ")
     ));
     let named = [("r0", 1), ("r1", 1), ("r2", 1)];
-    let ring = switchyard::balancer::Continuum::new(&named);
+    let ring = switchyard_core::balance::Continuum::new(&named);
     let on = |n: usize| {
         (0..)
             .map(|i| format!("k{i}"))

@@ -1,14 +1,15 @@
 //! Shared by the codec targets: a cursor over the fuzzer's bytes, and the harness that
 //! feeds a byte stream to a codec the way a connection does.
 //!
-//! Requests (client → proxy) and answers (backend → proxy) are cut by the same codec types:
-//! a listener's `codec` and `response_codec` are both `switchyard::codec::CodecSpec`s, and
-//! `downstream` and `upstream` drive them with the same read → scan → cut loop. So each codec
-//! target covers both directions.
+//! Requests (client → proxy) and answers (backend → proxy) are cut by the same framer types
+//! (`switchyard_proto::Framer`, one per protocol and direction), driven by the client and
+//! backend sides with the same read → scan → cut loop. So each codec target covers both
+//! directions.
 
 #![allow(dead_code)] // each target uses a different part of this module
 
-use switchyard::codec::{Codec, Frame, FrameSet, Key, Span};
+use std::sync::Arc;
+use switchyard_proto::{ConnState, Direction, Frame, FrameSet, Framer, Key, Merge, Plan, Protocol, Span};
 
 /// Reads settings off the front of the fuzzer's input; past its end every byte reads as 0,
 /// so any input (even an empty one) describes some case.
@@ -123,7 +124,7 @@ pub type Outcome<'s> = (Vec<&'s [u8]>, bool);
 /// connection. The frames a failing scan found before its error count too (they precede the
 /// bad bytes in the stream), so the result is comparable with [`scan_whole`].
 pub fn scan_chunked<'s>(
-    codec: &mut dyn Codec,
+    codec: &mut dyn Framer,
     stream: &'s [u8],
     sizes: &[usize],
     max_frame: usize,
@@ -159,7 +160,7 @@ pub fn scan_chunked<'s>(
 /// Feeds `stream` one byte at a time (its first 1 024 bytes; the rest in one read): every
 /// read boundary at once.
 pub fn scan_bytewise<'s>(
-    codec: &mut dyn Codec,
+    codec: &mut dyn Framer,
     stream: &'s [u8],
     max_frame: usize,
     check: &dyn Fn(&[u8], &Frame),
@@ -170,7 +171,7 @@ pub fn scan_bytewise<'s>(
 
 /// Scans all of `stream` in one call.
 pub fn scan_whole<'s>(
-    codec: &mut dyn Codec,
+    codec: &mut dyn Framer,
     stream: &'s [u8],
     max_frame: usize,
     check: &dyn Fn(&[u8], &Frame),
@@ -201,41 +202,43 @@ pub fn assert_same(chunked: &Outcome<'_>, whole: &Outcome<'_>, sizes: &[usize]) 
     );
 }
 
-/// The `resp` and `memcache` targets: the codec `make(answers)` in both directions (the
-/// first input byte picks one), `max_frame` and read sizes from the input, the rest as the
+/// The `resp` and `memcache` targets: the protocol's framer in both directions (the first
+/// input byte picks one), `max_frame` and read sizes from the input, the rest as the
 /// stream; for requests, the proxy's plan for every frame (a split request's parts must
-/// have their key inside them).
-pub fn planned_protocol(data: &[u8], make: fn(bool) -> switchyard::codec::CodecSpec) {
-    use switchyard::codec::plan::{ConnState, Plan};
+/// have their key inside them, and joined they are one request of the protocol); for
+/// answers, cutting them per part of a joined request.
+pub fn planned_protocol(data: &[u8], protocol: Arc<dyn Protocol>) {
     let mut input = Input::new(data);
     let answers = input.byte() & 1 == 1;
+    let direction = if answers {
+        Direction::Answers
+    } else {
+        Direction::Requests
+    };
     let max_frame = input.max_frame();
     let sizes = input.read_sizes();
     let stream = input.rest();
-    let spec = make(answers);
-    let requests = make(false);
     // Parts of a fixed three-key request, to cut fuzzed answers for.
-    let probe: &[u8] = match requests {
-        switchyard::codec::CodecSpec::Resp { .. } => b"*4\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+    let probe: &[u8] = match protocol.kind() {
+        "resp" => b"*4\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
         _ => b"get a b c\r\n",
     };
-    let probe_parts = match requests.plan(probe, &mut ConnState::default(), None) {
+    let probe_parts = match protocol.plan(probe, &mut ConnState::default()) {
         Plan::Split(parts, _) => parts,
         other => panic!("the probe request is not split: {other:?}"),
     };
     let check = |frame: &[u8], _f: &Frame| {
-        use switchyard::codec::plan::{join, unjoin, Merge};
         if answers {
             // A backend's answer to a joined request, cut per part: never a panic, one
             // answer per part.
             let parts: Vec<_> = probe_parts.iter().collect();
             for kind in [Merge::Array, Merge::SumIntegers, Merge::AllOk, Merge::MemcacheValues] {
-                assert_eq!(unjoin(kind, frame, &parts).len(), parts.len());
+                assert_eq!(protocol.unjoin(kind, frame, &parts).len(), parts.len());
             }
             return;
         }
         let mut state = ConnState::default();
-        if let Plan::Split(parts, kind) = spec.plan(frame, &mut state, Some(b"pw")) {
+        if let Plan::Split(parts, kind) = protocol.plan(frame, &mut state) {
             for p in &parts {
                 assert!(
                     p.key.0 + p.key.1 <= p.frame.len(),
@@ -244,25 +247,24 @@ pub fn planned_protocol(data: &[u8], make: fn(bool) -> switchyard::codec::CodecS
             }
             // Joined, the parts are one request of the protocol, keyed by the first key.
             let refs: Vec<_> = parts.iter().collect();
-            let joined = join(kind, &refs);
-            let mut codec = spec.build(1 << 30).expect("builds");
+            let joined = protocol.join(kind, &refs);
+            let mut framer = protocol
+                .framer(Direction::Requests, 1 << 30)
+                .expect("builds");
             let mut frames = Vec::new();
-            codec.scan(&joined.frame, &mut frames).expect("a joined request scans");
+            framer
+                .scan(&joined.frame, &mut frames)
+                .expect("a joined request scans");
             assert_eq!(frames.len(), 1, "a joined request is one frame");
             assert_eq!(frames[0].len as usize, joined.frame.len());
             let first = &parts[0];
-            assert_eq!(
-                &joined.frame[joined.key.0..joined.key.0 + joined.key.1],
-                &first.frame[first.key.0..first.key.0 + first.key.1]
-            );
+            assert_eq!(joined.key_bytes(), first.key_bytes());
         }
     };
-    let mut chunked = spec.build(max_frame).expect("builds");
-    let got = scan_chunked(&mut *chunked, stream, &sizes, max_frame, &check);
-    let mut whole = spec.build(max_frame).expect("builds");
-    let want = scan_whole(&mut *whole, stream, max_frame, &check);
+    let framer = || protocol.framer(direction, max_frame).expect("builds");
+    let got = scan_chunked(&mut *framer(), stream, &sizes, max_frame, &check);
+    let want = scan_whole(&mut *framer(), stream, max_frame, &check);
     assert_same(&got, &want, &sizes);
-    let mut bytewise = spec.build(max_frame).expect("builds");
-    let one_by_one = scan_bytewise(&mut *bytewise, stream, max_frame, &check);
+    let one_by_one = scan_bytewise(&mut *framer(), stream, max_frame, &check);
     assert_same(&one_by_one, &want, &[1]);
 }

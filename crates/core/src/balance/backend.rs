@@ -1,0 +1,101 @@
+//! One backend's identity and membership state, shared by every worker: its id (which
+//! session pins refer to), name and address, weight, drain flag, the active health checks'
+//! verdict, whether this process can connect to it, its passive ejection state, and its
+//! live [`Load`]. Atomics only, no locks. A backend keeps all of it (and its id) across
+//! config reloads as long as its name and address stay the same.
+
+use super::load::Load;
+use crate::health::passive::Ejection;
+use crate::settings::BackendSettings;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// A backend and its shared live state.
+#[derive(Debug)]
+pub struct Backend {
+    /// Process-unique id; session pins refer to it.
+    pub id: u32,
+    /// Name for logs, and what the key-hashing policies hash.
+    pub name: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its live load.
+    pub load: Load,
+    /// Passive outlier ejection: consecutive failures and the ejection deadline.
+    pub ejection: Ejection,
+    weight: AtomicU32,
+    draining: AtomicBool,
+    healthy: AtomicBool,
+    up: AtomicBool,
+}
+
+impl Backend {
+    /// A backend with no load, assumed up until a connection to it fails.
+    pub fn new(s: &BackendSettings) -> Self {
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+        Backend {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: s.name.clone(),
+            address: s.address,
+            load: Load::default(),
+            ejection: Ejection::default(),
+            weight: AtomicU32::new(s.weight),
+            draining: AtomicBool::new(s.drain),
+            healthy: AtomicBool::new(true),
+            up: AtomicBool::new(true),
+        }
+    }
+
+    /// Relative share of traffic.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Applies a reloaded config's weight and drain flag.
+    pub fn update(&self, s: &BackendSettings) {
+        self.weight.store(s.weight, Ordering::Relaxed);
+        self.set_draining(s.drain);
+    }
+
+    /// Whether the backend takes no new messages or pins (existing pins still apply).
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops draining; returns the previous state.
+    pub fn set_draining(&self, drain: bool) -> bool {
+        self.draining.swap(drain, Ordering::Relaxed)
+    }
+
+    /// The active health checks' verdict (`true` when there are none).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records the health verdict; returns the previous one.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::Relaxed)
+    }
+
+    /// Healthy and not ejected at time `now_ms`: may carry messages.
+    pub fn available(&self, now_ms: u64) -> bool {
+        self.healthy() && !self.ejection.ejected(now_ms)
+    }
+
+    /// Whether the last connection attempt by any worker succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the backend accepts connections; returns the previous state.
+    pub fn set_up(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::Relaxed)
+    }
+
+    /// An answer came back `latency` after its request: load, and the end of a failure
+    /// streak.
+    pub fn on_answer(&self, latency: std::time::Duration) {
+        self.load.on_answer(latency);
+        self.ejection.on_success();
+    }
+}

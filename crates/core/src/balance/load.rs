@@ -1,0 +1,125 @@
+//! Load measurement: one backend's requests awaiting answers (across all workers), a
+//! peak-sensitive latency EWMA, and counters. Written by the backend connections as
+//! messages go out and answers come back; read by the policies. Atomics only, no locks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Weight of a new latency sample in the EWMA.
+const EWMA_ALPHA: f64 = 0.2;
+/// Latency assumed before the first answer: optimistic, so a new backend gets traffic.
+const INITIAL_EWMA_NS: f64 = 1_000_000.0;
+
+/// A backend's live load.
+#[derive(Debug)]
+pub struct Load {
+    outstanding: AtomicU64,
+    ewma_ns: AtomicU64,
+    sent: AtomicU64,
+    answered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load {
+            outstanding: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(INITIAL_EWMA_NS.to_bits()),
+            sent: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Load {
+    /// A message was queued to the backend; `awaits_answer` if it counts as outstanding.
+    pub fn on_sent(&self, awaits_answer: bool) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if awaits_answer {
+            self.outstanding.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An answer arrived `latency` after its request was queued.
+    pub fn on_answer(&self, latency: Duration) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.dec_outstanding();
+        let sample = latency.as_nanos() as f64;
+        let old = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        // Peak-sensitive: a slow answer is believed at once, recovery is gradual.
+        let new = if sample > old {
+            sample
+        } else {
+            old + EWMA_ALPHA * (sample - old)
+        };
+        self.ewma_ns.store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    /// A request to the backend failed without an answer.
+    pub fn on_failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.dec_outstanding();
+    }
+
+    fn dec_outstanding(&self) {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Requests awaiting answers, across all workers.
+    pub fn outstanding(&self) -> u64 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Latency EWMA in nanoseconds.
+    pub fn ewma_ns(&self) -> f64 {
+        f64::from_bits(self.ewma_ns.load(Ordering::Relaxed))
+    }
+
+    /// Messages sent to the backend so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Answers received so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Requests failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outstanding_follows_sends_and_answers() {
+        let l = Load::default();
+        l.on_sent(true);
+        l.on_sent(true);
+        l.on_sent(false);
+        assert_eq!(l.outstanding(), 2);
+        l.on_answer(Duration::from_millis(1));
+        l.on_failed();
+        l.on_failed(); // never below zero
+        assert_eq!(l.outstanding(), 0);
+        assert_eq!((l.sent(), l.answered(), l.failed()), (3, 1, 2));
+    }
+
+    #[test]
+    fn ewma_jumps_to_peaks_and_decays() {
+        let l = Load::default();
+        l.on_answer(Duration::from_millis(50));
+        assert_eq!(l.ewma_ns(), 50e6);
+        for _ in 0..50 {
+            l.on_answer(Duration::from_millis(1));
+        }
+        assert!(l.ewma_ns() < 2e6, "{}", l.ewma_ns());
+    }
+}

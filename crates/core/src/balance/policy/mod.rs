@@ -1,0 +1,141 @@
+//! Balancing policies: given the cluster's backends and which of them may take this
+//! message, choose one. One file per policy, each a [`Policy`]; each worker owns its own
+//! (round-robin positions, a seeded RNG), so picking takes no shared lock; the load it reads
+//! is the backends' shared atomics ([`super::load`]). Every walk is bounded by the number
+//! of backends. The key-hashing policies place keyed messages on a map instead
+//! ([`super::keymap`]); their keyless messages go to [`random`], by weight.
+
+mod least_outstanding;
+mod p2c_ewma;
+mod random;
+mod round_robin;
+mod weighted_round_robin;
+
+use super::backend::Backend;
+use crate::settings::PolicyKind;
+use std::sync::Arc;
+
+/// A way of choosing one backend among those a message may go to.
+pub trait Policy: Send + std::fmt::Debug {
+    /// Chooses a backend index among those `eligible` accepts, or `None` if it accepts
+    /// none.
+    fn pick(
+        &mut self,
+        backends: &[Arc<Backend>],
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize>;
+}
+
+/// A worker's picker for `kind` over `n` backends; `seed` makes the random policies
+/// repeatable.
+pub fn picker(kind: PolicyKind, n: usize, seed: u64) -> Box<dyn Policy> {
+    match kind {
+        PolicyKind::RoundRobin => Box::new(round_robin::RoundRobin::new(n, seed)),
+        PolicyKind::WeightedRoundRobin => Box::new(weighted_round_robin::Smooth::new(n)),
+        PolicyKind::LeastOutstanding => Box::new(least_outstanding::LeastOutstanding::new(n, seed)),
+        PolicyKind::P2cEwma => Box::new(p2c_ewma::P2c::new(seed)),
+        // The hashing policies place keyed messages themselves (see the router); what
+        // reaches the picker has no key, and goes anywhere, by weight.
+        PolicyKind::Random | PolicyKind::Ketama | PolicyKind::Maglev => {
+            Box::new(random::Random::new(seed, true))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{BackendSettings, PolicyKind};
+
+    fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Arc::new(Backend::new(&BackendSettings {
+                    name: format!("b{i}"),
+                    address: "127.0.0.1:1".parse().unwrap(),
+                    weight: *w,
+                    drain: false,
+                }))
+            })
+            .collect()
+    }
+
+    fn counts(
+        kind: PolicyKind,
+        bs: &[Arc<Backend>],
+        usable: &dyn Fn(usize) -> bool,
+        n: usize,
+    ) -> Vec<usize> {
+        let mut p = picker(kind, bs.len(), 42);
+        let mut c = vec![0; bs.len()];
+        for _ in 0..n {
+            c[p.pick(bs, usable).unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn round_robin_is_even_and_skips_unusable() {
+        let bs = backends(&[1, 1, 1]);
+        assert_eq!(
+            counts(PolicyKind::RoundRobin, &bs, &|_| true, 300),
+            vec![100; 3]
+        );
+        assert_eq!(
+            counts(PolicyKind::RoundRobin, &bs, &|i| i != 1, 300),
+            vec![150, 0, 150]
+        );
+        let mut p = picker(PolicyKind::RoundRobin, 3, 0);
+        assert_eq!(p.pick(&bs, &|_| false), None);
+    }
+
+    #[test]
+    fn weighted_policies_follow_weights() {
+        let bs = backends(&[1, 2, 3]);
+        assert_eq!(
+            counts(PolicyKind::WeightedRoundRobin, &bs, &|_| true, 600),
+            vec![100, 200, 300]
+        );
+        let c = counts(PolicyKind::Random, &bs, &|_| true, 60_000);
+        for (got, want) in c.iter().zip([10_000, 20_000, 30_000]) {
+            assert!((*got as f64 / want as f64 - 1.0).abs() < 0.05, "{c:?}");
+        }
+        assert_eq!(
+            counts(PolicyKind::WeightedRoundRobin, &bs, &|i| i == 0, 10),
+            vec![10, 0, 0]
+        );
+    }
+
+    #[test]
+    fn least_outstanding_prefers_idle_backends() {
+        let bs = backends(&[1, 1, 1]);
+        for _ in 0..5 {
+            bs[0].load.on_sent(true);
+            bs[2].load.on_sent(true);
+        }
+        let mut p = picker(PolicyKind::LeastOutstanding, 3, 0);
+        for _ in 0..3 {
+            assert_eq!(p.pick(&bs, &|_| true), Some(1));
+        }
+        // Equal load: ties rotate.
+        let even = backends(&[1, 1, 1]);
+        assert_eq!(
+            counts(PolicyKind::LeastOutstanding, &even, &|_| true, 300),
+            vec![100; 3]
+        );
+    }
+
+    #[test]
+    fn p2c_avoids_the_slow_backend() {
+        let bs = backends(&[1, 1, 1]);
+        bs[0].load.on_sent(true);
+        bs[0].load.on_answer(std::time::Duration::from_millis(500));
+        let c = counts(PolicyKind::P2cEwma, &bs, &|_| true, 3000);
+        assert!(c[0] < 100, "{c:?}");
+        assert!(c[1] > 1000 && c[2] > 1000, "{c:?}");
+        // Same seed, same choices.
+        assert_eq!(c, counts(PolicyKind::P2cEwma, &bs, &|_| true, 3000));
+    }
+}

@@ -1,0 +1,340 @@
+//! The in-memory session table: 64 shards, each a mutex over a hash map of pins.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const SHARDS: usize = 64;
+/// Entries examined when a full shard must evict one (approximate LRU, as Redis does).
+const EVICTION_SAMPLE: usize = 16;
+
+/// Keys are already SipHash digests; hashing them again would only cost time.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map = HashMap<u64, Pin, BuildHasherDefault<IdentityHasher>>;
+
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    backend: u32,
+    /// Global id of the client connection that last sent this key (0: none).
+    owner: u64,
+    /// Milliseconds since the table's epoch.
+    last_used: u64,
+}
+
+/// What [`SessionTable::route`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinOutcome {
+    /// The key was pinned to a usable backend, which is returned, with the client
+    /// connection that owns the key's session (0: none).
+    Hit(u32, u64),
+    /// The key had no live pin; a backend was chosen and pinned.
+    New(u32),
+    /// The key was pinned to an unusable backend; it was moved to the returned one.
+    Moved {
+        /// The backend the key was pinned to.
+        from: u32,
+        /// The backend it is pinned to now.
+        to: u32,
+    },
+    /// The key is pinned to an unusable backend and moving it is not allowed.
+    PinnedDown(u32),
+    /// No backend could be chosen; nothing was pinned.
+    Unavailable,
+}
+
+/// A sharded, bounded, TTL'd map of key → backend pins.
+pub struct SessionTable {
+    shards: Box<[Mutex<Map>]>,
+    ttl_ms: AtomicU64,
+    per_shard: AtomicUsize,
+    len: AtomicUsize,
+    evicted: AtomicUsize,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for SessionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTable")
+            .field("len", &self.len())
+            .field("ttl", &self.ttl())
+            .finish()
+    }
+}
+
+impl SessionTable {
+    /// A table forgetting pins idle for `ttl` and holding at most `max_entries`.
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Map::default())).collect();
+        SessionTable {
+            shards,
+            ttl_ms: AtomicU64::new((ttl.as_millis() as u64).max(1)),
+            per_shard: AtomicUsize::new(max_entries.div_ceil(SHARDS).max(1)),
+            len: AtomicUsize::new(0),
+            evicted: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Applies reloaded bounds; pins already held are kept (a smaller bound evicts as new
+    /// keys arrive).
+    pub fn set_limits(&self, ttl: Duration, max_entries: usize) {
+        self.ttl_ms
+            .store((ttl.as_millis() as u64).max(1), Ordering::Relaxed);
+        self.per_shard
+            .store(max_entries.div_ceil(SHARDS).max(1), Ordering::Relaxed);
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl_ms.load(Ordering::Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, Map> {
+        // The map hashes with the low and the top bits; pick the shard by the middle ones.
+        let i = ((key >> 32) as usize) % SHARDS;
+        // A panic while holding a shard cannot leave a pin half-written; keep serving.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks `key` up and returns its backend if the pin is live and `usable` accepts it
+    /// (refreshing the pin); otherwise calls `pick` for a backend and pins the key to it.
+    /// With `repin` false, a key pinned to an unusable backend is not moved
+    /// ([`PinOutcome::PinnedDown`]). One shard lock for the lookup, the pick and the pin, so
+    /// two workers routing a new key at once agree; no allocation on a hit.
+    pub fn route(
+        &self,
+        key: u64,
+        repin: bool,
+        usable: impl Fn(u32) -> bool,
+        pick: impl FnOnce() -> Option<u32>,
+    ) -> PinOutcome {
+        let now = self.now_ms();
+        let ttl = self.ttl_ms();
+        let mut map = self.shard(key);
+        let mut moved_from = None;
+        if let Some(pin) = map.get_mut(&key) {
+            if now.saturating_sub(pin.last_used) < ttl {
+                if usable(pin.backend) {
+                    pin.last_used = now;
+                    return PinOutcome::Hit(pin.backend, pin.owner);
+                }
+                if !repin {
+                    return PinOutcome::PinnedDown(pin.backend);
+                }
+                moved_from = Some(pin.backend);
+            }
+        }
+        let Some(backend) = pick() else {
+            return PinOutcome::Unavailable;
+        };
+        // A moved pin keeps its owner: the session continues on its new backend.
+        let owner = map.get(&key).map_or(0, |p| p.owner);
+        let pin = Pin {
+            backend,
+            owner,
+            last_used: now,
+        };
+        if map.insert(key, pin).is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            if map.len() > self.per_shard.load(Ordering::Relaxed) {
+                self.evict_one(&mut map, key, now);
+            }
+        }
+        match moved_from {
+            Some(from) => PinOutcome::Moved { from, to: backend },
+            None => PinOutcome::New(backend),
+        }
+    }
+
+    /// Drops one entry other than `keep`: an expired one if the sample has it, else the one
+    /// idle longest in the sample.
+    fn evict_one(&self, map: &mut Map, keep: u64, now: u64) {
+        let victim = map
+            .iter()
+            .filter(|(k, _)| **k != keep)
+            .take(EVICTION_SAMPLE)
+            .max_by_key(|(_, p)| now.saturating_sub(p.last_used))
+            .map(|(k, _)| *k);
+        if let Some(k) = victim {
+            map.remove(&k);
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the client connection `owner` as the one that owns `key`'s session (where a
+    /// backend's unasked messages for the key go), if the key is pinned.
+    pub fn claim(&self, key: u64, owner: u64) {
+        if let Some(pin) = self.shard(key).get_mut(&key) {
+            pin.owner = owner;
+        }
+    }
+
+    /// The backend `key` is pinned to, if the pin is live.
+    pub fn backend_of(&self, key: u64) -> Option<u32> {
+        let now = self.now_ms();
+        let map = self.shard(key);
+        map.get(&key)
+            .filter(|p| now.saturating_sub(p.last_used) < self.ttl_ms())
+            .map(|p| p.backend)
+    }
+
+    /// The client connection that last sent `key`, if the pin is live.
+    pub fn owner_of(&self, key: u64) -> Option<u64> {
+        let now = self.now_ms();
+        let map = self.shard(key);
+        map.get(&key)
+            .filter(|p| p.owner != 0 && now.saturating_sub(p.last_used) < self.ttl_ms())
+            .map(|p| p.owner)
+    }
+
+    /// Removes expired pins from every shard; returns how many. Called periodically off
+    /// the hot path.
+    pub fn purge_expired(&self) -> usize {
+        let now = self.now_ms();
+        let ttl = self.ttl_ms();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let before = map.len();
+            map.retain(|_, p| now.saturating_sub(p.last_used) < ttl);
+            removed += before - map.len();
+        }
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Pins currently held (expired ones included until purged).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no pins are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pins evicted because the table was full.
+    pub fn evicted(&self) -> usize {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// The idle TTL.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::key_hash;
+
+    #[test]
+    fn pins_stick_and_move_off_unusable_backends() {
+        let t = SessionTable::new(Duration::from_secs(60), 1000);
+        let k = key_hash(b"alice");
+        assert_eq!(t.route(k, true, |_| true, || Some(2)), PinOutcome::New(2));
+        t.claim(k, 7);
+        assert_eq!(
+            t.route(k, true, |_| true, || Some(0)),
+            PinOutcome::Hit(2, 7)
+        );
+        assert_eq!(t.owner_of(k), Some(7));
+        assert_eq!(
+            t.route(k, true, |b| b != 2, || Some(1)),
+            PinOutcome::Moved { from: 2, to: 1 }
+        );
+        assert_eq!(t.backend_of(k), Some(1));
+        assert_eq!(t.owner_of(k), Some(7), "a moved session keeps its owner");
+        t.claim(k, 8);
+        assert_eq!(t.owner_of(k), Some(8));
+        // on_backend_down = "fail": the pin stays, the message is refused.
+        assert_eq!(
+            t.route(k, false, |b| b != 1, || Some(0)),
+            PinOutcome::PinnedDown(1)
+        );
+        assert_eq!(t.backend_of(k), Some(1));
+        assert_eq!(
+            t.route(key_hash(b"bob"), true, |_| false, || None),
+            PinOutcome::Unavailable
+        );
+        // Claiming a key nobody pinned pins nothing.
+        t.claim(key_hash(b"nobody"), 3);
+        assert_eq!(t.owner_of(key_hash(b"nobody")), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn idle_pins_expire() {
+        let t = SessionTable::new(Duration::from_millis(20), 1000);
+        let k = key_hash(b"k");
+        t.route(k, true, |_| true, || Some(0));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(t.backend_of(k), None);
+        assert_eq!(t.route(k, true, |_| true, || Some(1)), PinOutcome::New(1));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(t.purge_expired(), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn never_grows_past_its_bound() {
+        let max = 640;
+        let t = SessionTable::new(Duration::from_secs(60), max);
+        for i in 0..20_000u64 {
+            t.route(key_hash(&i.to_le_bytes()), true, |_| true, || Some(0));
+            assert!(t.len() <= max, "{} > {max}", t.len());
+        }
+        assert!(t.evicted() >= 20_000 - max);
+        // The newest key always survives its own insertion.
+        assert_eq!(t.backend_of(key_hash(&19_999u64.to_le_bytes())), Some(0));
+    }
+
+    #[test]
+    fn shared_across_threads() {
+        let t = std::sync::Arc::new(SessionTable::new(Duration::from_secs(60), 100_000));
+        let handles: Vec<_> = (0..4)
+            .map(|w| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5_000u64 {
+                        let k = key_hash(&i.to_le_bytes());
+                        let got = t.route(k, true, |_| true, || Some((i % 3) as u32));
+                        t.claim(k, w);
+                        let b = match got {
+                            PinOutcome::Hit(b, _) | PinOutcome::New(b) => b,
+                            other => panic!("{other:?}"),
+                        };
+                        assert_eq!(b, (i % 3) as u32);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(t.len(), 5_000);
+    }
+}

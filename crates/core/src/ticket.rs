@@ -1,0 +1,78 @@
+//! The narrow interface between the two halves of the proxy: the backend side knows a
+//! client only as a [`ReplySink`], and each request only by the [`Ticket`] the client side
+//! made for it before sending (which client, its place in the client's order, which part of
+//! a split request, and the client's own id). Answers, failures and requests handed back
+//! unwritten all go through it, keyed by the ticket.
+
+use crate::error::Fault;
+use bytes::Bytes;
+use switchyard_proto::Span;
+
+/// A few bytes kept with a request in flight (an id, a key): inline up to 16 bytes (every
+/// binary id, most text ids and keys), no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmallBytes {
+    /// Up to 16 bytes.
+    Inline(u8, [u8; 16]),
+    /// Longer ones.
+    Heap(Box<[u8]>),
+}
+
+impl SmallBytes {
+    /// A copy of `bytes`.
+    pub fn new(bytes: &[u8]) -> Self {
+        if bytes.len() <= 16 {
+            let mut a = [0u8; 16];
+            a[..bytes.len()].copy_from_slice(bytes);
+            SmallBytes::Inline(bytes.len() as u8, a)
+        } else {
+            SmallBytes::Heap(bytes.into())
+        }
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            SmallBytes::Inline(n, a) => &a[..*n as usize],
+            SmallBytes::Heap(b) => b,
+        }
+    }
+}
+
+/// One request awaiting an answer, as the client side numbered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The client connection's global id.
+    pub client: u64,
+    /// The request's place in the client's order.
+    pub seq: u64,
+    /// Which part of a split request it is.
+    pub part: Option<u16>,
+    /// The client's own id (`by_id`), restored on the answer.
+    pub orig_id: Option<SmallBytes>,
+    /// The request's key, kept when the listener's error answer names it.
+    pub key: Option<SmallBytes>,
+}
+
+/// A client connection, as the backend side sees it.
+pub trait ReplySink {
+    /// The client connection's global id.
+    fn client_id(&self) -> u64;
+    /// The answer to the request of `ticket`: `frame`, whose id field at `id_at` (under
+    /// `by_id`) is the proxy's and becomes the client's own.
+    fn answer(&self, ticket: &Ticket, frame: &[u8], id_at: Option<Span>);
+    /// The request of `ticket` failed: answered with the protocol's error answer in its
+    /// place, or the client closed.
+    fn fail(&self, ticket: &Ticket, fault: &Fault);
+    /// The request of `ticket` (or a one-way message, without one) was never written:
+    /// route it again. `request` has the client's own id back in place, at `id_at`.
+    fn hand_back(&self, ticket: Option<Ticket>, request: Bytes, id_at: Option<Span>);
+    /// A message a backend sent unasked, for the session this client owns; `false` if the
+    /// client is gone.
+    fn push(&self, frame: &[u8]) -> bool;
+    /// Answers came in this batch: queue the client for one write at the batch's end.
+    /// Returns `true` if it was not queued yet.
+    fn queue_flush(&self) -> bool;
+    /// The batch's end: write what the answers brought.
+    fn flush_queued(&self);
+}

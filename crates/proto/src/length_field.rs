@@ -1,0 +1,319 @@
+//! `length_field`: binary frames whose length is a big- or little-endian integer at a fixed
+//! offset. Frame length = `length_offset + length_width + value + length_adjust`, so both
+//! "the length counts the body" (adjust 0) and "the length counts the whole frame"
+//! (adjust = -(offset + width)) can be described.
+
+use crate::error::CodecError;
+use crate::error::Invalid;
+use crate::frame::{Frame, FrameSet, IdFormat, Key, Span};
+use crate::protocol::{Capabilities, Direction, Framer, Protocol};
+
+/// Largest offset of a length, key or id field in a frame.
+const MAX_FIELD_OFFSET: u32 = 1 << 20;
+
+/// Byte order of the length field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endian {
+    /// Most significant byte first (network order).
+    Big,
+    /// Least significant byte first.
+    Little,
+}
+
+/// A fixed field inside a frame (`key` or `id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// Offset from the start of the frame.
+    pub offset: u32,
+    /// Width in bytes.
+    pub width: u32,
+}
+
+/// Validated `length_field` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LengthFieldSpec {
+    /// Offset of the length field.
+    pub length_offset: u32,
+    /// Width of the length field: 1, 2, 4 or 8.
+    pub length_width: u32,
+    /// Byte order of the length field.
+    pub endian: Endian,
+    /// Added to the computed frame length (may be negative).
+    pub length_adjust: i64,
+    /// Session key field.
+    pub key: Option<FieldSpec>,
+    /// Correlation id field.
+    pub id: Option<FieldSpec>,
+}
+
+/// The codec table of `kind = "length_field"`, as written in the config file.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    length_offset: Option<u32>,
+    length_width: Option<u32>,
+    length_adjust: Option<i64>,
+    endian: Option<String>,
+    key: Option<FieldConfig>,
+    id: Option<FieldConfig>,
+}
+
+/// `{ offset = N, width = N }`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldConfig {
+    offset: u32,
+    width: u32,
+}
+
+impl Config {
+    /// The validated spec; errors name the key within the codec table.
+    pub fn spec(&self) -> Result<LengthFieldSpec, Invalid> {
+        let length_width = self
+            .length_width
+            .ok_or_else(|| ("length_width".to_string(), "is required".to_string()))?;
+        if ![1, 2, 4, 8].contains(&length_width) {
+            return Err((
+                "length_width".into(),
+                format!("must be 1, 2, 4 or 8, got {length_width}"),
+            ));
+        }
+        let endian = match self.endian.as_deref() {
+            None | Some("big") => Endian::Big,
+            Some("little") => Endian::Little,
+            Some(o) => {
+                return Err((
+                    "endian".into(),
+                    format!("must be `big` or `little`, got `{o}`"),
+                ))
+            }
+        };
+        let length_offset = self.length_offset.unwrap_or(0);
+        if length_offset > MAX_FIELD_OFFSET {
+            return Err((
+                "length_offset".into(),
+                format!("must be at most {MAX_FIELD_OFFSET}, got {length_offset}"),
+            ));
+        }
+        let field = |name: &str, f: Option<FieldConfig>, max_width: u32| {
+            f.map(|f| {
+                if f.offset > MAX_FIELD_OFFSET {
+                    Err((
+                        format!("{name}.offset"),
+                        format!("must be at most {MAX_FIELD_OFFSET}, got {}", f.offset),
+                    ))
+                } else if f.width == 0 || f.width > max_width {
+                    Err((
+                        format!("{name}.width"),
+                        format!("must be 1 to {max_width} bytes, got {}", f.width),
+                    ))
+                } else {
+                    Ok(FieldSpec {
+                        offset: f.offset,
+                        width: f.width,
+                    })
+                }
+            })
+            .transpose()
+        };
+        Ok(LengthFieldSpec {
+            length_offset,
+            length_width,
+            endian,
+            length_adjust: self.length_adjust.unwrap_or(0),
+            key: field("key", self.key, 4096)?,
+            id: field("id", self.id, 8)?,
+        })
+    }
+}
+
+/// The `length_field` protocol: the same framing both ways.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LengthFieldProtocol {
+    spec: LengthFieldSpec,
+}
+
+impl LengthFieldProtocol {
+    /// The protocol of `spec`.
+    pub fn new(spec: LengthFieldSpec) -> Self {
+        LengthFieldProtocol { spec }
+    }
+
+    /// Its validated settings.
+    pub fn spec(&self) -> &LengthFieldSpec {
+        &self.spec
+    }
+}
+
+impl Protocol for LengthFieldProtocol {
+    fn kind(&self) -> &'static str {
+        "length_field"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            keys: self.spec.key.is_some(),
+            ids: self.spec.id.is_some(),
+            id_format: IdFormat::Binary,
+            id_width: self.spec.id.map_or(8, |f| f.width as usize),
+            interprets: false,
+            correlation: None,
+        }
+    }
+
+    fn framer(&self, _: Direction, max_frame: usize) -> Result<Box<dyn Framer>, CodecError> {
+        Ok(Box::new(LengthField::new(self.spec.clone(), max_frame)))
+    }
+}
+
+/// The `length_field` framer.
+#[derive(Debug, Clone)]
+pub struct LengthField {
+    spec: LengthFieldSpec,
+    header: usize,
+    /// The smallest legal frame: the header and every configured field must fit.
+    min_frame: u64,
+    max_frame: u64,
+}
+
+impl LengthField {
+    /// A codec for `spec`, refusing frames over `max_frame` bytes.
+    pub fn new(spec: LengthFieldSpec, max_frame: usize) -> Self {
+        // In u64: offsets come from config and must not overflow (found by fuzzing).
+        let header = (u64::from(spec.length_offset) + u64::from(spec.length_width)) as usize;
+        let field_end =
+            |f: &Option<FieldSpec>| f.map_or(0, |f| u64::from(f.offset) + u64::from(f.width));
+        let min_frame = (header as u64)
+            .max(field_end(&spec.key))
+            .max(field_end(&spec.id));
+        LengthField {
+            spec,
+            header,
+            min_frame,
+            max_frame: max_frame as u64,
+        }
+    }
+
+    fn read_len(&self, b: &[u8]) -> u64 {
+        let field = &b[self.spec.length_offset as usize..self.header];
+        match self.spec.endian {
+            Endian::Big => field.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)),
+            Endian::Little => field
+                .iter()
+                .rev()
+                .fold(0u64, |acc, x| (acc << 8) | u64::from(*x)),
+        }
+    }
+}
+
+impl Framer for LengthField {
+    fn scan(&mut self, buf: &[u8], out: &mut FrameSet) -> Result<(), CodecError> {
+        let mut pos = 0usize;
+        let key = self.spec.key.map(|f| {
+            Key::Bytes(Span {
+                offset: f.offset,
+                len: f.width,
+            })
+        });
+        let id = self.spec.id.map(|f| Span {
+            offset: f.offset,
+            len: f.width,
+        });
+        while buf.len() - pos >= self.header {
+            let rest = &buf[pos..];
+            let value = self.read_len(rest);
+            let total = i128::from(self.header as u64)
+                + i128::from(value)
+                + i128::from(self.spec.length_adjust);
+            if total < self.min_frame as i128 {
+                return Err(CodecError::Malformed(format!(
+                    "length field value {value} gives a frame of {total} bytes, \
+                     shorter than its header and fields ({} bytes)",
+                    self.min_frame
+                )));
+            }
+            if total > self.max_frame as i128 {
+                return Err(CodecError::TooLarge {
+                    len: u64::try_from(total).unwrap_or(u64::MAX),
+                    max: self.max_frame,
+                });
+            }
+            let total = total as usize;
+            if rest.len() < total {
+                break;
+            }
+            out.push(Frame {
+                len: total as u32,
+                id,
+                key,
+            });
+            pos += total;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(width: u32, endian: Endian, adjust: i64) -> LengthFieldSpec {
+        LengthFieldSpec {
+            length_offset: 0,
+            length_width: width,
+            endian,
+            length_adjust: adjust,
+            key: Some(FieldSpec {
+                offset: width,
+                width: 2,
+            }),
+            id: None,
+        }
+    }
+
+    #[test]
+    fn body_length_big_endian() {
+        let mut c = LengthField::new(spec(2, Endian::Big, 0), 1024);
+        let buf = [0, 3, b'k', b'1', b'x', 0, 2, b'k'];
+        let mut out = Vec::new();
+        c.scan(&buf, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len, 5);
+        assert_eq!(out[0].key, Some(Key::Bytes(Span { offset: 2, len: 2 })));
+    }
+
+    #[test]
+    fn whole_frame_length_little_endian() {
+        // length counts the whole frame, including the 4-byte length itself.
+        let mut c = LengthField::new(spec(4, Endian::Little, -4), 1024);
+        let buf = [7, 0, 0, 0, b'a', b'b', b'c', 6, 0, 0, 0, b'd', b'e'];
+        let mut out = Vec::new();
+        c.scan(&buf, &mut out).unwrap();
+        assert_eq!(out.iter().map(|f| f.len).collect::<Vec<_>>(), vec![7, 6]);
+    }
+
+    #[test]
+    fn refuses_oversized_and_short_frames() {
+        let mut c = LengthField::new(spec(4, Endian::Big, 0), 100);
+        let mut out = Vec::new();
+        assert!(matches!(
+            c.scan(&[0, 0, 1, 0], &mut out),
+            Err(CodecError::TooLarge { len: 260, max: 100 })
+        ));
+        // A frame too short to hold its key field.
+        assert!(matches!(
+            c.scan(&[0, 0, 0, 1, 9], &mut out),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn eight_byte_length_does_not_overflow() {
+        let mut c = LengthField::new(spec(8, Endian::Big, 0), 100);
+        let mut out = Vec::new();
+        assert!(matches!(
+            c.scan(&[0xff; 8], &mut out),
+            Err(CodecError::TooLarge { .. })
+        ));
+    }
+}

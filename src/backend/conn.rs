@@ -1,0 +1,295 @@
+//! One shared connection to one backend, as the client side uses it: a write buffer many
+//! clients' requests are copied into (with the proxy's id spliced in for `by_id`), the
+//! correlator of what awaits answers, and the one-way messages not yet written. Its task
+//! ([`super::task`]) moves the bytes.
+
+use super::inflight::{OneWay, Pending, Placed, Settled, Unwritten};
+use super::Upstream;
+use bytes::BytesMut;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+use switchyard_core::correlate::Correlator;
+use switchyard_core::{Backend, BackendFault, Fault, ReplySink, Ticket};
+use switchyard_proto::{Correlation, IdFormat, Span};
+use tokio::sync::Notify;
+
+/// Whether the connection takes messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    /// Connecting, first or right after losing an established connection: messages may
+    /// queue (if the attempt fails they are handed back for another backend).
+    Connecting,
+    Connected,
+    /// A connect failed; takes no messages until a reconnect succeeds.
+    Down,
+}
+
+/// The connection's books.
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) status: Status,
+    pub(super) wbuf: BytesMut,
+    /// Bytes taken from `wbuf` by the writer and not yet written.
+    pub(super) writing: usize,
+    /// Bytes ever queued on this connection: the stream offset of the next queued byte.
+    queued_total: u64,
+    /// Stream offset up to which bytes reached the socket.
+    written_total: u64,
+    pub(super) corr: Correlator<Pending>,
+    oneway: VecDeque<OneWay>,
+}
+
+/// A shared backend connection.
+#[derive(Debug)]
+pub(crate) struct BackendConn {
+    /// The backend's shared state.
+    pub(crate) backend: Arc<Backend>,
+    /// Which of the backend's pooled connections this is.
+    pub(crate) slot: usize,
+    correlation: Correlation,
+    /// How the proxy writes its ids into requests.
+    id_format: IdFormat,
+    max_queued: usize,
+    pub(super) state: RefCell<State>,
+    pub(super) notify: Notify,
+    pub(super) retired: Cell<bool>,
+    /// The cluster as of the last reload.
+    pub(super) upstream: RefCell<Upstream>,
+}
+
+impl BackendConn {
+    /// A connection (not yet connected) to `backend`; requests are written as
+    /// `correlation` and `id_format` say, at most `max_queued` bytes waiting.
+    pub(super) fn new(
+        backend: Arc<Backend>,
+        slot: usize,
+        correlation: Correlation,
+        (id_format, id_space): (IdFormat, u64),
+        upstream: Upstream,
+    ) -> Self {
+        BackendConn {
+            backend,
+            slot,
+            correlation,
+            id_format,
+            max_queued: upstream.config.pool.max_queued_bytes,
+            state: RefCell::new(State {
+                status: Status::Connecting,
+                wbuf: BytesMut::new(),
+                writing: 0,
+                queued_total: 0,
+                written_total: 0,
+                corr: Correlator::new(correlation, id_space),
+                oneway: VecDeque::new(),
+            }),
+            notify: Notify::new(),
+            retired: Cell::new(false),
+            upstream: RefCell::new(upstream),
+        }
+    }
+
+    /// Whether the connection is connected, or on its first attempt, and not retired.
+    pub(crate) fn accepts_messages(&self) -> bool {
+        !self.retired.get() && self.state.borrow().status != Status::Down
+    }
+
+    /// Whether another message fits: queued bytes under the bound, and a free proxy id.
+    pub(crate) fn has_room(&self) -> bool {
+        let s = self.state.borrow();
+        s.wbuf.len() + s.writing < self.max_queued && s.corr.has_room()
+    }
+
+    /// Request bytes queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        let s = self.state.borrow();
+        s.wbuf.len() + s.writing
+    }
+
+    /// Requests awaiting answers on this connection.
+    #[cfg(test)]
+    pub(crate) fn outstanding(&self) -> usize {
+        self.state.borrow().corr.len()
+    }
+
+    /// Sizes of what the connection keeps per message: the correlator's collections and the
+    /// one-way messages not yet written (for the growth tests).
+    #[cfg(test)]
+    pub(crate) fn footprint(&self) -> (switchyard_core::correlate::Footprint, usize) {
+        let s = self.state.borrow();
+        (s.corr.footprint(), s.oneway.len())
+    }
+
+    /// Takes no new messages; the task closes the connection once nothing is outstanding.
+    pub(crate) fn retire(&self) {
+        self.retired.set(true);
+        self.notify.notify_one();
+    }
+
+    /// Points the connection at a reloaded cluster.
+    pub(crate) fn set_upstream(&self, upstream: Upstream) {
+        *self.upstream.borrow_mut() = upstream;
+    }
+
+    /// Queues one request `frame` of the client `sink`, read at `now` (one clock read per
+    /// batch of frames). With a `ticket` an answer is awaited (the client side made it);
+    /// without one the message is one-way. `id` is where the frame's id sits (`by_id`).
+    /// The caller has checked [`Self::has_room`].
+    pub(crate) fn send(
+        &self,
+        frame: &[u8],
+        id: Option<Span>,
+        ticket: Option<Ticket>,
+        sink: &Rc<dyn ReplySink>,
+        now: Instant,
+    ) {
+        let mut s = self.state.borrow_mut();
+        let start = s.queued_total;
+        let len_before = s.wbuf.len();
+        let placed = |len: u32| Placed {
+            start,
+            len,
+            id_at: None,
+        };
+        let awaits = match (ticket, self.correlation, id) {
+            (Some(ticket), Correlation::InOrder, _) => {
+                s.corr.register(Pending {
+                    sink: sink.clone(),
+                    ticket,
+                    sent: now,
+                    placed: placed(frame.len() as u32),
+                });
+                s.wbuf.extend_from_slice(frame);
+                true
+            }
+            (Some(ticket), Correlation::ById, Some(span)) => {
+                if !s.corr.has_room() {
+                    // has_room() was checked by the caller; keep the books straight anyway.
+                    drop(s);
+                    sink.fail(&ticket, &BackendFault::NoFreeId.into());
+                    return;
+                }
+                let start_at = span.offset as usize;
+                let end_at = start_at + span.len as usize;
+                let pending = Pending {
+                    sink: sink.clone(),
+                    ticket,
+                    sent: now,
+                    placed: placed(0),
+                };
+                let Some(pid) = s.corr.register(pending) else {
+                    return; // a free id was just seen
+                };
+                s.wbuf.extend_from_slice(&frame[..start_at]);
+                switchyard_proto::write_proxy_id(
+                    self.id_format,
+                    pid,
+                    span.len as usize,
+                    &mut s.wbuf,
+                );
+                let id_len = s.wbuf.len() - len_before - start_at;
+                s.wbuf.extend_from_slice(&frame[end_at..]);
+                let len = (s.wbuf.len() - len_before) as u32;
+                if let Some(p) = s.corr.get_mut(pid) {
+                    p.placed.len = len;
+                    p.placed.id_at = Some(Span {
+                        offset: span.offset,
+                        len: id_len as u32,
+                    });
+                }
+                true
+            }
+            (ticket, _, _) => {
+                if let Some(t) = ticket {
+                    // An answer was asked of a message that cannot get one (`none`, or a
+                    // `by_id` request without an id): a bug on the client side's part.
+                    sink.fail(
+                        &t,
+                        &Fault::Internal(
+                            "a request that can get no answer was sent as awaiting one".into(),
+                        ),
+                    );
+                }
+                s.wbuf.extend_from_slice(frame);
+                s.oneway.push_back(OneWay {
+                    sink: sink.clone(),
+                    placed: placed(frame.len() as u32),
+                });
+                false
+            }
+        };
+        s.queued_total += (s.wbuf.len() - len_before) as u64;
+        drop(s);
+        self.backend.load.on_sent(awaits);
+        self.notify.notify_one();
+    }
+
+    /// Records that `n` more bytes reached the socket; forgets one-way messages fully sent.
+    pub(super) fn wrote(&self, n: usize) {
+        let mut s = self.state.borrow_mut();
+        s.written_total += n as u64;
+        s.writing = s.writing.saturating_sub(n);
+        let written = s.written_total;
+        while s
+            .oneway
+            .front()
+            .is_some_and(|o| o.placed.start + u64::from(o.placed.len) <= written)
+        {
+            s.oneway.pop_front();
+        }
+    }
+
+    /// The connection is gone: requests never written go back to their clients to be
+    /// routed again (if `retry`); every other outstanding request fails with `lost`.
+    /// `unwritten` holds the bytes from the write offset on that the writer had taken.
+    pub(super) fn settle_in_flight(
+        &self,
+        lost: &BackendFault,
+        unwritten: BytesMut,
+        retry: bool,
+    ) -> Settled {
+        let (pending, oneway, rest) = {
+            let mut s = self.state.borrow_mut();
+            let mut tail = unwritten;
+            tail.extend_from_slice(&s.wbuf);
+            s.wbuf.clear();
+            s.writing = 0;
+            let written = s.written_total;
+            debug_assert_eq!(written + tail.len() as u64, s.queued_total);
+            s.written_total = s.queued_total;
+            (
+                s.corr.drain(),
+                std::mem::take(&mut s.oneway)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                Unwritten {
+                    tail: tail.freeze(),
+                    written,
+                },
+            )
+        };
+        super::inflight::settle(pending, oneway, &rest, retry, lost, &|| {
+            self.backend.load.on_failed()
+        })
+    }
+
+    pub(super) fn set_status(&self, status: Status) {
+        self.state.borrow_mut().status = status;
+    }
+
+    /// Passive health: one more failure of this backend.
+    pub(super) fn report_failure(&self, what: &str) {
+        let cluster = self.upstream.borrow().cluster.clone();
+        if let Some(i) = cluster.index_of(self.backend.id) {
+            cluster.report_failure(i, what);
+        }
+    }
+
+    /// Retired, and nothing left to write or to wait for: the task may end.
+    pub(super) fn idle_and_retired(&self) -> bool {
+        let s = self.state.borrow();
+        self.retired.get() && s.corr.is_empty() && s.wbuf.is_empty() && s.writing == 0
+    }
+}

@@ -1,0 +1,36 @@
+//! The backend side: each worker's pools of shared backend connections, and getting every
+//! backend message back where it belongs. A request's bytes are copied once, from the
+//! client's buffer into a backend connection's write buffer (with the proxy's id spliced
+//! in for `by_id`); an answer's bytes are copied once, into its client's reply buffer. The
+//! backend side knows a client only as a `ReplySink` and each request by the `Ticket` the
+//! client side made (`switchyard-core`'s ticket module); it never imports the client side.
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`pool`] | a worker's connections to one cluster, for one listener; reconciled on reload |
+//! | [`conn`] | one shared connection's books: write buffer, correlator, one-way messages |
+//! | [`inflight`] | what is kept per message in flight; handing back and failing it |
+//! | [`task`] | connect, pump, time out, reconnect with back-off |
+//! | [`handshake`] | TCP connect and the protocol's handshake |
+
+mod conn;
+mod handshake;
+mod inflight;
+mod pool;
+mod task;
+
+pub(crate) use pool::{Pool, PoolTarget};
+
+use crate::config::ClusterConfig;
+use std::sync::Arc;
+use switchyard_core::Cluster;
+
+/// A cluster as the backend side connects to it: where messages go (the core's cluster,
+/// shared by every worker) and how its connections behave (the proxy's settings).
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    /// Backends, their load and health, the session store.
+    pub(crate) cluster: Arc<Cluster>,
+    /// Pool, timeouts, retry, handshake settings.
+    pub(crate) config: Arc<ClusterConfig>,
+}

@@ -1,0 +1,384 @@
+//! A backend connection's task: connect (with back-off), then pump bytes both ways until
+//! the connection ends — answers matched to their requests and handed to their clients,
+//! pushes routed by key, requests timed out — and, when it ends, hand back or fail what was
+//! in flight and reconnect. The pumping state is a [`Pump`]; its loop only waits.
+
+use super::conn::{BackendConn, Status};
+use super::handshake;
+use crate::registry::Registry;
+use bytes::{Buf, BytesMut};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use switchyard_core::correlate::{Answer, Expired};
+use switchyard_core::{BackendFault, Fault};
+use switchyard_proto::{Correlation, Direction, Frame, FrameSet, Framer, IdFormat, Protocols};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Read size for answers.
+const READ_CHUNK: usize = 64 << 10;
+
+/// A connection that lived shorter than this and died counts as a failed attempt (back-off
+/// applies), so a backend that accepts and closes at once is not hammered.
+const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(1);
+
+/// Why a pump ended.
+enum Ended {
+    /// Retired and idle: a clean close.
+    Retired,
+    /// Closed by the proxy to be replaced (an `in_order` request timed out).
+    Replace(String),
+    /// Lost: the backend closed it, or an I/O error, or a bad answer.
+    Lost(String),
+}
+
+/// The connection's task. Ends when the connection is retired and idle, or when the
+/// worker's runtime ends.
+pub(crate) async fn run(
+    conn: Rc<BackendConn>,
+    protocols: Protocols,
+    max_frame: usize,
+    registry: Rc<Registry>,
+) {
+    let addr = conn.backend.address;
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let upstream = conn.upstream.borrow().clone();
+        let config = upstream.config.clone();
+        let retry = config.retry_on_connect_failure;
+        if conn.retired.get() {
+            let lost = lost(&conn, "backend removed from the cluster");
+            conn.settle_in_flight(&lost, BytesMut::new(), retry);
+            return;
+        }
+        let attempt = tokio::time::timeout(
+            config.pool.connect_timeout,
+            handshake::connect(addr, &protocols, &config.backend_setup),
+        )
+        .await;
+        let (reason, unwritten, healthy_run) = match attempt {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                conn.set_status(Status::Connected);
+                if !conn.backend.set_up(true) {
+                    tracing::info!(backend = %conn.backend.name, %addr, "backend is up");
+                }
+                registry.capacity.notify_waiters();
+                let since = Instant::now();
+                let (ended, unwritten) = pump(
+                    &conn,
+                    stream,
+                    &protocols,
+                    max_frame,
+                    &registry,
+                    config.request_timeout,
+                )
+                .await;
+                let (reason, replaced) = match ended {
+                    Ended::Retired => return,
+                    Ended::Replace(r) => (r, true),
+                    Ended::Lost(r) => (r, false),
+                };
+                tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
+                (
+                    reason,
+                    unwritten,
+                    replaced || since.elapsed() >= MIN_HEALTHY_LIFETIME,
+                )
+            }
+            Ok(Err(e)) => (e, BytesMut::new(), false),
+            Err(_) => (
+                format!("connect timed out after {:?}", config.pool.connect_timeout),
+                BytesMut::new(),
+                false,
+            ),
+        };
+        let had_work = !conn.state.borrow().corr.is_empty();
+        let settle = |conn: &BackendConn, reason: &str, unwritten| {
+            let s = conn.settle_in_flight(&lost(conn, reason), unwritten, retry);
+            if s.failed > 0 || s.retried > 0 {
+                tracing::warn!(
+                    backend = %conn.backend.name,
+                    failed = s.failed,
+                    retried = s.retried,
+                    reason,
+                    "backend connection lost with requests in flight: failing what was sent, retrying what was not"
+                );
+            }
+        };
+        if healthy_run {
+            // A connection that served a while and was lost: reconnect at once; messages
+            // may queue meanwhile.
+            conn.set_status(Status::Connecting);
+            backoff = None;
+            settle(&conn, &reason, unwritten);
+            if had_work {
+                conn.report_failure(&reason);
+            }
+            registry.capacity.notify_waiters();
+            continue;
+        }
+        conn.set_status(Status::Down);
+        settle(&conn, &reason, unwritten);
+        conn.report_failure(&reason);
+        let pool = config.pool;
+        let delay = backoff.map_or(pool.reconnect_backoff_min, |b| {
+            (b * 2).min(pool.reconnect_backoff_max)
+        });
+        backoff = Some(delay);
+        if conn.backend.set_up(false) {
+            tracing::warn!(backend = %conn.backend.name, %addr, %reason, retry_in = ?delay, "backend is down");
+        }
+        // Clients waiting for room must re-decide now that this connection is gone.
+        registry.capacity.notify_waiters();
+        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 4 + 1));
+        tokio::select! {
+            _ = tokio::time::sleep(delay + jitter) => {}
+            _ = conn.notify.notified(), if !conn.retired.get() => {}
+        }
+    }
+}
+
+/// The fault of requests lost with the connection to `conn`'s backend.
+fn lost(conn: &BackendConn, reason: &str) -> BackendFault {
+    BackendFault::Lost {
+        backend: conn.backend.name.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+/// When the request timer must fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// Nothing is outstanding.
+    None,
+    /// Armed already for the oldest request (its deadline only moves later as answers
+    /// come, so it is armed once, and re-armed when it fires early).
+    Armed,
+    /// Arm it for this instant.
+    Arm(Instant),
+}
+
+/// One connected backend connection's pumping state.
+struct Pump<'a> {
+    conn: &'a Rc<BackendConn>,
+    registry: &'a Registry,
+    framer: Box<dyn Framer>,
+    /// How answers carry the proxy's ids.
+    answer_ids: IdFormat,
+    rbuf: BytesMut,
+    /// Bytes taken from the connection's write buffer, being written.
+    out: BytesMut,
+    frames: FrameSet,
+    request_timeout: Duration,
+    armed: bool,
+}
+
+impl<'a> Pump<'a> {
+    /// Takes the requests queued since the last write, if the last write is done.
+    fn take_queued(&mut self) {
+        if self.out.is_empty() {
+            let mut s = self.conn.state.borrow_mut();
+            std::mem::swap(&mut self.out, &mut s.wbuf);
+            s.writing = self.out.len();
+        }
+    }
+
+    /// The request timer's next deadline.
+    fn next_deadline(&mut self) -> Deadline {
+        let oldest = self.conn.state.borrow().corr.oldest().map(|p| p.sent);
+        match oldest {
+            None => {
+                self.armed = false;
+                Deadline::None
+            }
+            Some(_) if self.armed => Deadline::Armed,
+            Some(sent) => {
+                self.armed = true;
+                Deadline::Arm(sent + self.request_timeout)
+            }
+        }
+    }
+
+    /// Room for the next read.
+    fn reserve(&mut self) {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+    }
+
+    /// Answers arrived: each goes to its request's client (or as a push), then every client
+    /// given answers is written to once.
+    fn on_read(&mut self) -> Result<(), Ended> {
+        if let Err(e) = self.framer.scan(&self.rbuf, &mut self.frames) {
+            return Err(Ended::Lost(format!("bad answer from backend: {e}")));
+        }
+        let was_full = !self.conn.has_room();
+        let now = Instant::now();
+        let mut frames = std::mem::take(&mut self.frames);
+        for f in frames.drain(..) {
+            let len = f.len as usize;
+            self.on_answer(&self.rbuf[..len], &f, now);
+            self.rbuf.advance(len);
+        }
+        self.frames = frames;
+        self.registry.flush_clients();
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+            self.rbuf = BytesMut::with_capacity(READ_CHUNK); // give a large answer's memory back
+        }
+        if was_full && self.conn.has_room() {
+            self.registry.capacity.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// One backend message: the answer to a request, or a push.
+    fn on_answer(&self, frame: &[u8], f: &Frame, now: Instant) {
+        let conn = self.conn;
+        let id = match conn.state.borrow().corr.mode() {
+            Correlation::ById => {
+                f.id.and_then(|s| switchyard_proto::parse_proxy_id(self.answer_ids, s.slice(frame)))
+            }
+            _ => None,
+        };
+        let answer = conn.state.borrow_mut().corr.answer(id);
+        match answer {
+            Answer::Matched(p) => {
+                conn.backend
+                    .on_answer(now.saturating_duration_since(p.sent));
+                p.sink.answer(&p.ticket, frame, f.id);
+                self.registry.defer_flush(&p.sink);
+            }
+            Answer::Late => {
+                tracing::debug!(backend = %conn.backend.name, "dropping the late answer of a timed-out request");
+            }
+            Answer::Unmatched => {
+                let cluster = conn.upstream.borrow().cluster.clone();
+                let key = f
+                    .key
+                    .map(|k| cluster.session_key(k.bytes(frame, &mut [0; 8])));
+                self.registry.route_push(&cluster, key, frame);
+            }
+        }
+    }
+
+    /// `n` bytes reached the socket.
+    fn on_written(&mut self, n: usize) {
+        let was_full = !self.conn.has_room();
+        self.out.advance(n);
+        self.conn.wrote(n);
+        if was_full && self.conn.has_room() {
+            self.registry.capacity.notify_waiters();
+        }
+    }
+
+    /// The request timer fired: fails the requests older than the timeout; an `in_order`
+    /// connection that cannot skip an answer must be replaced.
+    fn on_deadline(&mut self) -> Result<(), Ended> {
+        self.armed = false;
+        let conn = self.conn;
+        let timeout = self.request_timeout;
+        let now = Instant::now();
+        let is_old =
+            |p: &super::inflight::Pending| now.saturating_duration_since(p.sent) >= timeout;
+        loop {
+            let expired = conn.state.borrow_mut().corr.oldest_expired(is_old);
+            match expired {
+                None => return Ok(()),
+                Some(Expired::Request(p)) => {
+                    conn.backend.load.on_failed();
+                    conn.report_failure("request timeout");
+                    if let Some(suppressed) =
+                        crate::throttle::admit(&[&conn.backend.name, "request timed out"])
+                    {
+                        tracing::warn!(backend = %conn.backend.name, timeout = ?timeout, suppressed, "request timed out; failing it");
+                    }
+                    let fault: Fault = BackendFault::TimedOut {
+                        backend: conn.backend.name.clone(),
+                        after: timeout,
+                    }
+                    .into();
+                    p.sink.fail(&p.ticket, &fault);
+                }
+                Some(Expired::ConnectionLost) => {
+                    // An in_order connection cannot skip an answer: close and replace it.
+                    return Err(Ended::Replace(format!(
+                        "request timed out after {timeout:?}; an in_order connection cannot skip an answer, replacing it"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Moves bytes until the connection ends; returns why, and the bytes the writer had taken
+/// but not written.
+async fn pump(
+    conn: &Rc<BackendConn>,
+    mut stream: TcpStream,
+    protocols: &Protocols,
+    max_frame: usize,
+    registry: &Registry,
+    request_timeout: Duration,
+) -> (Ended, BytesMut) {
+    let framer = match protocols.answers.framer(Direction::Answers, max_frame) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                Ended::Lost(format!("cannot frame answers: {e}")),
+                BytesMut::new(),
+            )
+        }
+    };
+    let mut p = Pump {
+        conn,
+        registry,
+        framer,
+        answer_ids: protocols.answers.capabilities().id_format,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        out: BytesMut::new(),
+        frames: FrameSet::new(),
+        request_timeout,
+        armed: false,
+    };
+    let (mut rd, mut wr) = stream.split();
+    let timer = tokio::time::sleep(request_timeout);
+    tokio::pin!(timer);
+    // One wake-up registration for new requests, kept across iterations.
+    let queued = conn.notify.notified();
+    tokio::pin!(queued);
+    loop {
+        p.take_queued();
+        if p.out.is_empty() && conn.idle_and_retired() {
+            return (Ended::Retired, p.out);
+        }
+        let deadline = p.next_deadline();
+        if let Deadline::Arm(at) = deadline {
+            timer.as_mut().reset(tokio::time::Instant::from_std(at));
+        }
+        p.reserve();
+        let step = tokio::select! {
+            biased;
+            r = rd.read_buf(&mut p.rbuf) => match r {
+                Ok(0) => Err(Ended::Lost("backend closed the connection".into())),
+                Ok(_) => p.on_read(),
+                Err(e) => Err(Ended::Lost(format!("read failed: {e}"))),
+            },
+            r = wr.write(&p.out), if !p.out.is_empty() => match r {
+                Ok(n) => {
+                    p.on_written(n);
+                    Ok(())
+                }
+                Err(e) => Err(Ended::Lost(format!("write failed: {e}"))),
+            },
+            _ = &mut timer, if deadline != Deadline::None => p.on_deadline(),
+            _ = &mut queued, if p.out.is_empty() => {
+                queued.set(conn.notify.notified());
+                Ok(())
+            }
+        };
+        if let Err(ended) = step {
+            return (ended, p.out);
+        }
+    }
+}

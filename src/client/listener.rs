@@ -1,0 +1,89 @@
+//! What a client task of one listener needs on its worker, for one config generation
+//! ([`ListenerCtx`]), and the slot that holds the current one across reloads
+//! ([`ListenerSlot`]).
+
+use crate::backend::{Pool, Upstream};
+use crate::config::ListenerConfig;
+use crate::registry::Registry;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use switchyard_core::balance::Policy;
+use switchyard_core::Cluster;
+
+/// Everything a client task of one listener needs, per worker, for one config generation.
+pub(crate) struct ListenerCtx {
+    /// The listener's config (its protocols and client bounds).
+    pub(crate) config: ListenerConfig,
+    /// The cluster it balances over, and its connection settings.
+    pub(crate) upstream: Upstream,
+    /// This worker's connections to that cluster's backends.
+    pub(crate) pool: Rc<Pool>,
+    /// This worker's policy state for the cluster.
+    pub(crate) picker: RefCell<Box<dyn Policy>>,
+    /// The worker's clients, pushes and flush batch.
+    pub(crate) registry: Rc<Registry>,
+}
+
+impl std::fmt::Debug for ListenerCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerCtx")
+            .field("listener", &self.config.name)
+            .field("cluster", &self.cluster().settings.name)
+            .finish()
+    }
+}
+
+impl ListenerCtx {
+    /// The cluster.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.upstream.cluster
+    }
+
+    /// Whether connections of `other` speak the same protocol, so a connection accepted
+    /// under one can be served under the other.
+    pub(crate) fn same_protocol(&self, other: &ListenerConfig) -> bool {
+        self.config.same_protocol(other)
+    }
+}
+
+/// A listener's current context on one worker; replaced on reload. Client connections
+/// follow the current context unless its protocol changed under them.
+#[derive(Debug)]
+pub(crate) struct ListenerSlot {
+    current: RefCell<Rc<ListenerCtx>>,
+    /// Open client connections of this listener on every worker.
+    pub(crate) active: Arc<AtomicUsize>,
+}
+
+impl ListenerSlot {
+    /// A slot holding `ctx`.
+    pub(crate) fn new(ctx: Rc<ListenerCtx>, active: Arc<AtomicUsize>) -> Self {
+        ListenerSlot {
+            current: RefCell::new(ctx),
+            active,
+        }
+    }
+
+    /// The current context.
+    pub(crate) fn current(&self) -> Rc<ListenerCtx> {
+        self.current.borrow().clone()
+    }
+
+    /// Installs a reloaded context.
+    pub(crate) fn replace(&self, ctx: Rc<ListenerCtx>) {
+        *self.current.borrow_mut() = ctx;
+    }
+
+    /// The context a connection accepted under `own` follows now: the current one, unless
+    /// the protocol changed under the connection.
+    pub(crate) fn follow(&self, own: &Rc<ListenerCtx>) -> Rc<ListenerCtx> {
+        let current = self.current();
+        if Rc::ptr_eq(&current, own) || current.same_protocol(&own.config) {
+            current
+        } else {
+            own.clone()
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Write-back: a client's answers waiting for its socket, and the socket's write half.
+//! Whoever delivers answers writes them straight out, once per batch (the backend task,
+//! after each read of its backend); the client task takes over only when the socket is
+//! full, and is woken for answers only when it waits on them.
+
+use bytes::{Buf, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// Most output buffer kept once everything is written.
+const KEEP_OUTPUT: usize = 256 << 10;
+
+/// A client's output.
+#[derive(Debug, Default)]
+pub(super) struct Output {
+    pub(super) buf: RefCell<BytesMut>,
+    /// The socket's write half; `None` before [`Output::attach`] and after close.
+    writer: RefCell<Option<Rc<OwnedWriteHalf>>>,
+    /// On the registry's list of clients to flush.
+    flush_queued: Cell<bool>,
+    /// The client task waits on answers (not only on its socket): wake it for each.
+    pub(super) wake_on_answer: Cell<bool>,
+    /// The client task waits for the socket to take more: leave the writing to it.
+    pub(super) write_blocked: Cell<bool>,
+}
+
+impl Output {
+    /// The socket to write to; returned for the client task to wait on.
+    pub(super) fn attach(&self, writer: OwnedWriteHalf) -> Rc<OwnedWriteHalf> {
+        let writer = Rc::new(writer);
+        *self.writer.borrow_mut() = Some(writer.clone());
+        writer
+    }
+
+    /// Writes what the socket takes now: `Ok(true)` if all is written, `Ok(false)` if the
+    /// socket is full, `Err` if it failed.
+    pub(super) fn flush(&self) -> Result<bool, String> {
+        let Some(w) = self.writer.borrow().clone() else {
+            return Ok(self.buf.borrow().is_empty());
+        };
+        let mut buf = self.buf.borrow_mut();
+        while !buf.is_empty() {
+            match w.try_write(&buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => buf.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(format!("write to client failed: {e}")),
+            }
+        }
+        // Give a burst's memory back: an idle connection keeps a small buffer, whatever it
+        // once carried.
+        if buf.capacity() > KEEP_OUTPUT {
+            *buf = BytesMut::new();
+        }
+        Ok(true)
+    }
+
+    /// Marks the client for a flush at the end of the current batch; `true` if it was not.
+    pub(super) fn queue_flush(&self) -> bool {
+        !self.flush_queued.replace(true)
+    }
+
+    /// The batch's flush is being done.
+    pub(super) fn dequeue_flush(&self) {
+        self.flush_queued.set(false);
+    }
+
+    /// Whether answers are waiting to be written.
+    pub(super) fn pending(&self) -> bool {
+        !self.buf.borrow().is_empty()
+    }
+
+    /// Drops what is waiting and the write half (its socket closes once the client task's
+    /// read half goes too).
+    pub(super) fn release(&self) {
+        *self.buf.borrow_mut() = BytesMut::new();
+        self.writer.borrow_mut().take();
+    }
+}

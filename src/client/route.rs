@@ -1,0 +1,329 @@
+//! Routing a client's requests, one step each: ask the core where the message goes (a
+//! [`Route`], decided once), carry that route to a connection of this worker's pool, and
+//! record push ownership. Requests handed back by a lost backend connection, and the parts
+//! of a split request that could not go yet, are routed before any new request.
+
+use super::listener::ListenerCtx;
+use super::reply::{Client, Members, Requeued};
+use crate::backend::PoolTarget;
+use bytes::{Buf, BytesMut};
+use std::rc::Rc;
+use std::time::Instant;
+use switchyard_core::balance::How;
+use switchyard_core::{BackendFault, Fault, ReplySink, Route, Routed, Ticket};
+use switchyard_proto::{ConnState, Correlation, Direction, Frame, FrameSet, Key, Part, Plan, Span};
+
+/// Why routing could not proceed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Blocked {
+    /// The client has `max_inflight` requests outstanding: wait for answers.
+    Inflight,
+    /// The chosen backends are full: wait for a backend connection to drain.
+    Backend,
+    /// The client asked to end the connection (QUIT): read nothing more.
+    Quit,
+}
+
+/// What routing one request did.
+enum Step {
+    Sent,
+    Blocked(Blocked),
+}
+
+/// Where a request can go.
+enum Choice {
+    To(Route),
+    /// Nowhere yet: wait.
+    Wait(Blocked),
+    /// Nowhere: no backend can take it, or its key's backend is down and
+    /// `on_backend_down = "fail"`.
+    Refuse(Fault),
+}
+
+/// One request about to be routed.
+struct Request<'f> {
+    frame: &'f [u8],
+    key: Option<Key>,
+    id: Option<Span>,
+    /// Its ticket, if it has one already (a retry, a part of a split request).
+    ticket: Option<Ticket>,
+    /// No answer will come.
+    one_way: bool,
+}
+
+/// One client's routing, for one pass of its task (one clock read).
+pub(super) struct Router<'a> {
+    pub(super) client: &'a Rc<Client>,
+    pub(super) sink: &'a Rc<dyn ReplySink>,
+    pub(super) lctx: &'a ListenerCtx,
+    pub(super) now: Instant,
+}
+
+impl Router<'_> {
+    /// Routes requests handed back by failed backend connections (and waiting parts of
+    /// split requests), before any new ones. `Err`: the client must close.
+    pub(super) fn requeued(&self) -> Result<Option<Blocked>, Fault> {
+        while let Some(r) = self.client.take_requeued() {
+            let key = r.key.or_else(|| self.key_of(&r.frame));
+            let req = Request {
+                frame: &r.frame,
+                key,
+                id: r.id,
+                one_way: r.ticket.is_none(),
+                ticket: r.ticket.clone(),
+            };
+            if let Step::Blocked(b) = self.send(req, None)? {
+                self.client.untake_requeued(r);
+                return Ok(Some(b));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The key of a handed-back frame, found again by the listener's protocol.
+    fn key_of(&self, frame: &[u8]) -> Option<Key> {
+        let limits = &self.lctx.config.limits;
+        let mut framer = self
+            .lctx
+            .config
+            .protocols
+            .requests
+            .framer(Direction::Requests, limits.max_frame_size)
+            .ok()?;
+        let mut frames = Vec::with_capacity(1);
+        framer.scan(frame, &mut frames).ok()?;
+        frames.first().and_then(|f| f.key)
+    }
+
+    /// Routes `frames` from `cursor` on, consuming their bytes from `buf`. Returns why it
+    /// stopped early, if it did.
+    pub(super) fn frames(
+        &self,
+        buf: &mut BytesMut,
+        frames: &FrameSet,
+        cursor: &mut usize,
+        proto: &mut ConnState,
+    ) -> Result<Option<Blocked>, Fault> {
+        let interprets = self
+            .lctx
+            .config
+            .protocols
+            .requests
+            .capabilities()
+            .interprets;
+        while let Some(f) = frames.get(*cursor) {
+            let len = f.len as usize;
+            let step = if interprets {
+                self.carry_out(&buf[..len], f, proto)?
+            } else {
+                self.send(Request::new(&buf[..len], f), None)?
+            };
+            if let Step::Blocked(b) = step {
+                return Ok(Some(b));
+            }
+            buf.advance(len);
+            *cursor += 1;
+        }
+        Ok(None)
+    }
+
+    /// Sends one request: to `route` if it was decided already, else where the core says.
+    fn send(&self, req: Request<'_>, route: Option<Route>) -> Result<Step, Fault> {
+        let client = self.client;
+        let lctx = self.lctx;
+        let correlation = lctx.config.correlation();
+        let awaits = correlation != Correlation::None && !req.one_way;
+        if awaits && req.ticket.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
+            return Ok(Step::Blocked(Blocked::Inflight));
+        }
+        let mut scratch = [0; 8];
+        let key = req.key.map(|k| k.bytes(req.frame, &mut scratch));
+        let id = req
+            .id
+            .filter(|_| correlation == Correlation::ById)
+            .map(|s| s.slice(req.frame));
+        let route = match route.map_or_else(|| self.choose(req.frame, req.key), Choice::To) {
+            Choice::To(r) => r,
+            Choice::Wait(b) => return Ok(Step::Blocked(b)),
+            Choice::Refuse(fault) if awaits => {
+                let ticket = client.ticket(req.ticket, id, key);
+                client.refuse(&ticket, &fault)?;
+                return Ok(Step::Sent);
+            }
+            Choice::Refuse(fault) => {
+                client.refuse_unanswered(&fault)?;
+                return Ok(Step::Sent);
+            }
+        };
+        match lctx.pool.target(route.backend, client.gid) {
+            PoolTarget::Conn(conn) => {
+                route.claim(lctx.cluster(), client.gid);
+                let ticket = awaits.then(|| client.ticket(req.ticket, id, key));
+                conn.send(req.frame, req.id, ticket, self.sink, self.now);
+                Ok(Step::Sent)
+            }
+            // The key's backend is up but its connection is full: wait for room, never
+            // move the key (the connection may also have gone down since the core looked:
+            // wait, and route again).
+            PoolTarget::Full | PoolTarget::Down => Ok(Step::Blocked(Blocked::Backend)),
+        }
+    }
+
+    /// Where a request with `key` goes: its pin, or the policy (a moved pin is logged).
+    fn choose(&self, frame: &[u8], key: Option<Key>) -> Choice {
+        let lctx = self.lctx;
+        let cluster = lctx.cluster();
+        let mut scratch = [0; 8];
+        let key_bytes = key.map(|k| k.bytes(frame, &mut scratch));
+        let routed = {
+            let mut picker = lctx.picker.borrow_mut();
+            let reach = lctx.pool.reach(self.client.gid);
+            cluster.route(key_bytes, &mut **picker, &reach)
+        };
+        let name = |i: Option<usize>| {
+            i.map_or_else(
+                || "a removed backend".to_string(),
+                |i| cluster.backends[i].name.clone(),
+            )
+        };
+        match routed {
+            Routed::To(route) => {
+                if let How::Moved { from } = route.how {
+                    tracing::info!(
+                        key = %key.map(|k| k.display(frame)).unwrap_or_default(),
+                        from = %name(from),
+                        to = %name(Some(route.backend)),
+                        "session moved off an unavailable backend"
+                    );
+                }
+                Choice::To(route)
+            }
+            Routed::PinnedDown(b) => Choice::Refuse(BackendFault::KeyDown(name(b)).into()),
+            // Free to go anywhere, but every backend is full: wait for room.
+            Routed::Busy => Choice::Wait(Blocked::Backend),
+            Routed::Unavailable => {
+                Choice::Refuse(BackendFault::NoBackend(cluster.settings.name.clone()).into())
+            }
+        }
+    }
+
+    /// Carries out the protocol's plan for one request: forward it, answer it here, or
+    /// split it per key (parts that cannot go yet wait in the client's retry queue, so the
+    /// request is never planned twice).
+    fn carry_out(&self, frame: &[u8], f: &Frame, proto: &mut ConnState) -> Result<Step, Fault> {
+        let client = self.client;
+        if client.inflight() >= self.lctx.config.limits.max_inflight {
+            return Ok(Step::Blocked(Blocked::Inflight));
+        }
+        let protocol = &self.lctx.config.protocols.requests;
+        match protocol.plan(frame, proto) {
+            Plan::Forward => self.send(Request::new(frame, f), None),
+            Plan::ForwardOneWay => self.send(
+                Request {
+                    one_way: true,
+                    ..Request::new(frame, f)
+                },
+                None,
+            ),
+            Plan::Reply(answer) => {
+                client.reply_local(&answer);
+                Ok(Step::Sent)
+            }
+            Plan::Ignore => Ok(Step::Sent),
+            Plan::ReplyAndClose(answer) => {
+                if !answer.is_empty() {
+                    client.reply_local(&answer);
+                }
+                Ok(Step::Blocked(Blocked::Quit))
+            }
+            Plan::Split(parts, merge) => {
+                let seq = client.begin_split(parts.len(), merge);
+                let mut queued = false;
+                for (route, first, members) in self.group_by_backend(parts) {
+                    let part = if members.len() == 1 {
+                        members[0].1.clone()
+                    } else {
+                        let reqs: Vec<&Part> = members.iter().map(|(_, p)| p).collect();
+                        let joined = protocol.join(merge, &reqs);
+                        client.joined(seq, first, members);
+                        joined
+                    };
+                    let ticket = Ticket {
+                        client: client.gid,
+                        seq,
+                        part: Some(first),
+                        orig_id: None,
+                        key: None,
+                    };
+                    let key = Some(part.key_span());
+                    // Parts go out in order: once one waits, the rest queue behind it.
+                    if !queued {
+                        let req = Request {
+                            frame: &part.frame,
+                            key,
+                            id: None,
+                            ticket: Some(ticket.clone()),
+                            one_way: false,
+                        };
+                        match self.send(req, route)? {
+                            Step::Sent => continue,
+                            Step::Blocked(_) => queued = true,
+                        }
+                    }
+                    client.queue_part(Requeued {
+                        key,
+                        frame: part.frame,
+                        id: None,
+                        ticket: Some(ticket),
+                    });
+                }
+                // The request is consumed; parts left wait in the retry queue.
+                Ok(Step::Sent)
+            }
+        }
+    }
+
+    /// The parts of a split request, numbered, in groups bound for one backend each (in
+    /// the order of their first part), as twemproxy sends one fragment per server, with
+    /// the route each group takes. A part whose backend cannot be chosen now is a group of
+    /// its own, without a route (sending it answers why).
+    fn group_by_backend(&self, parts: Vec<Part>) -> Vec<(Option<Route>, u16, Members)> {
+        let mut groups: Vec<(Option<Route>, u16, Members)> = Vec::new();
+        for (i, p) in parts.into_iter().enumerate() {
+            let route = match self.choose(&p.frame, Some(p.key_span())) {
+                Choice::To(r) => Some(r),
+                Choice::Wait(_) | Choice::Refuse(_) => None,
+            };
+            let backend = route.map(|r| r.backend);
+            let i = i as u16;
+            match groups
+                .iter_mut()
+                .find(|(r, _, _)| backend.is_some() && r.map(|r| r.backend) == backend)
+            {
+                Some((_, _, members)) => {
+                    // Its route is not the one the group is sent by: it claims its session
+                    // here.
+                    if let Some(r) = route {
+                        r.claim(self.lctx.cluster(), self.client.gid);
+                    }
+                    members.push((i, p));
+                }
+                None => groups.push((route, i, vec![(i, p)])),
+            }
+        }
+        groups
+    }
+}
+
+impl<'f> Request<'f> {
+    /// A new request: `frame`, as the framer found it.
+    fn new(frame: &'f [u8], f: &Frame) -> Self {
+        Request {
+            frame,
+            key: f.key,
+            id: f.id,
+            ticket: None,
+            one_way: false,
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The soak's clients: one protocol per mode ([`Load`]), and one long-lived client task
+//! offering a fixed rate and checking every answer.
+
+use super::Mode;
+use crate::demo::proto;
+use bytes::{Buf, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// What the clients share with the measuring thread.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) sent: AtomicU64,
+    pub(super) answered: AtomicU64,
+    /// The first wrong or missing answer.
+    pub(super) error: Mutex<Option<String>>,
+    pub(super) stop: AtomicBool,
+}
+
+impl Counters {
+    pub(super) fn fail(&self, e: String) {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+}
+
+/// One client's protocol: its requests, how answers are cut, and how each is checked.
+pub(super) trait Load: Send {
+    /// Appends request number `n`.
+    fn request(&mut self, n: u64, out: &mut Vec<u8>);
+    /// The length of the answer at the head of `buf`; `Ok(None)`: incomplete.
+    fn answer_len(&self, buf: &[u8]) -> Result<Option<usize>, String>;
+    /// Checks one answer against the request it answers.
+    fn check(&mut self, answer: &[u8]) -> Result<(), String>;
+    /// Requests awaiting answers.
+    fn in_flight(&self) -> usize;
+}
+
+pub(super) fn load_for(mode: Mode, client: u64) -> Box<dyn Load> {
+    match mode {
+        Mode::ById | Mode::Lua => Box::new(Demo::new(client, false)),
+        Mode::InOrder => Box::new(Demo::new(client, true)),
+        Mode::None => Box::new(Demo::new(client, false)),
+        Mode::Delimiter => Box::new(Lines::new(client)),
+        Mode::Resp => Box::new(Redis::new(client)),
+    }
+}
+
+/// Session keys per client.
+pub(super) const KEYS: u64 = 16;
+
+/// The demo protocol: answers (or pushes) carry the request's key and payload; `ordered`
+/// answers come in request order, the others are found by the payload's number.
+struct Demo {
+    client: u64,
+    ordered: bool,
+    fifo: VecDeque<u64>,
+    waiting: HashMap<u64, u64>,
+}
+
+impl Demo {
+    fn new(client: u64, ordered: bool) -> Self {
+        Demo {
+            client,
+            ordered,
+            fifo: VecDeque::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    fn key(&self, n: u64) -> u64 {
+        (self.client << 32) | (n % KEYS)
+    }
+}
+
+impl Load for Demo {
+    fn request(&mut self, n: u64, out: &mut Vec<u8>) {
+        let mut payload = [0u8; 32];
+        payload[..8].copy_from_slice(&n.to_be_bytes());
+        payload[8..16].copy_from_slice(&self.client.to_be_bytes());
+        proto::write_request(out, self.key(n), n as u32, &payload);
+        if self.ordered {
+            self.fifo.push_back(n);
+        } else {
+            self.waiting.insert(n, self.key(n));
+        }
+    }
+
+    fn answer_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+        let Some(head) = buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = 4 + u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        Ok((buf.len() >= len).then_some(len))
+    }
+
+    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+        let m = proto::parse(answer).ok_or("answer too short")?;
+        let (_, payload) = proto::answer_parts(m.rest).ok_or("malformed answer")?;
+        let n = payload
+            .get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()))
+            .ok_or("answer without its payload")?;
+        let want = if self.ordered {
+            self.fifo
+                .pop_front()
+                .filter(|w| *w == n)
+                .map(|w| self.key(w))
+        } else {
+            self.waiting.remove(&n)
+        };
+        match want {
+            Some(key) if key == m.key && (self.ordered || m.id == n as u32 || m.id == u32::MAX) => {
+                Ok(())
+            }
+            _ => Err(format!(
+                "answer for request {n} (key {}, id {}) matches nothing sent",
+                m.key, m.id
+            )),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.fifo.len() + self.waiting.len()
+    }
+}
+
+/// The line protocol: `KEY ID PAYLOAD`, answered `KEY ID NAME PAYLOAD`, ids in text.
+struct Lines {
+    client: u64,
+    waiting: HashMap<u64, u64>,
+}
+
+impl Lines {
+    fn new(client: u64) -> Self {
+        Lines {
+            client,
+            waiting: HashMap::new(),
+        }
+    }
+}
+
+impl Load for Lines {
+    fn request(&mut self, n: u64, out: &mut Vec<u8>) {
+        let key = n % KEYS;
+        out.extend_from_slice(format!("c{}k{key} {n} payload-{n}\n", self.client).as_bytes());
+        self.waiting.insert(n, key);
+    }
+
+    fn answer_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+        Ok(memchr::memchr(b'\n', buf).map(|i| i + 1))
+    }
+
+    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(answer).map_err(|e| e.to_string())?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let [key, id, _name, payload] = words[..] else {
+            return Err(format!("malformed answer {text:?}"));
+        };
+        let n: u64 = id.parse().map_err(|_| format!("bad id in {text:?}"))?;
+        let want = self.waiting.remove(&n);
+        if want.map(|k| format!("c{}k{k}", self.client)).as_deref() == Some(key)
+            && payload == format!("payload-{n}")
+        {
+            Ok(())
+        } else {
+            Err(format!("answer {text:?} matches nothing sent"))
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// Redis: SET a key, then GET it back; answers in order.
+struct Redis {
+    client: u64,
+    expected: VecDeque<Vec<u8>>,
+}
+
+impl Redis {
+    fn new(client: u64) -> Self {
+        Redis {
+            client,
+            expected: VecDeque::new(),
+        }
+    }
+}
+
+impl Load for Redis {
+    fn request(&mut self, n: u64, out: &mut Vec<u8>) {
+        let key = format!("soak:{}:{}", self.client, (n / 2) % (KEYS * 4));
+        if n % 2 == 0 {
+            let value = format!("v{n}");
+            let cmd = switchyard_proto::resp::build(b"SET", &[key.as_bytes(), value.as_bytes()]);
+            out.extend_from_slice(&cmd.frame);
+            self.expected.push_back(b"+OK\r\n".to_vec());
+        } else {
+            let cmd = switchyard_proto::resp::build(b"GET", &[key.as_bytes()]);
+            out.extend_from_slice(&cmd.frame);
+            let value = format!("v{}", n - 1);
+            self.expected
+                .push_back(format!("${}\r\n{value}\r\n", value.len()).into_bytes());
+        }
+    }
+
+    fn answer_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+        switchyard_proto::resp::value_len(buf, 1 << 20).map_err(|e| e.to_string())
+    }
+
+    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+        match self.expected.pop_front() {
+            Some(want) if want == answer => Ok(()),
+            want => Err(format!(
+                "expected {:?}, got {:?}",
+                want.map(|w| String::from_utf8_lossy(&w).into_owned()),
+                String::from_utf8_lossy(answer)
+            )),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.expected.len()
+    }
+}
+
+/// One long-lived client: sends request `n` at `n / rate` seconds (bounded by `depth` in
+/// flight), checks every answer, until asked to stop; then waits for what is in flight.
+pub(super) async fn client(
+    addr: SocketAddr,
+    mut load: Box<dyn Load>,
+    rate: f64,
+    depth: usize,
+    counters: &Counters,
+) -> Result<(), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut reported = 0u64;
+    let mut wbuf = Vec::new();
+    let mut rbuf = BytesMut::with_capacity(64 << 10);
+    let mut last_answer = Instant::now();
+    loop {
+        let stopping = counters.stop.load(Ordering::Relaxed);
+        if stopping && load.in_flight() == 0 {
+            return Ok(());
+        }
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while !stopping && n < due && load.in_flight() < depth {
+            load.request(n, &mut wbuf);
+            n += 1;
+        }
+        if !wbuf.is_empty() {
+            counters.sent.fetch_add(n - reported, Ordering::Relaxed);
+            reported = n;
+            s.write_all(&wbuf)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            wbuf.clear();
+        }
+        // The next request's time, unless only answers can move things on; either way wake
+        // now and then to notice a stop.
+        let tick = Instant::now() + Duration::from_millis(50);
+        let wake = if stopping || load.in_flight() >= depth {
+            tick
+        } else {
+            (start + Duration::from_secs_f64((n + 1) as f64 / rate)).min(tick)
+        };
+        tokio::select! {
+            r = s.read_buf(&mut rbuf) => {
+                match r {
+                    Ok(0) => return Err(format!("the proxy closed the connection with {} in flight", load.in_flight())),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+                while let Some(len) = load.answer_len(&rbuf)? {
+                    load.check(&rbuf[..len])?;
+                    rbuf.advance(len);
+                    counters.answered.fetch_add(1, Ordering::Relaxed);
+                }
+                last_answer = Instant::now();
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        if load.in_flight() > 0 && last_answer.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "no answer for 10 s with {} in flight",
+                load.in_flight()
+            ));
+        }
+    }
+}

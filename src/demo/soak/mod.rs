@@ -1,0 +1,308 @@
+//! `switchyard soak`: does the proxy stay as cheap and as small after hours as in its first
+//! minute? For each mode, the real binary runs as its own process in front of real backends,
+//! and long-lived clients offer a fixed rate of messages, checking every answer. Each window
+//! reports messages/s, the proxy's CPU time per message (from `/proc/PID/task/*/schedstat`)
+//! and its RSS. The run fails if CPU per message in the last window exceeds the first's by
+//! more than `--max-cpu-growth`, if RSS grows by more than `--max-rss-growth` over the
+//! second half of the windows (the first half is the proxy settling: buffers and tables
+//! reaching their working size), if the offered rate is not held, or if any answer is wrong
+//! or missing.
+//!
+//! Modes: the demo protocol under `length_field` with each correlation (`by_id`,
+//! `in_order`, `none` with every answer delivered as a push by session key), a line
+//! protocol under `delimiter` (text ids rewritten), the demo protocol framed by a Lua script,
+//! and `resp` in front of a real redis-server.
+
+mod load;
+mod setup;
+
+use load::{client, load_for, Counters};
+use setup::{cpu_ns, rss_kib, start_backends, start_proxy};
+
+use super::DemoError;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What runs through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Demo protocol, `length_field`, `by_id` (ids rewritten on shared connections).
+    ById,
+    /// Demo protocol, `length_field`, `in_order`.
+    InOrder,
+    /// Demo protocol, `length_field`, `none`: every answer comes back as a push, routed by
+    /// the session key's owner.
+    None,
+    /// A line protocol, `delimiter`, `by_id` with text ids.
+    Delimiter,
+    /// The demo protocol framed by `examples/scripts/binary64.lua` (`by_id`).
+    Lua,
+    /// Redis: `resp` in front of a real redis-server, SET and GET.
+    Resp,
+}
+
+impl Mode {
+    const ALL: [Mode; 6] = [
+        Mode::ById,
+        Mode::InOrder,
+        Mode::None,
+        Mode::Delimiter,
+        Mode::Lua,
+        Mode::Resp,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::ById => "length_field by_id",
+            Mode::InOrder => "length_field in_order",
+            Mode::None => "length_field none + pushes",
+            Mode::Delimiter => "delimiter by_id (text ids)",
+            Mode::Lua => "lua binary64.lua by_id",
+            Mode::Resp => "resp, redis-server",
+        }
+    }
+}
+
+/// `switchyard soak` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SoakArgs {
+    /// Modes to run, one after another (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub mode: Vec<Mode>,
+    /// Messages per second offered, in all, spread evenly over the clients.
+    #[arg(long, default_value_t = 8000)]
+    pub rate: u64,
+    /// Long-lived client connections.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Requests in flight per client, at most.
+    #[arg(long, default_value_t = 64)]
+    pub depth: usize,
+    /// Unmeasured time at the start of each mode.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Length of one window.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+    /// Windows per mode.
+    #[arg(long, default_value_t = 6)]
+    pub windows: usize,
+    /// The CI-sized run: every mode, 2 000 msg/s, 1 s of warm-up and 4 windows of 2 s each
+    /// (about a minute in all). Overrides the rate and timing options. The rate is low
+    /// enough that a cost growing with messages served shows as growth between windows
+    /// instead of saturating the proxy before the first one.
+    #[arg(long)]
+    pub ci: bool,
+    /// Fail if CPU per message in the last window exceeds the first's by this factor.
+    #[arg(long, default_value_t = 1.3)]
+    pub max_cpu_growth: f64,
+    /// Fail if RSS grows by more than this many KiB over the second half of the windows.
+    #[arg(long, default_value_t = 256)]
+    pub max_rss_growth: u64,
+    /// The proxy binary to soak (default: this one), e.g. an older build to compare.
+    #[arg(long)]
+    pub proxy_bin: Option<PathBuf>,
+}
+
+/// One window's figures.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    msgs_per_s: f64,
+    cpu_us_per_msg: f64,
+    rss_kib: u64,
+    /// Requests due by the schedule but not yet sent, at the window's end.
+    behind: u64,
+}
+
+/// Runs the soak; `Err` if any mode failed its checks.
+pub fn run(mut args: SoakArgs) -> Result<(), DemoError> {
+    if args.ci {
+        args.rate = 2000;
+        args.warmup = Duration::from_secs(1);
+        args.window = Duration::from_secs(2);
+        args.windows = 4;
+    }
+    if args.mode.is_empty() {
+        args.mode = Mode::ALL.to_vec();
+    }
+    args.windows = args.windows.max(2);
+    println!(
+        "soak: {} msg/s over {} clients (at most {} in flight each), {:?} warm-up, {} windows of {:?}",
+        args.rate, args.clients, args.depth, args.warmup, args.windows, args.window
+    );
+    let mut failures = Vec::new();
+    let mut summary = Vec::new();
+    for mode in args.mode.clone() {
+        println!("\n== {}", mode.name());
+        match soak_one(mode, &args) {
+            Ok((windows, verdict)) => {
+                let first = windows[0];
+                let last = windows[windows.len() - 1];
+                summary.push(format!(
+                    "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {:+} |",
+                    mode.name(),
+                    last.msgs_per_s,
+                    first.cpu_us_per_msg,
+                    last.cpu_us_per_msg,
+                    last.cpu_us_per_msg / first.cpu_us_per_msg,
+                    first.rss_kib,
+                    last.rss_kib as i64 - first.rss_kib as i64,
+                ));
+                if let Some(v) = verdict {
+                    failures.push(format!("{}: {v}", mode.name()));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", mode.name())),
+        }
+    }
+    println!("\n| mode | msg/s (last window) | CPU µs/msg first | last | last/first | RSS KiB first | RSS KiB last − first |");
+    println!("|---|---|---|---|---|---|---|");
+    for line in summary {
+        println!("{line}");
+    }
+    if failures.is_empty() {
+        println!("\nsoak: every mode held its CPU per message and its RSS");
+        Ok(())
+    } else {
+        Err(DemoError::Check(format!(
+            "soak failed:\n  {}",
+            failures.join("\n  ")
+        )))
+    }
+}
+
+/// Runs one mode; returns its windows and, if it failed a check, why.
+fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<String>), DemoError> {
+    let (_backends, addrs) = start_backends(mode)?;
+    let proxy = start_proxy(mode, &addrs, args.proxy_bin.as_deref())?;
+    let pid = proxy.child.id();
+    let counters = Arc::new(Counters::default());
+    let per_client = args.rate as f64 / args.clients.max(1) as f64;
+    let load = {
+        let (counters, addr, clients, depth) =
+            (counters.clone(), proxy.addr, args.clients, args.depth);
+        std::thread::Builder::new()
+            .name("soak-clients".into())
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..clients)
+                        .map(|c| {
+                            let counters = counters.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = client(
+                                    addr,
+                                    load_for(mode, c as u64),
+                                    per_client,
+                                    depth,
+                                    &counters,
+                                )
+                                .await
+                                {
+                                    counters.fail(format!("client {c}: {e}"));
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                });
+                Ok(())
+            })?
+    };
+    let started = Instant::now();
+    std::thread::sleep(args.warmup);
+    println!(
+        "{:>6} {:>10} {:>12} {:>10} {:>8}",
+        "window", "msg/s", "CPU µs/msg", "RSS KiB", "behind"
+    );
+    let mut windows = Vec::new();
+    let mut last = (
+        Instant::now(),
+        counters.answered.load(Ordering::Relaxed),
+        cpu_ns(pid)?,
+    );
+    for w in 1..=args.windows {
+        std::thread::sleep(args.window);
+        let now = Instant::now();
+        let answered = counters.answered.load(Ordering::Relaxed);
+        let cpu = cpu_ns(pid)?;
+        let msgs = answered - last.1;
+        let due = (now.duration_since(started).as_secs_f64() * args.rate as f64) as u64;
+        let window = Window {
+            msgs_per_s: msgs as f64 / now.duration_since(last.0).as_secs_f64(),
+            cpu_us_per_msg: (cpu - last.2) as f64 / 1000.0 / msgs.max(1) as f64,
+            rss_kib: rss_kib(pid)?,
+            behind: due.saturating_sub(counters.sent.load(Ordering::Relaxed)),
+        };
+        println!(
+            "{w:>6} {:>10.0} {:>12.2} {:>10} {:>8}",
+            window.msgs_per_s, window.cpu_us_per_msg, window.rss_kib, window.behind
+        );
+        windows.push(window);
+        last = (now, answered, cpu);
+        if let Some(e) = counters
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            counters.stop.store(true, Ordering::Relaxed);
+            let _ = load.join();
+            return Ok((windows, Some(e)));
+        }
+    }
+    counters.stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    let error = counters
+        .error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (first, end) = (windows[0], windows[windows.len() - 1]);
+    let growth = end.cpu_us_per_msg / first.cpu_us_per_msg;
+    // Over the second half: from the end of the middle window on.
+    let settled = windows[windows.len() / 2 - 1].rss_kib;
+    let rss_growth = windows[windows.len() / 2..]
+        .iter()
+        .map(|w| w.rss_kib.saturating_sub(settled))
+        .max()
+        .unwrap_or(0);
+    let held = windows
+        .iter()
+        .all(|w| w.msgs_per_s >= 0.95 * args.rate as f64);
+    println!(
+        "CPU per message last/first {growth:.2} (limit {}); RSS growth over the second half {rss_growth} KiB (limit {}); {}",
+        args.max_cpu_growth,
+        args.max_rss_growth,
+        if held {
+            "held the offered rate in every window".to_string()
+        } else {
+            format!("fell below 95% of the offered {} msg/s", args.rate)
+        }
+    );
+    let verdict = if let Some(e) = error {
+        Some(e)
+    } else if growth > args.max_cpu_growth {
+        Some(format!(
+            "CPU per message grew {growth:.2}x from the first window to the last"
+        ))
+    } else if rss_growth > args.max_rss_growth {
+        Some(format!(
+            "RSS grew {rss_growth} KiB over the second half of the run"
+        ))
+    } else if !held {
+        Some(format!(
+            "did not hold the offered {} msg/s in every window",
+            args.rate
+        ))
+    } else {
+        None
+    };
+    Ok((windows, verdict))
+}
