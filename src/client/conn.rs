@@ -7,7 +7,8 @@ use super::listener::{ListenerCtx, ListenerSlot};
 use super::reply::Client;
 use super::route::{Blocked, Router};
 use crate::budget::Charge;
-use crate::registry::Registered;
+use crate::config::ClientLimits;
+use crate::registry::{Registered, Registry};
 use bytes::{Buf, BufMut, BytesMut};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
@@ -15,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_core::{ClientFault, CloseReason, Fault, ReplySink};
-use switchyard_proto::{CodecError, ConnState, Correlation, Direction, FrameSet, Framer, Oversize};
+use switchyard_proto::{
+    CodecError, ConnState, Correlation, Direction, FrameSet, Framer, Oversize, Protocol,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -151,6 +154,229 @@ impl Deadline {
     }
 }
 
+/// How the task may read next.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    /// Bytes the input buffer may still take (`max_buffered_bytes`).
+    room: usize,
+    /// Whether to read now.
+    now: bool,
+    /// The buffer must grow and the process's budget is spent: wait for budget.
+    starved: bool,
+}
+
+/// One client connection's state: its input, the protocol's state for it, where it is in
+/// its life (reading, quitting, closing after its answers) and its timers.
+struct ClientConn<'a> {
+    client: &'a Rc<Client>,
+    /// The same handle, as the backend side holds it.
+    sink: Rc<dyn ReplySink>,
+    slot: &'a ListenerSlot,
+    /// The listener's context the connection was accepted under.
+    own: Rc<ListenerCtx>,
+    registry: &'a Registry,
+    /// The protocol and the bounds are fixed for the connection's life.
+    protocol: Arc<dyn Protocol>,
+    limits: ClientLimits,
+    framer: Box<dyn Framer>,
+    input: Input<'a>,
+    /// What the client told the protocol so far (AUTH): the protocol's to read and keep.
+    proto: ConnState,
+    reading: bool,
+    /// The client asked to end (QUIT).
+    quit: bool,
+    /// Why the connection closes once its answers are out (a request too large to go on).
+    close_after: Option<Fault>,
+    just_read: bool,
+    last_active: Instant,
+    partial_since: Option<Instant>,
+    /// The idle deadline passed while requests were in flight: close once they are answered.
+    idle_due: bool,
+}
+
+impl ClientConn<'_> {
+    /// A read happened since the last pass: the client is active as of `now`.
+    fn touch(&mut self, now: Instant) {
+        if std::mem::take(&mut self.just_read) {
+            self.last_active = now;
+            self.idle_due = false;
+        }
+    }
+
+    /// Routes what can go now: requests handed back first, then the frames read. Returns
+    /// why routing waits, if it does.
+    fn route(&mut self, now: Instant) -> Result<Option<Blocked>, CloseReason> {
+        loop {
+            // Follow reloads, unless the protocol changed under this connection.
+            let lctx = self.slot.follow(&self.own);
+            let router = Router {
+                client: self.client,
+                sink: &self.sink,
+                lctx: &lctx,
+                now,
+            };
+            let input = &mut self.input;
+            let blocked = match router.requeued()? {
+                None => router.frames(
+                    &mut input.buf,
+                    &input.frames,
+                    &mut input.cursor,
+                    &mut self.proto,
+                )?,
+                blocked => blocked,
+            };
+            if blocked == Some(Blocked::Quit) {
+                // Answer what came before, then close; later requests are dropped.
+                self.reading = false;
+                self.quit = true;
+                self.input.clear_frames();
+                self.input.buf.clear();
+                return Ok(None);
+            }
+            if blocked.is_some() || !self.input.routed() {
+                return Ok(blocked);
+            }
+            self.input.clear_frames();
+            // Everything before the bad bytes is routed: answer them, or close.
+            let Some(e) = self.input.refused.take() else {
+                return Ok(None);
+            };
+            if !self.on_refused(e)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The framer refused the bytes at the head of the input: the protocol's oversize
+    /// answer, then skip them or close; or close at once. Returns whether skipping found
+    /// new frames to route.
+    fn on_refused(&mut self, e: CodecError) -> Result<bool, CloseReason> {
+        match self.protocol.oversize_answer(&e) {
+            Some(Oversize {
+                answer,
+                skip: Some(len),
+            }) => {
+                self.client.reply_local(&answer);
+                self.input.skip = len;
+                Ok(self.input.scan(&mut *self.framer))
+            }
+            Some(Oversize { answer, skip: None }) => {
+                self.client.reply_local(&answer);
+                self.reading = false;
+                self.input.buf.clear();
+                self.close_after = Some(ClientFault::BadRequest(e).into());
+                Ok(false)
+            }
+            None => Err(ClientFault::BadRequest(e).into()),
+        }
+    }
+
+    /// Whether nothing is in flight, waiting or unwritten.
+    fn idle(&self, out_pending: bool) -> bool {
+        self.client.inflight() == 0
+            && !out_pending
+            && self.input.frames.is_empty()
+            && !self.client.has_requeued()
+    }
+
+    /// Why the connection ends now, if it does: a failure (at once: waiting to flush could
+    /// wait forever on a client that does not read), or idle with reading over.
+    fn end(&mut self, idle: bool) -> Option<CloseReason> {
+        if let Some(reason) = self.client.failure() {
+            return Some(reason);
+        }
+        if !idle || self.reading {
+            return None;
+        }
+        Some(match self.close_after.take() {
+            Some(fault) => fault.into(),
+            None if self.quit => CloseReason::Quit,
+            None if *self.registry.shutdown.borrow() => CloseReason::ShuttingDown,
+            None => CloseReason::ClientClosed,
+        })
+    }
+
+    /// The next deadline: a partial frame must complete within `frame_timeout`; an idle
+    /// client is closed after `client_idle_timeout`. The idle deadline is armed even while
+    /// requests are in flight (answers do not wake the task); once it has passed, the task
+    /// is woken by answers instead and there is no deadline.
+    fn next_deadline(&mut self, now: Instant, idle: bool) -> Option<Deadline> {
+        self.partial_since = if self.input.frames.is_empty() && !self.input.buf.is_empty() {
+            Some(self.partial_since.unwrap_or(now))
+        } else {
+            None
+        };
+        match (self.partial_since, self.idle_due && !idle) {
+            (Some(since), _) => Some(Deadline::Frame(since + self.limits.frame_timeout)),
+            (None, false) => Some(Deadline::Idle(self.last_active + self.limits.idle_timeout)),
+            (None, true) => None,
+        }
+    }
+
+    /// The timer fired for `deadline`.
+    fn on_deadline(&mut self, deadline: Deadline, idle: bool) -> Result<(), CloseReason> {
+        match deadline {
+            Deadline::Frame(_) => Err(ClientFault::SlowFrame {
+                bytes: self.input.buf.len(),
+                timeout: self.limits.frame_timeout,
+            }
+            .into()),
+            Deadline::Idle(_) if idle => Err(CloseReason::Idle),
+            Deadline::Idle(_) => {
+                self.idle_due = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether and how much to read next, given why routing waits; grows the buffer (and
+    /// its charge on the budget) when it reads.
+    fn reading(&mut self, blocked: Option<Blocked>) -> Reading {
+        let input = &mut self.input;
+        if input.buf.is_empty() && input.buf.capacity() > 4 * READ_CHUNK {
+            input.buf = BytesMut::new(); // give a burst's memory back
+            input.charge.release_all();
+        }
+        self.client.set_partial_bytes(input.partial());
+        let room = self
+            .limits
+            .max_buffered_bytes
+            .saturating_sub(input.buf.len());
+        // Growing the buffer takes budget; reading into room it has does not.
+        let grow = input.buf.capacity() - input.buf.len() < 512;
+        let may = self.reading && blocked.is_none();
+        let starved = may && grow && self.registry.shared.budget.spent();
+        if starved {
+            self.registry.reclaim();
+        }
+        let now = may && room > 0 && !starved;
+        if now && grow {
+            let want = if input.buf.capacity() == 0 {
+                FIRST_READ
+            } else {
+                READ_CHUNK
+            };
+            input.buf.reserve(want.min(room));
+            input.charge.grew_to(input.buf.capacity());
+        }
+        Reading { room, now, starved }
+    }
+
+    /// A read returned `n` bytes (0: the client closed its side).
+    fn on_read(&mut self, n: usize) -> Result<(), CloseReason> {
+        if n == 0 {
+            self.reading = false;
+            if !self.input.buf.is_empty() {
+                return Err(ClientFault::ClosedMidFrame(self.input.buf.len()).into());
+            }
+            return Ok(());
+        }
+        self.just_read = true;
+        self.input.scan(&mut *self.framer);
+        Ok(())
+    }
+}
+
 /// Runs the connection until it ends; says why.
 async fn drive(
     stream: TcpStream,
@@ -158,10 +384,9 @@ async fn drive(
     slot: &ListenerSlot,
     own: Rc<ListenerCtx>,
 ) -> CloseReason {
-    // The protocol and the bounds are fixed for the connection's life.
     let limits = own.config.limits;
     let protocol = own.config.protocols.requests.clone();
-    let mut framer = match protocol.framer(Direction::Requests, limits.max_frame_size) {
+    let framer = match protocol.framer(Direction::Requests, limits.max_frame_size) {
         Ok(f) => f,
         Err(e) => return Fault::Config(format!("cannot frame requests: {e}")).into(),
     };
@@ -173,213 +398,109 @@ async fn drive(
         return CloseReason::ScriptSuspended;
     }
     let registry = own.registry.clone();
-    let budget = &registry.shared.budget;
     let (mut rd, wr) = stream.into_split();
     let wr = client.attach(wr);
-    let sink: Rc<dyn ReplySink> = client.clone();
-    let shutdown = registry.shutdown.clone();
-    let mut input = Input {
-        buf: BytesMut::new(),
-        charge: Charge::new(budget),
-        frames: Vec::new(),
-        cursor: 0,
-        refused: None,
-        skip: 0,
+    let mut c = ClientConn {
+        client,
+        sink: client.clone(),
+        slot,
+        own,
+        registry: &registry,
+        protocol,
+        limits,
+        framer,
+        input: Input {
+            buf: BytesMut::new(),
+            charge: Charge::new(&registry.shared.budget),
+            frames: Vec::new(),
+            cursor: 0,
+            refused: None,
+            skip: 0,
+        },
+        proto: ConnState::default(),
+        reading: !*registry.shutdown.borrow(),
+        quit: false,
+        close_after: None,
+        just_read: false,
+        last_active: Instant::now(),
+        partial_since: None,
+        idle_due: false,
     };
-    // Why the connection closes once its answers are out (a request too large to go on).
-    let mut close_after: Option<Fault> = None;
-    let mut reading = !*shutdown.borrow();
-    let mut quit = false;
-    let mut last_active = Instant::now();
-    let mut partial_since: Option<Instant> = None;
-    // What the client told the protocol so far (AUTH): the protocol's to read and keep.
-    let mut proto = ConnState::default();
     let timer = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(timer);
     // The timer is re-armed only when a deadline comes earlier than the armed one; when it
     // fires early (the client was active since), the loop re-arms it: no timer work per
     // message.
     let mut armed: Option<Instant> = None;
-    let mut just_read = false;
-    // The idle deadline passed while requests were in flight: close once they are answered.
-    let mut idle_due = false;
-    // One wake-up registration for the client's reply handle, kept across iterations.
+    // One wake-up registration for the reply handle, and one for shutdown, kept across
+    // iterations.
     let changed = client.changed();
     tokio::pin!(changed);
-    let mut stop = shutdown.clone();
+    let mut stop = registry.shutdown.clone();
     let stopping = stop.changed();
     tokio::pin!(stopping);
     loop {
-        // One clock read per iteration.
-        let now = Instant::now();
-        if just_read {
-            last_active = now;
-            just_read = false;
-            idle_due = false;
-        }
-        // Follow reloads, unless the protocol changed under this connection.
-        let lctx = slot.follow(&own);
-        let router = Router {
-            client,
-            sink: &sink,
-            lctx: &lctx,
-            now,
-        };
-        let routed = match router.requeued() {
-            Ok(None) => router.frames(&mut input.buf, &input.frames, &mut input.cursor, &mut proto),
-            other => other,
-        };
-        let mut blocked = match routed {
+        let now = Instant::now(); // one clock read per pass
+        c.touch(now);
+        let blocked = match c.route(now) {
             Ok(b) => b,
-            Err(fault) => return fault.into(),
+            Err(reason) => return reason,
         };
-        if blocked == Some(Blocked::Quit) {
-            // Answer what came before, then close; later requests are dropped.
-            reading = false;
-            quit = true;
-            input.clear_frames();
-            input.buf.clear();
-            blocked = None;
-        }
-        if blocked.is_none() && input.routed() {
-            input.clear_frames();
-            if let Some(e) = input.refused.take() {
-                // Everything before the bad bytes is routed: answer them, or close.
-                match protocol.oversize_answer(&e) {
-                    Some(Oversize {
-                        answer,
-                        skip: Some(len),
-                    }) => {
-                        client.reply_local(&answer);
-                        input.skip = len;
-                        if input.scan(&mut *framer) {
-                            continue;
-                        }
-                    }
-                    Some(Oversize { answer, skip: None }) => {
-                        client.reply_local(&answer);
-                        reading = false;
-                        input.buf.clear();
-                        close_after = Some(ClientFault::BadRequest(e).into());
-                    }
-                    None => return ClientFault::BadRequest(e).into(),
-                }
-            }
-        }
         // Answers the proxy gave itself, or left over when the socket was full.
         let out_pending = client.has_output() && !client.flush();
-        // A failed client closes at once: waiting to flush could wait forever on a client
-        // that does not read.
-        if let Some(reason) = client.failure() {
+        let idle = c.idle(out_pending);
+        if let Some(reason) = c.end(idle) {
             return reason;
         }
-        let idle = client.inflight() == 0
-            && !out_pending
-            && input.frames.is_empty()
-            && !client.has_requeued();
-        if idle && !reading {
-            return match close_after {
-                Some(fault) => fault.into(),
-                None if quit => CloseReason::Quit,
-                None if *shutdown.borrow() => CloseReason::ShuttingDown,
-                None => CloseReason::ClientClosed,
-            };
+        let deadline = c.next_deadline(now, idle);
+        if let Some(at) = deadline
+            .map(Deadline::at)
+            .filter(|&at| armed.is_none_or(|a| at < a))
+        {
+            timer.as_mut().reset(tokio::time::Instant::from_std(at));
+            armed = Some(at);
         }
-        // Timeouts: a partial frame must complete within frame_timeout; an idle client is
-        // closed after idle_timeout.
-        partial_since = if input.frames.is_empty() && !input.buf.is_empty() {
-            Some(partial_since.unwrap_or(now))
-        } else {
-            None
-        };
-        // The idle deadline is armed even while requests are in flight (answers do not wake
-        // this task); if it passes then, the task asks to be woken by answers instead.
-        let deadline = match (partial_since, idle_due && !idle) {
-            (Some(since), _) => Some(Deadline::Frame(since + limits.frame_timeout)),
-            (None, false) => Some(Deadline::Idle(last_active + limits.idle_timeout)),
-            (None, true) => None,
-        };
-        if let Some(d) = deadline {
-            if armed.is_none_or(|a| d.at() < a) {
-                timer.as_mut().reset(tokio::time::Instant::from_std(d.at()));
-                armed = Some(d.at());
-            }
-        }
-        if input.buf.is_empty() && input.buf.capacity() > 4 * READ_CHUNK {
-            input.buf = BytesMut::new(); // give a burst's memory back
-            input.charge.release_all();
-        }
-        client.set_partial_bytes(input.partial());
-        let room = limits.max_buffered_bytes.saturating_sub(input.buf.len());
-        // Growing the buffer takes budget; reading into room it has does not.
-        let grow = input.buf.capacity() - input.buf.len() < 512;
-        let starved = grow && budget.spent();
-        let may_read = reading && blocked.is_none();
-        if starved && may_read {
-            registry.reclaim();
-        }
-        let can_read = may_read && room > 0 && !starved;
+        let read = c.reading(blocked);
         // Answers are written by whoever delivers them; this task needs waking for them
         // only when it waits on them.
         client.set_waiting(
-            blocked.is_some() || !reading || idle_due || client.has_requeued(),
+            blocked.is_some() || !c.reading || c.idle_due || client.has_requeued(),
             out_pending,
         );
-        if can_read && grow {
-            let want = if input.buf.capacity() == 0 {
-                FIRST_READ
-            } else {
-                READ_CHUNK
-            };
-            input.buf.reserve(want.min(room));
-            input.charge.grew_to(input.buf.capacity());
-        }
         // A release between the check above and this wait is caught by the retry below.
-        let freed = budget.freed();
-        tokio::select! {
+        let freed = registry.shared.budget.freed();
+        let step = tokio::select! {
             biased;
             r = wr.writable(), if out_pending => {
-                if let Err(e) = r {
-                    return ClientFault::Io(format!("write to client failed: {e}")).into();
-                }
+                r.map_err(|e| ClientFault::Io(format!("write to client failed: {e}")).into())
             }
-            _ = &mut changed => changed.set(client.changed()),
-            _ = registry.capacity.notified(), if blocked == Some(Blocked::Backend) => {}
+            _ = &mut changed => {
+                changed.set(client.changed());
+                Ok(())
+            }
+            _ = registry.capacity.notified(), if blocked == Some(Blocked::Backend) => Ok(()),
             // Waiting for budget: woken when some is freed, or to reclaim again.
-            _ = freed, if starved && may_read => {}
-            _ = tokio::time::sleep(STARVED_RETRY), if starved && may_read => {}
-            r = read_bounded(&mut rd, &mut input.buf, room), if can_read => match r {
-                Ok(0) => {
-                    reading = false;
-                    if !input.buf.is_empty() {
-                        return ClientFault::ClosedMidFrame(input.buf.len()).into();
-                    }
-                }
-                Ok(_) => {
-                    just_read = true;
-                    input.scan(&mut *framer);
-                }
-                Err(e) => return ClientFault::Io(format!("read from client failed: {e}")).into(),
+            _ = freed, if read.starved => Ok(()),
+            _ = tokio::time::sleep(STARVED_RETRY), if read.starved => Ok(()),
+            r = read_bounded(&mut rd, &mut c.input.buf, read.room), if read.now => match r {
+                Ok(n) => c.on_read(n),
+                Err(e) => Err(ClientFault::Io(format!("read from client failed: {e}")).into()),
             },
             _ = &mut timer, if deadline.is_some() => {
                 armed = None;
-                let Some(d) = deadline else { continue };
-                if Instant::now() < d.at() {
-                    continue; // armed for an earlier deadline that has since moved
-                }
-                match d {
-                    Deadline::Frame(_) => {
-                        return ClientFault::SlowFrame {
-                            bytes: input.buf.len(),
-                            timeout: limits.frame_timeout,
-                        }
-                        .into();
-                    }
-                    Deadline::Idle(_) if idle => return CloseReason::Idle,
-                    Deadline::Idle(_) => idle_due = true,
+                match deadline {
+                    // Armed for an earlier deadline that has since moved: re-armed above.
+                    Some(d) if Instant::now() >= d.at() => c.on_deadline(d, idle),
+                    _ => Ok(()),
                 }
             }
-            _ = &mut stopping, if reading => reading = false,
+            _ = &mut stopping, if c.reading => {
+                c.reading = false;
+                Ok(())
+            }
+        };
+        if let Err(reason) = step {
+            return reason;
         }
     }
 }

@@ -1,6 +1,12 @@
 //! The per-call time limit, enforced from Luau's interrupt callback, which fires at every
 //! safepoint (loop back-edges, calls and returns) including inside native code.
 //!
+//! The limit counts the CPU time the worker thread spends in the call, not wall time: a
+//! worker the kernel preempts mid-call (a busy machine, more threads than cores) must not
+//! fail a healthy script. The cheap wall clock is what the safepoints read; only once the
+//! wall-clock deadline has passed is the thread's CPU clock read, and the deadline moved by
+//! what the call has not used of its limit.
+//!
 //! This is the crate's only `unsafe` code, for speed: mlua's safe `Lua::set_interrupt` wraps
 //! every safepoint in a protected Rust callback. Measured with `switchyard bench --script
 //! examples/scripts/binary64.lua` (2 rounds × 2 s, 8 × 32 pipelined 64 B messages): the
@@ -19,11 +25,57 @@ use std::time::{Duration, Instant};
 /// Safepoints between two clock reads.
 const CHECK_EVERY: u32 = 64;
 
+/// The running call's limit on this thread.
+#[derive(Debug, Clone, Copy)]
+struct Armed {
+    /// Wall-clock instant after which the CPU clock is consulted.
+    check_at: Instant,
+    /// The limit for the call.
+    limit: Duration,
+    /// The thread's CPU clock when the call began.
+    cpu_start: Duration,
+}
+
 thread_local! {
-    /// The running call's deadline on this thread (one script call runs at a time per
-    /// thread), and its limit for the message.
-    static DEADLINE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+    /// The running call's limit on this thread (one script call runs at a time per
+    /// thread).
+    static DEADLINE: Cell<Option<Armed>> = const { Cell::new(None) };
     static TICKS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// This thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on every
+    // Linux this runs on. On failure `ts` stays zero, which only makes the limit lenient.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Whether the armed call has used up its limit now; if not, moves its wall-clock check to
+/// the earliest instant it could have.
+fn exceeded(now: Instant) -> Option<Duration> {
+    let armed = DEADLINE.with(|d| d.get())?;
+    if now <= armed.check_at {
+        return None;
+    }
+    let used = thread_cpu().saturating_sub(armed.cpu_start);
+    if used >= armed.limit {
+        return Some(armed.limit);
+    }
+    // Preempted for a while: the call still has `limit - used` of CPU time.
+    DEADLINE.with(|d| {
+        d.set(Some(Armed {
+            check_at: now + (armed.limit - used),
+            ..armed
+        }))
+    });
+    None
 }
 
 /// Installs the interrupt on `lua`.
@@ -41,7 +93,12 @@ pub(super) fn install(lua: &Lua) -> mlua::Result<()> {
 /// Arms the limit for the call about to run on this thread.
 pub(super) fn arm(limit: Duration) {
     TICKS.with(|t| t.set(0));
-    DEADLINE.with(|d| d.set(Some((Instant::now() + limit, limit))));
+    let armed = Armed {
+        check_at: Instant::now() + limit,
+        limit,
+        cpu_start: thread_cpu(),
+    };
+    DEADLINE.with(|d| d.set(Some(armed)));
 }
 
 /// Disarms it after the call.
@@ -68,10 +125,7 @@ unsafe extern "C-unwind" fn on_interrupt(state: *mut lua_State, gc: c_int) {
     if t % CHECK_EVERY != 0 {
         return;
     }
-    let Some(limit) = DEADLINE
-        .with(|d| d.get())
-        .and_then(|(at, limit)| (Instant::now() > at).then_some(limit))
-    else {
+    let Some(limit) = exceeded(Instant::now()) else {
         return;
     };
     // Disarm first: the error handler may run Lua code.
@@ -86,5 +140,38 @@ unsafe extern "C-unwind" fn on_interrupt(state: *mut lua_State, gc: c_int) {
         drop(msg);
         ffi::lua_concat(state, 2);
         ffi::lua_error(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Time the thread does not run (preempted, here: asleep) does not count; time it
+    /// spends computing does.
+    #[test]
+    fn the_limit_counts_cpu_time_not_wall_time() {
+        let limit = Duration::from_millis(5);
+        arm(limit);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(exceeded(Instant::now()), None, "asleep is not running");
+        let moved = DEADLINE.with(|d| d.get()).expect("still armed").check_at;
+        assert!(moved > Instant::now(), "the wall-clock check moved on");
+        let spin = Instant::now();
+        let mut x = 0u64;
+        let mut over = None;
+        while spin.elapsed() < Duration::from_secs(2) && over.is_none() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            over = exceeded(Instant::now());
+        }
+        std::hint::black_box(x);
+        disarm();
+        assert_eq!(over, Some(limit), "5 ms of computing exceeds the limit");
+        // The CPU time of arming and sleeping (microseconds) counts too.
+        let spun = spin.elapsed();
+        assert!(
+            spun >= limit * 9 / 10,
+            "not before the limit is used: {spun:?}"
+        );
     }
 }
