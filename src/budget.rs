@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 /// Bytes buffered from clients, process-wide, against a limit.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     limit: AtomicUsize,
     held: AtomicUsize,
     /// Signalled when the budget goes from spent to not spent.
@@ -20,7 +20,7 @@ pub struct Budget {
 
 impl Budget {
     /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Budget {
             limit: AtomicUsize::new(limit),
             held: AtomicUsize::new(0),
@@ -29,7 +29,7 @@ impl Budget {
     }
 
     /// Applies a reloaded limit.
-    pub fn set_limit(&self, limit: usize) {
+    pub(crate) fn set_limit(&self, limit: usize) {
         let before = self.spent();
         self.limit.store(limit, Ordering::Relaxed);
         if before && !self.spent() {
@@ -38,17 +38,17 @@ impl Budget {
     }
 
     /// The limit in bytes.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
     }
 
     /// Bytes charged now.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 
     /// Whether no client may grow its buffer now.
-    pub fn spent(&self) -> bool {
+    pub(crate) fn spent(&self) -> bool {
         self.held() >= self.limit()
     }
 
@@ -65,27 +65,27 @@ impl Budget {
     }
 
     /// Resolves when the budget stops being spent (register before checking).
-    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+    pub(crate) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
         self.freed.notified()
     }
 }
 
 /// What one client's buffer has charged to the budget; released when dropped.
 #[derive(Debug)]
-pub struct Charge<'b> {
+pub(crate) struct Charge<'b> {
     budget: &'b Budget,
     bytes: usize,
 }
 
 impl<'b> Charge<'b> {
     /// Nothing charged yet.
-    pub fn new(budget: &'b Budget) -> Self {
+    pub(crate) fn new(budget: &'b Budget) -> Self {
         Charge { budget, bytes: 0 }
     }
 
     /// The buffer's capacity is now `capacity`: charge its growth (a buffer that shrank in
     /// place keeps its charge until [`Self::release_all`]).
-    pub fn grew_to(&mut self, capacity: usize) {
+    pub(crate) fn grew_to(&mut self, capacity: usize) {
         if capacity > self.bytes {
             self.budget.charge(capacity - self.bytes);
             self.bytes = capacity;
@@ -93,13 +93,8 @@ impl<'b> Charge<'b> {
     }
 
     /// The buffer was given back.
-    pub fn release_all(&mut self) {
+    pub(crate) fn release_all(&mut self) {
         self.budget.release(std::mem::take(&mut self.bytes));
-    }
-
-    /// Bytes charged.
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 }
 
@@ -111,7 +106,7 @@ impl Drop for Charge<'_> {
 
 /// The default budget: a quarter of the machine's memory (at least 64 MiB), from
 /// `/proc/meminfo`; 1 GiB where that cannot be read.
-pub fn default_limit() -> usize {
+pub(crate) fn default_limit() -> usize {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

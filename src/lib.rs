@@ -26,7 +26,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`budget`], [`throttle`], [`capture`] | the process-wide buffer budget; throttled logs; pcap/raw capture files |
+//! | `budget`, `throttle`, [`capture`] | the process-wide buffer budget; throttled logs; pcap/raw capture files |
 //! | [`config`] | the TOML schema and validation, naming file, key and problem |
 //! | `registry` | a worker's clients as the backend side reaches them; what workers share |
 //! | `backend` | shared backend connections: pool, send, correlate, reconnect |
@@ -36,13 +36,16 @@
 //! | [`server`] | the process: binding, workers, control thread, reload, signals |
 //! | [`frames`], [`demo`] | `switchyard frames`; demo backends, load clients, bench, soak |
 
-pub mod budget;
+// Items are crate-visible unless the binary, tests, benches or fuzz targets need them.
+#![warn(unreachable_pub)]
+
+mod budget;
 pub mod capture;
 pub mod config;
 pub mod demo;
 pub mod frames;
 pub mod server;
-pub mod throttle;
+mod throttle;
 
 mod backend;
 mod client;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// new connections, each with its own pins. Probed by binding without `SO_REUSEPORT`, which
 /// the kernel refuses while a listening socket holds the address (`SO_REUSEADDR` keeps
 /// connections in TIME_WAIT from counting). Port 0 is never in use.
-pub fn listened_on(addr: SocketAddr) -> bool {
+pub(crate) fn listened_on(addr: SocketAddr) -> bool {
     if addr.port() == 0 {
         return false;
     }
@@ -29,7 +29,7 @@ pub fn listened_on(addr: SocketAddr) -> bool {
 
 /// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`. With port 0 the first
 /// socket picks the port and the others join it. Returns the sockets and the bound address.
-pub fn bind_reuseport(
+pub(crate) fn bind_reuseport(
     addr: SocketAddr,
     count: usize,
 ) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {

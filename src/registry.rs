@@ -36,7 +36,7 @@ pub(crate) struct Push {
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Client connections accepted.
     pub clients_accepted: AtomicU64,
     /// Client connections closed for a reason worth a warning.
@@ -51,7 +51,7 @@ pub struct Stats {
 
 /// What all workers share.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// Each worker's push inbox.
     pub(crate) push_tx: Vec<mpsc::Sender<Push>>,
     /// Counters.

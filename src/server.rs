@@ -55,8 +55,6 @@ pub enum ServerError {
 pub struct Running {
     /// Each listener's name and bound address, in config order, as started.
     pub listeners: Vec<(String, SocketAddr)>,
-    /// State shared with the workers (counters, push inboxes).
-    pub shared: Arc<Shared>,
     generation: Mutex<Arc<Generation>>,
     generations: watch::Sender<Arc<Generation>>,
     shutdown: watch::Sender<bool>,
@@ -188,7 +186,6 @@ pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError
     );
     Ok(Running {
         listeners,
-        shared,
         generation: Mutex::new(generation),
         generations,
         shutdown,

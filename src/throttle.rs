@@ -47,7 +47,7 @@ thread_local! {
 /// Whether a line of the kind named by `parts` may be written now: `Some(n)`, with the
 /// number of lines of its kind suppressed since the last one written, or `None` (counted as
 /// suppressed).
-pub fn admit(parts: &[&str]) -> Option<u64> {
+pub(crate) fn admit(parts: &[&str]) -> Option<u64> {
     let kind = kind_of(parts);
     let now = Instant::now();
     SEEN.with(|seen| {
@@ -81,7 +81,7 @@ pub fn admit(parts: &[&str]) -> Option<u64> {
 
 /// Reports the lines suppressed more than a second ago that no later line of their kind
 /// has reported, one summary line per kind. Each worker calls it once a second.
-pub fn flush() {
+pub(crate) fn flush() {
     let now = Instant::now();
     let due: Vec<(String, u64)> = SEEN.with(|seen| {
         seen.borrow_mut()
