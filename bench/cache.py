@@ -10,6 +10,11 @@ Switchyard/twemproxy per round, as medians. Everything on 127.0.0.1; every run b
 request count or a time.
 
     python3 bench/cache.py [--requests 200000] [--rounds 3] [--memcached-seconds 10]
+                           [--baseline OLD_BINARY]
+
+With --baseline, a second Switchyard (an older build) runs over the same three servers as a
+fourth target in the same interleaved rounds, and a last table gives this build against it,
+round by round: the before/after comparison of a change.
 
 Needs redis-server, redis-tools, memcached, libmemcached-tools and nutcracker (Debian), and
 target/release/switchyard (cargo build --release).
@@ -116,7 +121,13 @@ backends = [{backends}]
 pool = {{ connections_per_backend = 1 }}
 """)
     sy = procs.start([SWITCHYARD, "run", "--config", toml, "--log", "warn"], sy_port, "switchyard")
-    return [("direct (1 server)", direct, None), ("switchyard (3 servers)", sy_port, sy.pid), ("twemproxy (3 servers)", tw_port, tw.pid)]
+    targets = [("direct (1 server)", direct, None), ("switchyard (3 servers)", sy_port, sy.pid), ("twemproxy (3 servers)", tw_port, tw.pid)]
+    if BASELINE:
+        base_port = free_port()
+        base_toml = procs.file(f"baseline-{proto}.toml", open(toml).read().replace(f"127.0.0.1:{sy_port}", f"127.0.0.1:{base_port}"))
+        base = procs.start([BASELINE, "run", "--config", base_toml, "--log", "warn"], base_port, "baseline switchyard")
+        targets.append(("baseline (3 servers)", base_port, base.pid))
+    return targets
 
 
 def redis_run(port, test, pipeline, requests):
@@ -181,8 +192,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memcached-seconds", type=int, default=10)
     ap.add_argument("--policy", default="ketama")
+    ap.add_argument("--baseline", help="an older switchyard binary to compare against")
     args = ap.parse_args()
     POLICY = args.policy
+    global BASELINE
+    BASELINE = args.baseline
     rows = []
     procs = Procs()
     try:
@@ -226,6 +240,14 @@ def main():
         ratio = lambda i: statistics.median(a[i] / b[i] for a, b in zip(sy, tw))
         better = sum(1 for a, b in zip(sy, tw) if a[2] <= b[2])
         print(f"| {proto} | {load} | {ratio(0):.2f} | {ratio(2):.2f} | {ratio(3):.2f} | {better} of {len(sy)} |")
+    if BASELINE:
+        # This build against the baseline, round by round.
+        print("\n| protocol | load | ops/s new/old | p99 new/old | CPU/op new/old |")
+        print("|---|---|---|---|---|")
+        for (proto, load), t in by_load.items():
+            sy, old = t["switchyard"], t["baseline"]
+            ratio = lambda i: statistics.median(a[i] / b[i] for a, b in zip(sy, old))
+            print(f"| {proto} | {load} | {ratio(0):.2f} | {ratio(2):.2f} | {ratio(3):.2f} |")
 
 
 def print_row(row):
@@ -235,5 +257,6 @@ def print_row(row):
 
 
 POLICY = "ketama"
+BASELINE = None
 if __name__ == "__main__":
     main()

@@ -36,7 +36,14 @@ const PROTO: &[&[&str]] = &[
     &["error", "frame"],
     &["protocol"],
     &["measured"],
-    &["length_field", "delimiter", "resp", "memcache", "lua"],
+    &[
+        "length_field",
+        "delimiter",
+        "resp",
+        "memcache",
+        "lua",
+        "netstring",
+    ],
     &["template"],
     &["config"],
 ];

@@ -5,12 +5,14 @@
 //! listener agree on, and wraps an operator's error template around the protocol.
 //!
 //! Adding a protocol: its file (a `Config` and a `Protocol` implementation), one variant
-//! here, and one arm in [`CodecConfig::build`].
+//! here, and one arm in each of [`CodecConfig::kind`] and `CodecConfig::build`
+//! (docs/architecture.md walks through it).
 
 use crate::delimiter::{self, DelimiterProtocol};
 use crate::length_field::{self, LengthFieldProtocol};
 use crate::lua::{self, LuaProtocol};
 use crate::memcache::{self, MemcacheProtocol};
+use crate::netstring;
 use crate::protocol::{Correlation, Protocol};
 use crate::resp::{self, RespProtocol};
 use crate::template::{self, Finish, Template, Templated};
@@ -33,6 +35,8 @@ pub enum CodecConfig {
     Resp(resp::Config),
     /// memcached's text protocol.
     Memcache(memcache::Config),
+    /// Netstrings.
+    Netstring(netstring::Config),
 }
 
 /// A codec table, validated: the protocol and what the answers' framing needs of an error
@@ -55,6 +59,7 @@ impl CodecConfig {
             CodecConfig::Lua(_) => "lua",
             CodecConfig::Resp(_) => "resp",
             CodecConfig::Memcache(_) => "memcache",
+            CodecConfig::Netstring(_) => "netstring",
         }
     }
 
@@ -93,6 +98,7 @@ impl CodecConfig {
             }
             CodecConfig::Resp(_) => plain(Arc::new(RespProtocol::new(password.cloned()))),
             CodecConfig::Memcache(_) => plain(Arc::new(MemcacheProtocol)),
+            CodecConfig::Netstring(c) => plain(Arc::new(c.protocol()?)),
         })
     }
 }
