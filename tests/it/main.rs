@@ -15,6 +15,7 @@ mod health;
 mod hygiene;
 mod ketama;
 mod memcached;
+mod netstring;
 mod placement;
 mod push;
 mod redis;
