@@ -12,17 +12,10 @@ fn expect_closed(s: TcpStream) {
     );
 }
 
-fn proxy_with_limits(extra: &str) -> (Vec<switchyard::demo::backend::TestBackend>, Proxy) {
-    let bs = backends(2);
-    let cfg = demo_config(&bs, 1, "by_id", "round_robin", true, extra, "");
-    let proxy = Proxy::start(&cfg);
-    (bs, proxy)
-}
-
 #[test]
 fn oversized_frame_closes_only_that_client() {
-    let (_bs, proxy) = proxy_with_limits("max_frame_size = 1024");
-    let addr = proxy.addr("app");
+    let app = Scenario::new().max_frame_size(1024).start(2);
+    let addr = app.addr();
     let good =
         std::thread::spawn(move || run_clients(addr, vec![plan(3000, 8, vec![1, 2], 1, true)]));
     let mut bad = TcpStream::connect(addr).unwrap();
@@ -33,14 +26,14 @@ fn oversized_frame_closes_only_that_client() {
     for r in good.join().unwrap() {
         assert_clean(&r);
     }
-    let log = proxy.stderr();
+    let log = app.proxy.stderr();
     assert!(log.contains("exceeds max_frame_size 1024"), "{log}");
 }
 
 #[test]
 fn malformed_length_closes_only_that_client() {
-    let (_bs, proxy) = proxy_with_limits("");
-    let addr = proxy.addr("app");
+    let app = Scenario::new().start(2);
+    let addr = app.addr();
     let good =
         std::thread::spawn(move || run_clients(addr, vec![plan(3000, 8, vec![1, 2], 1, true)]));
     let mut bad = TcpStream::connect(addr).unwrap();
@@ -50,14 +43,17 @@ fn malformed_length_closes_only_that_client() {
     for r in good.join().unwrap() {
         assert_clean(&r);
     }
-    let log = proxy.stderr();
+    let log = app.proxy.stderr();
     assert!(log.contains("malformed frame"), "{log}");
 }
 
 #[test]
 fn client_that_never_reads_is_closed_and_others_are_served() {
-    let (_bs, proxy) = proxy_with_limits("max_frame_size = 1024\nmax_reply_buffer = 65536");
-    let addr = proxy.addr("app");
+    let app = Scenario::new()
+        .max_frame_size(1024)
+        .max_reply_buffer(65536)
+        .start(2);
+    let addr = app.addr();
     let good =
         std::thread::spawn(move || run_clients(addr, vec![plan(3000, 8, vec![1, 2], 1, true)]));
     // Small receive buffer, so the proxy's reply buffer fills soon.
@@ -78,7 +74,7 @@ fn client_that_never_reads_is_closed_and_others_are_served() {
             closed = true;
             break;
         }
-        if proxy.stderr().contains("not reading its answers") {
+        if app.proxy.stderr().contains("not reading its answers") {
             closed = true;
             break;
         }
@@ -88,7 +84,7 @@ fn client_that_never_reads_is_closed_and_others_are_served() {
         "the proxy kept buffering answers for a client that does not read"
     );
     eventually("the close to be logged", Duration::from_secs(10), || {
-        proxy.stderr().contains("exceed max_reply_buffer 65536")
+        app.proxy.stderr().contains("exceed max_reply_buffer 65536")
     });
     for r in good.join().unwrap() {
         assert_clean(&r);
@@ -97,15 +93,15 @@ fn client_that_never_reads_is_closed_and_others_are_served() {
 
 #[test]
 fn client_closing_mid_frame_is_logged_and_harmless() {
-    let (_bs, proxy) = proxy_with_limits("");
-    let addr = proxy.addr("app");
+    let app = Scenario::new().start(2);
+    let addr = app.addr();
     let mut half = TcpStream::connect(addr).unwrap();
     half.write_all(&[0, 0, 0, 40, 1, 2, 3]).unwrap();
     drop(half);
     eventually(
         "the incomplete frame to be logged",
         Duration::from_secs(10),
-        || proxy.stderr().contains("incomplete frame"),
+        || app.proxy.stderr().contains("incomplete frame"),
     );
     for r in run_clients(addr, vec![plan(500, 8, vec![1], 1, true)]) {
         assert_clean(&r);

@@ -40,8 +40,7 @@ fn every_example_config_is_valid() {
 #[test]
 fn check_names_the_file_the_key_and_the_problem() {
     let bs = backends(1);
-    let cfg = demo_config(&bs, 1, "by_id", "round_robin", true, "", "")
-        .replace("length_width = 4", "length_width = 3");
+    let cfg = Scenario::new().length_width(3).toml(&bs);
     let file = TempFile::new("bad.toml", &cfg);
     let out = Command::new(bin())
         .arg("check")
@@ -59,7 +58,7 @@ fn check_names_the_file_the_key_and_the_problem() {
 
     let typo = TempFile::new(
         "typo.toml",
-        &demo_config(&bs, 1, "by_id", "round_robin", true, "max_frame = 10", ""),
+        &Scenario::new().listener_toml("max_frame = 10").toml(&bs),
     );
     let out = Command::new(bin())
         .arg("check")
@@ -75,25 +74,19 @@ fn check_names_the_file_the_key_and_the_problem() {
 #[test]
 fn sigterm_finishes_in_flight_messages_and_exits_zero() {
     let slow = TestBackend::start_slow("slow", false, Duration::from_millis(800)).unwrap();
-    let cfg = demo_config(
-        std::slice::from_ref(&slow),
-        1,
-        "in_order",
-        "round_robin",
-        false,
-        "",
-        "",
-    );
-    let mut proxy = Proxy::start(&cfg);
-    let addr = proxy.addr("app");
+    let mut app = Scenario::new()
+        .correlation("in_order")
+        .keyless()
+        .start_with(vec![slow]);
+    let addr = app.addr();
     let client =
         std::thread::spawn(move || run_clients(addr, vec![plan(40, 40, vec![1], 1, false)]));
     eventually(
         "requests to reach the backend",
         Duration::from_secs(10),
-        || slow.messages() >= 40,
+        || app.backends[0].messages() >= 40,
     );
-    let status = proxy.terminate();
+    let status = app.proxy.terminate();
     assert!(status.success(), "exit status {status:?}");
     for r in client.join().unwrap() {
         assert_clean(&r);
@@ -102,7 +95,7 @@ fn sigterm_finishes_in_flight_messages_and_exits_zero() {
         std::net::TcpStream::connect(addr).is_err(),
         "still accepting after shutdown"
     );
-    assert!(proxy.stderr().contains("shutdown complete"));
+    assert!(app.proxy.stderr().contains("shutdown complete"));
 }
 
 #[test]
@@ -125,12 +118,11 @@ fn demo_runs_and_shows_keys_sticking() {
 
 #[test]
 fn a_second_run_on_the_same_address_is_refused_unless_it_takes_over() {
-    let bs = backends(1);
-    let cfg = demo_config(&bs, 2, "by_id", "round_robin", true, "", "");
-    let first = Proxy::start(&cfg);
-    let addr = first.addr("app");
+    let config = Scenario::new().workers(2);
+    let first = config.clone().start(1);
+    let addr = first.addr();
     // The same config with the address the first one bound, as an operator would rerun it.
-    let fixed = cfg.replace("127.0.0.1:0", &addr.to_string());
+    let fixed = config.listen(addr).toml(&first.backends);
     let file = TempFile::new("second.toml", &fixed);
     let mut second = Command::new(bin())
         .args(["run", "--config"])
@@ -139,17 +131,10 @@ fn a_second_run_on_the_same_address_is_refused_unless_it_takes_over() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = second.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for(Duration::from_secs(10), || second.try_wait().unwrap());
+    if status.is_none() {
+        let _ = second.kill();
+    }
     assert!(
         status.is_some_and(|s| !s.success()),
         "the second run started: {status:?}"

@@ -15,13 +15,14 @@ fn mixed_speed_backends() -> Vec<TestBackend> {
 
 #[test]
 fn by_id_32_clients_with_colliding_ids_get_their_own_answers() {
-    let bs = mixed_speed_backends();
-    let cfg = demo_config(&bs, 2, "by_id", "round_robin", false, "", "");
-    let proxy = Proxy::start(&cfg);
+    let app = Scenario::new()
+        .workers(2)
+        .keyless()
+        .start_with(mixed_speed_backends());
     // Every client numbers its requests from 0: the ids collide on every shared backend
     // connection, and the proxy must keep them apart.
     let plans = (0..32).map(|c| plan(300, 16, vec![c], c, true)).collect();
-    let reports = run_clients(proxy.addr("app"), plans);
+    let reports = run_clients(app.addr(), plans);
     reports.iter().for_each(assert_clean);
     for r in &reports {
         // Keyless: each client's requests went to every backend.
@@ -31,13 +32,15 @@ fn by_id_32_clients_with_colliding_ids_get_their_own_answers() {
 
 #[test]
 fn in_order_32_clients_get_answers_in_request_order() {
-    let bs = mixed_speed_backends();
-    let cfg = demo_config(&bs, 2, "in_order", "round_robin", false, "", "");
-    let proxy = Proxy::start(&cfg);
+    let app = Scenario::new()
+        .workers(2)
+        .correlation("in_order")
+        .keyless()
+        .start_with(mixed_speed_backends());
     // The clients check that the n-th answer answers the n-th request; the slow backend
     // makes later requests finish first on the fast ones.
     let plans = (0..32).map(|c| plan(300, 16, vec![c], c, false)).collect();
-    let reports = run_clients(proxy.addr("app"), plans);
+    let reports = run_clients(app.addr(), plans);
     reports.iter().for_each(assert_clean);
     for r in &reports {
         assert_eq!(r.per_backend.len(), 3, "{:?}", r.per_backend);
@@ -46,24 +49,14 @@ fn in_order_32_clients_get_answers_in_request_order() {
 
 #[test]
 fn one_byte_id_field_limits_outstanding_ids_without_mixing_answers() {
-    let bs = backends(1);
     // A 1-byte id field: only 256 proxy ids per backend connection; 8 clients × depth 64
     // need more, so the proxy must wait for ids to free up rather than reuse one.
-    let cfg = demo_config(
-        &bs,
-        1,
-        "by_id",
-        "round_robin",
-        false,
-        "",
-        "pool = { connections_per_backend = 1 }",
-    )
-    .replace(
-        "id = { offset = 12, width = 4 }",
-        "id = { offset = 15, width = 1 }",
-    );
-    let proxy = Proxy::start(&cfg);
+    let app = Scenario::new()
+        .keyless()
+        .connections_per_backend(1)
+        .id_field(15, 1)
+        .start(1);
     let plans = (0..8).map(|c| plan(400, 64, vec![c], c, false)).collect();
-    let reports = run_clients(proxy.addr("app"), plans);
+    let reports = run_clients(app.addr(), plans);
     reports.iter().for_each(assert_clean);
 }

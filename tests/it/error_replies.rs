@@ -160,27 +160,18 @@ fn a_script_error_reply_answers_failed_requests_and_clients_stay() {
 
 #[test]
 fn without_an_error_answer_generic_clients_are_still_closed() {
-    let mut slow = TestBackend::start_slow("slow", false, Duration::from_secs(30)).unwrap();
-    let cfg = demo_config(
-        std::slice::from_ref(&slow),
-        1,
-        "by_id",
-        "round_robin",
-        true,
-        "",
-        "",
-    );
-    let proxy = Proxy::start(&cfg);
-    let mut s = TcpStream::connect(proxy.addr("app")).unwrap();
+    let slow = TestBackend::start_slow("slow", false, Duration::from_secs(30)).unwrap();
+    let mut app = Scenario::new().start_with(vec![slow]);
+    let mut s = TcpStream::connect(app.addr()).unwrap();
     let mut req = Vec::new();
     proto::write_request(&mut req, 1, 1, b"x");
     s.write_all(&req).unwrap();
     eventually(
         "the request at the backend",
         Duration::from_secs(10),
-        || slow.messages() >= 1,
+        || app.backends[0].messages() >= 1,
     );
-    slow.stop();
+    app.backends[0].stop();
     assert!(closed_within(&s, Duration::from_secs(10)));
 }
 
@@ -188,15 +179,7 @@ fn without_an_error_answer_generic_clients_are_still_closed() {
 fn a_template_that_does_not_frame_is_refused_at_load() {
     let bs = backends(1);
     // Three bytes cannot hold the demo protocol's 16-byte header.
-    let cfg = demo_config(
-        &bs,
-        1,
-        "by_id",
-        "round_robin",
-        true,
-        "error_reply_hex = \"455252\"",
-        "",
-    );
+    let cfg = Scenario::new().error_reply_hex("455252").toml(&bs);
     let file = TempFile::new("bad.toml", &cfg);
     let out = std::process::Command::new(bin())
         .args(["check", "--config"])
@@ -210,15 +193,9 @@ fn a_template_that_does_not_frame_is_refused_at_load() {
         "{err}"
     );
     // The id must sit where the response codec finds ids.
-    let cfg = demo_config(
-        &bs,
-        1,
-        "by_id",
-        "round_robin",
-        true,
-        "error_reply_hex = \"00000000 {id} {key} 00\"",
-        "",
-    );
+    let cfg = Scenario::new()
+        .error_reply_hex("00000000 {id} {key} 00")
+        .toml(&bs);
     let file = TempFile::new("bad.toml", &cfg);
     let out = std::process::Command::new(bin())
         .args(["check", "--config"])

@@ -7,17 +7,13 @@ use switchyard::demo::backend::TestBackend;
 
 #[test]
 fn dead_backend_is_avoided_pins_move_and_it_comes_back() {
-    let mut bs = backends(3);
-    let cfg = demo_config(
-        &bs,
-        1,
-        "by_id",
-        "round_robin",
-        true,
-        "",
-        "[cluster.persistence]\nttl = \"10m\"\n[cluster.pool]\nreconnect_backoff_min = \"50ms\"\nreconnect_backoff_max = \"200ms\"",
-    );
-    let proxy = Proxy::start(&cfg);
+    let Running {
+        proxy,
+        backends: mut bs,
+    } = Scenario::new()
+        .persistence("10m")
+        .reconnect_backoff("50ms", "200ms")
+        .start(3);
     let addr = proxy.addr("app");
     let keys: Vec<u64> = (0..30).collect();
     for r in run_clients(addr, vec![plan(300, 8, keys.clone(), 1, true)]) {
@@ -70,17 +66,15 @@ fn dead_backend_is_avoided_pins_move_and_it_comes_back() {
 #[test]
 fn requests_in_flight_on_a_dying_backend_fail_fast() {
     // Answers take 30 s; the backend dies after 300 ms; the client must hear at once.
-    let mut slow = TestBackend::start_slow("slow", false, Duration::from_secs(30)).unwrap();
-    let cfg = demo_config(
-        std::slice::from_ref(&slow),
-        1,
-        "in_order",
-        "round_robin",
-        false,
-        "",
-        "",
-    );
-    let proxy = Proxy::start(&cfg);
+    let slow = TestBackend::start_slow("slow", false, Duration::from_secs(30)).unwrap();
+    let Running {
+        proxy,
+        mut backends,
+    } = Scenario::new()
+        .correlation("in_order")
+        .keyless()
+        .start_with(vec![slow]);
+    let slow = &mut backends[0];
     let addr = proxy.addr("app");
     let client = std::thread::spawn(move || {
         let mut p = plan(20, 20, vec![1], 1, false);

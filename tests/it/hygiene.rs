@@ -8,22 +8,25 @@ use std::time::Duration;
 
 #[test]
 fn connections_past_max_connections_are_closed_at_once() {
-    let bs = backends(1);
-    let proxy = Proxy::start(&demo_config(
-        &bs,
-        2,
-        "by_id",
-        "round_robin",
-        false,
-        "max_connections = 5",
-        "",
-    ));
+    let Running {
+        proxy,
+        backends: _bs,
+    } = Scenario::new()
+        .workers(2)
+        .keyless()
+        .max_connections(5)
+        .start(1);
     let addr = proxy.addr("app");
-    let held: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    eventually("5 connections accepted", Duration::from_secs(5), || {
-        proxy.stderr().contains("switchyard running")
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let mut held: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    eventually(
+        "the proxy to report it runs",
+        Duration::from_secs(5),
+        || proxy.stderr().contains("switchyard running"),
+    );
+    // One exchange on each: the proxy has accepted (and counted) all five.
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(round_trip(s, 0, i as u32, b"held"), i as u32);
+    }
     let extra = TcpStream::connect(addr).unwrap();
     assert!(
         closed_within(&extra, Duration::from_secs(5)),
@@ -43,16 +46,14 @@ fn connections_past_max_connections_are_closed_at_once() {
 
 #[test]
 fn idle_clients_and_slow_loris_frames_are_closed() {
-    let bs = backends(1);
-    let proxy = Proxy::start(&demo_config(
-        &bs,
-        1,
-        "by_id",
-        "round_robin",
-        false,
-        "client_idle_timeout = \"400ms\"\nframe_timeout = \"400ms\"",
-        "",
-    ));
+    let Running {
+        proxy,
+        backends: _bs,
+    } = Scenario::new()
+        .keyless()
+        .client_idle_timeout("400ms")
+        .frame_timeout("400ms")
+        .start(1);
     let addr = proxy.addr("app");
     let idle = TcpStream::connect(addr).unwrap();
     let mut loris = TcpStream::connect(addr).unwrap();
@@ -77,16 +78,14 @@ fn idle_clients_and_slow_loris_frames_are_closed() {
 
 #[test]
 fn memory_stays_bounded_with_many_half_sent_frames() {
-    let bs = backends(1);
-    let proxy = Proxy::start(&demo_config(
-        &bs,
-        2,
-        "by_id",
-        "round_robin",
-        false,
-        "frame_timeout = \"3s\"",
-        "",
-    ));
+    let Running {
+        proxy,
+        backends: _bs,
+    } = Scenario::new()
+        .workers(2)
+        .keyless()
+        .frame_timeout("3s")
+        .start(1);
     let addr = proxy.addr("app");
     let baseline = proxy.rss_kib();
     // 400 clients (the test's own open-file limit may be 1024) each announce a 512 KiB frame
@@ -99,7 +98,11 @@ fn memory_stays_bounded_with_many_half_sent_frames() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    eventually(
+        "the proxy to accept the 400 and read what they sent",
+        Duration::from_secs(10),
+        || accepted_and_read(addr, 400),
+    );
     let loaded = proxy.rss_kib();
     let per_conn = (loaded.saturating_sub(baseline)) as f64 / 400.0;
     // Bound: 64 KiB per half-frame connection (buffers start at 2 KiB and grow as bytes
@@ -128,12 +131,11 @@ fn memory_stays_bounded_with_many_half_sent_frames() {
 
 #[test]
 fn accept_errors_pause_instead_of_spinning() {
-    let bs = backends(1);
     // A tiny open-file limit: the proxy runs out of descriptors after a few clients.
-    let proxy = Proxy::start_limited(
-        &demo_config(&bs, 1, "by_id", "round_robin", false, "", ""),
-        Some(40),
-    );
+    let Running {
+        proxy,
+        backends: _bs,
+    } = Scenario::new().keyless().open_files_limit(40).start(1);
     let addr = proxy.addr("app");
     let mut held = Vec::new();
     for _ in 0..60 {
@@ -145,6 +147,8 @@ fn accept_errors_pause_instead_of_spinning() {
         proxy.stderr().contains("accept failed")
     });
     let before = proxy.cpu_ticks();
+    // Part of the measure: two seconds out of descriptors, in which a busy loop would
+    // show.
     std::thread::sleep(Duration::from_secs(2));
     let spent = proxy.cpu_ticks() - before;
     // A busy loop would burn ~200 ticks in 2 s; pausing costs a few.
@@ -154,14 +158,14 @@ fn accept_errors_pause_instead_of_spinning() {
     );
     drop(held);
     let mut last = None;
-    let resumed = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(200));
+    // (An attempt may itself wait up to its answer timeout, 10 s: room for a few.)
+    let resumed = wait_for(Duration::from_secs(30), || {
         let r = run_clients(addr, vec![plan(10, 1, vec![0], 1, true)]).remove(0);
         last = r.error.clone();
-        r.error.is_none()
+        r.error.is_none().then_some(())
     });
     assert!(
-        resumed,
+        resumed.is_some(),
         "service did not resume: {last:?}\n{}",
         proxy.stderr()
     );
@@ -169,16 +173,13 @@ fn accept_errors_pause_instead_of_spinning() {
 
 #[test]
 fn idle_timeout_waits_for_answers_in_flight_then_closes() {
-    let bs = backends(1);
-    let proxy = Proxy::start(&demo_config(
-        &bs,
-        1,
-        "by_id",
-        "round_robin",
-        false,
-        "client_idle_timeout = \"400ms\"",
-        "",
-    ));
+    let Running {
+        proxy,
+        backends: _bs,
+    } = Scenario::new()
+        .keyless()
+        .client_idle_timeout("400ms")
+        .start(1);
     let addr = proxy.addr("app");
     // Answered at once, then silent: closed as idle.
     let quick = exchange(addr, 1, 7, b"hello", Duration::from_secs(5), |c| c.closed);
@@ -197,23 +198,16 @@ fn idle_timeout_waits_for_answers_in_flight_then_closes() {
 fn the_buffer_budget_bounds_memory_and_well_behaved_clients_are_served() {
     // 300 clients each announce a 900 KB frame and send 300 KB of it: 88 MB asked for,
     // against a 32 MiB budget.
-    let bs = backends(1);
     let budget = 32u64 << 20;
-    let proxy = Proxy::start(
-        &demo_config(
-            &bs,
-            1,
-            "by_id",
-            "round_robin",
-            false,
-            "frame_timeout = \"60s\"\nmax_frame_size = 1048576",
-            "",
-        )
-        .replace(
-            "workers = 1",
-            &format!("workers = 1\nbuffer_budget = {budget}"),
-        ),
-    );
+    let Running {
+        proxy,
+        backends: _bs,
+    } = Scenario::new()
+        .buffer_budget(budget)
+        .keyless()
+        .frame_timeout("60s")
+        .max_frame_size(1048576)
+        .start(1);
     let addr = proxy.addr("app");
     let baseline = proxy.rss_kib();
     let mut conns: Vec<TcpStream> = (0..300)
@@ -241,6 +235,7 @@ fn the_buffer_budget_bounds_memory_and_well_behaved_clients_are_served() {
                 }
             }
         }
+        // Pacing (the loop is bounded by its deadline): the proxy reads between rounds.
         std::thread::sleep(Duration::from_millis(5));
     }
     // A well-behaved client is served meanwhile.

@@ -7,12 +7,12 @@
 //! Needs the `nutcracker` binary (Debian: `apt-get install nutcracker`); without it the tests
 //! fail with that hint, as the redis and memcached tests do.
 
-use crate::support::{Proxy, TempFile};
+use crate::support::{wait_for, Proxy, TempFile};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchyard_core::balance::Continuum;
 
 /// A memcached-text backend on its own thread, serving `l` as `name`: `get K1 K2…` is
@@ -135,21 +135,26 @@ impl Nutcracker {
                 .spawn()
                 .expect("spawn nutcracker");
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
+            // Listening, or exited (its port taken meanwhile).
+            let started = wait_for(Duration::from_secs(10), || {
                 if let Some(status) = child.try_wait().unwrap() {
-                    last_log = std::fs::read_to_string(&log).unwrap_or_default();
-                    eprintln!("nutcracker exited at start ({status}); retrying");
-                    break;
+                    return Some(Err(status));
                 }
-                if TcpStream::connect(addr).is_ok() {
+                TcpStream::connect(addr).is_ok().then_some(Ok(()))
+            });
+            match started {
+                Some(Ok(())) => {
                     return Nutcracker {
                         child,
                         addr,
                         _conf: conf,
-                    };
+                    }
                 }
-                if Instant::now() > deadline {
+                Some(Err(status)) => {
+                    last_log = std::fs::read_to_string(&log).unwrap_or_default();
+                    eprintln!("nutcracker exited at start ({status}); retrying");
+                }
+                None => {
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
@@ -157,7 +162,6 @@ impl Nutcracker {
                         std::fs::read_to_string(&log).unwrap_or_default()
                     );
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
         }
         panic!("nutcracker would not start; last log:\n{last_log}");

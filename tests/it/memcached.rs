@@ -269,6 +269,11 @@ fn an_oversized_set_is_answered_as_memcached_does_and_the_connection_goes_on() {
     }
     line.push_str("\r\n");
     r.get_mut().write_all(&line.as_bytes()[..2100]).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The second write only once the proxy has read the first: two reads for one line.
+    eventually(
+        "the proxy to read the first part of the line",
+        Duration::from_secs(5),
+        || unread_by_peer(r.get_ref()) == Some(0),
+    );
     assert_eq!(ask(&mut r, &line[2100..], &["END"]), "END\r\n");
 }

@@ -41,20 +41,18 @@ fn read_demo(s: &mut TcpStream, n: usize) -> Vec<Vec<u8>> {
 fn a_pinned_key_waits_for_its_full_backend_and_other_keys_keep_flowing() {
     // Slow backends (10 ms per read) and a 1 MiB queue per backend connection: 40 messages
     // of 400 KB for one key fill its backend's queue many times over.
-    let bs: Vec<TestBackend> = (1..=3)
+    let slow: Vec<TestBackend> = (1..=3)
         .map(|i| TestBackend::start_slow(&format!("s{i}"), false, Duration::from_millis(10)))
         .collect::<Result<_, _>>()
         .unwrap();
-    let cfg = demo_config(
-        &bs,
-        1,
-        "by_id",
-        "least_outstanding",
-        true,
-        "",
-        "[cluster.persistence]\nttl = \"10m\"\n[cluster.pool]\nmax_queued_bytes = 1048576",
-    );
-    let proxy = Proxy::start(&cfg);
+    let Running {
+        proxy,
+        backends: bs,
+    } = Scenario::new()
+        .policy("least_outstanding")
+        .persistence("10m")
+        .max_queued_bytes(1048576)
+        .start_with(slow);
     let addr = proxy.addr("app");
     // Pin key 7, and keys 100.. for the small client, with one small message each.
     let mut big = TcpStream::connect(addr).unwrap();

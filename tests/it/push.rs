@@ -6,17 +6,14 @@ use std::time::Duration;
 
 #[test]
 fn pushes_reach_the_key_owner_across_workers() {
-    let bs = backends(1);
-    let cfg = demo_config(
-        &bs,
-        2,
-        "by_id",
-        "round_robin",
-        true,
-        "",
-        "pool = { connections_per_backend = 2 }\n[cluster.persistence]\nttl = \"1m\"",
-    );
-    let proxy = Proxy::start(&cfg);
+    let Running {
+        proxy,
+        backends: bs,
+    } = Scenario::new()
+        .workers(2)
+        .connections_per_backend(2)
+        .persistence("1m")
+        .start(1);
     let addr = proxy.addr("app");
     // 2 workers × 2 pooled connections.
     eventually("the pools to connect", Duration::from_secs(10), || {

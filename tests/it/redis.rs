@@ -2,13 +2,19 @@
 //! redis-benchmark: answers are right, every key lives on one backend, load spreads,
 //! multi-key commands are split and merged, stateful commands get a clear error.
 
-use crate::servers::{redis, redis_cli, run, Server};
+use crate::servers::{redis, redis_cli, run, Relay, Server};
 use crate::support::*;
+use std::net::SocketAddr;
 
 fn proxy_for(servers: &[Server], extra_cluster: &str, extra_listener: &str) -> Proxy {
-    let list: Vec<String> = servers
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    proxy_for_addrs(&addrs, extra_cluster, extra_listener)
+}
+
+fn proxy_for_addrs(addrs: &[SocketAddr], extra_cluster: &str, extra_listener: &str) -> Proxy {
+    let list: Vec<String> = addrs
         .iter()
-        .map(|s| format!("{{ address = \"{}\" }}", s.addr))
+        .map(|a| format!("{{ address = \"{a}\" }}"))
         .collect();
     Proxy::start(&format!(
         r#"workers = 2
@@ -307,7 +313,9 @@ fn ask_line(conn: &mut std::io::BufReader<std::net::TcpStream>, args: &[&str]) -
 fn failed_requests_get_resp_errors_and_the_connection_stays() {
     use std::io::BufRead;
     let server = redis(None);
-    let proxy = proxy_for(std::slice::from_ref(&server), "", "");
+    // The proxy reaches the server through a relay, which shows the GET reach the server.
+    let relay = Relay::start(server.addr);
+    let proxy = proxy_for_addrs(&[relay.addr], "", "");
     let conn = std::net::TcpStream::connect(proxy.addr("redis")).unwrap();
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
@@ -318,13 +326,18 @@ fn failed_requests_get_resp_errors_and_the_connection_stays() {
         redis_cli(server.addr, &["CLIENT", "PAUSE", "5000", "ALL"]),
         "OK"
     );
+    let forwarded = relay.forwarded();
     {
         use std::io::Write;
         conn.get_mut()
             .write_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nPING\r\n")
             .unwrap();
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    eventually(
+        "the GET to reach the server",
+        std::time::Duration::from_secs(5),
+        || relay.forwarded() > forwarded,
+    );
     drop(server);
     let mut line = String::new();
     conn.read_line(&mut line).unwrap();
@@ -393,7 +406,9 @@ fn a_clients_pipelined_writes_and_reads_keep_their_order_over_a_pool() {
 fn redis_fidelity_empty_lines_large_values_and_oversized_requests() {
     use std::io::{BufRead, Read, Write};
     let server = redis(None);
-    let proxy = proxy_for(std::slice::from_ref(&server), "", "");
+    // The proxy reaches the server through a relay, which shows the GET reach the server.
+    let relay = Relay::start(server.addr);
+    let proxy = proxy_for_addrs(&[relay.addr], "", "");
     let conn = std::net::TcpStream::connect(proxy.addr("redis")).unwrap();
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();

@@ -65,7 +65,11 @@ fn reload_changes_backends_under_a_live_connection_and_keeps_pins() {
         prefix: None,
     };
     let long = std::thread::spawn(move || rt.block_on(client::run(addr, plan)));
-    std::thread::sleep(Duration::from_millis(700));
+    eventually(
+        "the long-lived client's 40 keys to be pinned",
+        Duration::from_secs(3),
+        || pins(&bs).len() == 40,
+    );
     let pins_before: HashMap<u64, String> = pins(&bs);
     // 1. A bad file is refused; the old config keeps serving.
     proxy.reload("this is not toml = [");
@@ -79,7 +83,22 @@ fn reload_changes_backends_under_a_live_connection_and_keeps_pins() {
     eventually("the reload", Duration::from_secs(5), || {
         proxy.stderr().contains("config reloaded")
     });
-    std::thread::sleep(Duration::from_millis(700));
+    // The long-lived connection goes on under the drain: each of its keys pinned to b1
+    // reaches b1 again (twice: one message may have been in flight before the reload).
+    let on_b1 = |key: &u64| {
+        let per_key = bs[0].log.per_key.lock().unwrap();
+        per_key.get(key).copied().unwrap_or(0)
+    };
+    let drained: Vec<(u64, u64)> = pins_before
+        .iter()
+        .filter(|(_, home)| *home == "b1")
+        .map(|(key, _)| (*key, on_b1(key)))
+        .collect();
+    eventually(
+        "the keys pinned to b1 to reach it while it drains",
+        Duration::from_secs(3),
+        || drained.iter().all(|(key, n)| on_b1(key) >= n + 2),
+    );
     // New keys on a fresh connection spread over b2 and b3 only.
     let fresh = run_clients(addr, vec![plan_keys((1000..1060).collect())]).remove(0);
     assert_clean(&fresh);
@@ -134,20 +153,7 @@ fn reload_adds_and_removes_listeners_without_dropping_connections() {
     let mut held = std::net::TcpStream::connect(addr).unwrap();
     // One exchange first, so the proxy has accepted `held` (a connection still in the
     // backlog of a listener that is removed is reset by the kernel).
-    let ask = |held: &mut std::net::TcpStream, id: u32| {
-        use std::io::{Read, Write};
-        let mut req = Vec::new();
-        switchyard::demo::proto::write_request(&mut req, 3, id, b"still here");
-        held.write_all(&req).unwrap();
-        held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut head = [0u8; 16];
-        held.read_exact(&mut head).unwrap();
-        let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
-        let mut rest = vec![0u8; len + 4 - 16];
-        held.read_exact(&mut rest).unwrap();
-        u32::from_be_bytes(head[12..16].try_into().unwrap())
-    };
-    assert_eq!(ask(&mut held, 76), 76);
+    assert_eq!(round_trip(&mut held, 3, 76, b"still here"), 76);
     let two = one.clone()
         + r#"
 [[listener]]
@@ -178,12 +184,16 @@ id = { offset = 12, width = 4 }
     eventually("the reload", Duration::from_secs(5), || {
         proxy.stderr().matches("config reloaded").count() >= 2
     });
-    std::thread::sleep(Duration::from_millis(200));
+    eventually(
+        "the removed listener's socket to close",
+        Duration::from_secs(5),
+        || !listening_on(addr),
+    );
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "removed listener still accepts"
     );
-    assert_eq!(ask(&mut held, 77), 77);
+    assert_eq!(round_trip(&mut held, 3, 77, b"still here"), 77);
 }
 
 fn plan_keys(keys: Vec<u64>) -> ClientPlan {

@@ -1,9 +1,13 @@
 //! Real Redis and memcached servers from Debian's packages, on loopback ports, for the
 //! tests that put Switchyard in front of them. `.ci/run` installs the packages.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use crate::support::eventually;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A free loopback port (bound and released; the server binds it right after).
 pub fn free_port() -> u16 {
@@ -28,14 +32,16 @@ impl Drop for Server {
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not start on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        &format!("{what} to listen on {addr}"),
+        Duration::from_secs(10),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited: {status}");
+            }
+            TcpStream::connect(addr).is_ok()
+        },
+    );
 }
 
 /// `redis-server` on a free port, no persistence; `password` sets requirepass.
@@ -90,6 +96,73 @@ pub fn memcached() -> Server {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "memcached");
     Server { addr, child }
+}
+
+/// A TCP relay in front of a server that counts the bytes its clients send through, so a
+/// test sees a request reach the server even while the server executes nothing. A
+/// connection the server closes, the relay closes on its client.
+pub struct Relay {
+    pub addr: SocketAddr,
+    forwarded: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    pub fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (forwarded.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(target)) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(client, server, Some(count.clone()));
+                pipe(s2, c2, None);
+            }
+        });
+        Relay {
+            addr,
+            forwarded,
+            stop,
+        }
+    }
+
+    /// Bytes passed on to the server so far (written to its socket).
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Copies `from` to `to` until either ends, then closes both.
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            if let Some(c) = &count {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
 }
 
 /// Runs a command; returns (success, stdout).

@@ -5,17 +5,15 @@ use std::collections::HashMap;
 
 #[test]
 fn every_message_arrives_whole_once_at_one_backend_and_keys_stick() {
-    let bs = backends(3);
-    let cfg = demo_config(
-        &bs,
-        2,
-        "by_id",
-        "least_outstanding",
-        true,
-        "",
-        "[cluster.persistence]\nttl = \"10m\"\nmax_entries = 10000",
-    );
-    let proxy = Proxy::start(&cfg);
+    let Running {
+        proxy,
+        backends: bs,
+    } = Scenario::new()
+        .workers(2)
+        .policy("least_outstanding")
+        .persistence("10m")
+        .persistence_max_entries(10000)
+        .start(3);
     let clients = 8u64;
     let per_client = 500u64;
     let plans = (0..clients)
@@ -60,20 +58,16 @@ fn every_message_arrives_whole_once_at_one_backend_and_keys_stick() {
 }
 
 fn spread(policy: &str, backends_weights: &[u32]) -> Vec<(u64, u32)> {
-    let bs = backends(backends_weights.len());
-    let list: Vec<String> = bs
-        .iter()
-        .zip(backends_weights)
-        .map(|(b, w)| {
-            format!(
-                "{{ address = \"{}\", name = \"{}\", weight = {w} }}",
-                b.addr, b.name
-            )
-        })
-        .collect();
-    let mut cfg = demo_config(&bs, 2, "in_order", policy, false, "", "");
-    cfg = cfg.replace(&backend_list(&bs), &format!("[{}]", list.join(", ")));
-    let proxy = Proxy::start(&cfg);
+    let Running {
+        proxy,
+        backends: bs,
+    } = Scenario::new()
+        .workers(2)
+        .correlation("in_order")
+        .policy(policy)
+        .keyless()
+        .weights(backends_weights)
+        .start(backends_weights.len());
     // Four long-lived clients: a connection balancer would put them on at most 4 backends
     // unevenly; per message they must spread.
     let plans = (0..4).map(|c| plan(3000, 8, vec![c], c, false)).collect();

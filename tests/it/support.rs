@@ -184,17 +184,8 @@ impl Proxy {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "switchyard did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(Duration::from_secs(20), || self.child.try_wait().unwrap())
+            .expect("switchyard did not exit after SIGTERM")
     }
 }
 
@@ -221,44 +212,346 @@ pub fn backend_list(backends: &[TestBackend]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// A config for the demo protocol: one listener `app`, one cluster `app`.
-pub fn demo_config(
-    backends: &[TestBackend],
+/// A scenario of the demo protocol: the config of one listener `app` over one cluster `app`
+/// of demo backends, set up with named setters, and started (backends and proxy) in one
+/// call. The listener's codec is the demo protocol's: a 4-byte length, the 8-byte key at
+/// offset 4 (unless [`Scenario::keyless`]) and the 4-byte id at offset 12. Defaults: one
+/// worker, `by_id` correlation, `round_robin`, `shutdown_timeout = "5s"`.
+///
+/// ```ignore
+/// let app = Scenario::new()
+///     .workers(2)
+///     .policy("least_outstanding")
+///     .persistence("10m")
+///     .start(3);
+/// let reports = run_clients(app.addr(), plans);
+/// assert_eq!(app.backends[0].messages(), 0);
+/// ```
+#[derive(Clone)]
+pub struct Scenario {
     workers: usize,
-    correlation: &str,
-    policy: &str,
-    with_key: bool,
-    extra_listener: &str,
-    extra_cluster: &str,
-) -> String {
-    let key = if with_key {
-        "key = { offset = 4, width = 8 }\n"
-    } else {
-        ""
-    };
-    format!(
-        r#"workers = {workers}
-shutdown_timeout = "5s"
+    buffer_budget: Option<u64>,
+    listen: String,
+    correlation: String,
+    keyed: bool,
+    length_width: u8,
+    id_field: (u32, u32),
+    listener: Vec<String>,
+    policy: String,
+    weights: Option<Vec<u32>>,
+    cluster: Vec<String>,
+    pool: Vec<String>,
+    persistence: Vec<String>,
+    health: Option<String>,
+    outlier: Option<String>,
+    open_files: Option<u32>,
+}
+
+/// `[cluster.health]`: active health checks.
+pub struct Health<'a> {
+    pub interval: &'a str,
+    pub timeout: &'a str,
+    pub rise: u32,
+    pub fall: u32,
+    pub send_hex: &'a str,
+    pub expect_regex: &'a str,
+}
+
+/// `[cluster.outlier]`: passive outlier ejection.
+pub struct Outlier<'a> {
+    pub consecutive_failures: u32,
+    pub base_ejection: &'a str,
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            workers: 1,
+            buffer_budget: None,
+            listen: "127.0.0.1:0".into(),
+            correlation: "by_id".into(),
+            keyed: true,
+            length_width: 4,
+            id_field: (12, 4),
+            listener: Vec::new(),
+            policy: "round_robin".into(),
+            weights: None,
+            cluster: Vec::new(),
+            pool: Vec::new(),
+            persistence: Vec::new(),
+            health: None,
+            outlier: None,
+            open_files: None,
+        }
+    }
+}
+
+impl Scenario {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // The process.
+
+    /// `workers`.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// `buffer_budget`, in bytes.
+    pub fn buffer_budget(mut self, bytes: u64) -> Self {
+        self.buffer_budget = Some(bytes);
+        self
+    }
+
+    /// Runs the proxy with its open-file limit set to `n`.
+    pub fn open_files_limit(mut self, n: u32) -> Self {
+        self.open_files = Some(n);
+        self
+    }
+
+    // The listener.
+
+    /// `listen` (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr.to_string();
+        self
+    }
+
+    /// `correlation`: `by_id` (the default) or `in_order`.
+    pub fn correlation(mut self, correlation: &str) -> Self {
+        self.correlation = correlation.into();
+        self
+    }
+
+    /// No key field in the codec: every message is placed freely.
+    pub fn keyless(mut self) -> Self {
+        self.keyed = false;
+        self
+    }
+
+    /// The codec's `length_width` (default 4).
+    pub fn length_width(mut self, width: u8) -> Self {
+        self.length_width = width;
+        self
+    }
+
+    /// The codec's id field (default offset 12, width 4).
+    pub fn id_field(mut self, offset: u32, width: u32) -> Self {
+        self.id_field = (offset, width);
+        self
+    }
+
+    /// `max_connections`.
+    pub fn max_connections(self, n: u32) -> Self {
+        self.listener_toml(&format!("max_connections = {n}"))
+    }
+
+    /// `max_frame_size`, in bytes.
+    pub fn max_frame_size(self, bytes: u64) -> Self {
+        self.listener_toml(&format!("max_frame_size = {bytes}"))
+    }
+
+    /// `max_reply_buffer`, in bytes.
+    pub fn max_reply_buffer(self, bytes: u64) -> Self {
+        self.listener_toml(&format!("max_reply_buffer = {bytes}"))
+    }
+
+    /// `client_idle_timeout`.
+    pub fn client_idle_timeout(self, timeout: &str) -> Self {
+        self.listener_toml(&format!("client_idle_timeout = \"{timeout}\""))
+    }
+
+    /// `frame_timeout`.
+    pub fn frame_timeout(self, timeout: &str) -> Self {
+        self.listener_toml(&format!("frame_timeout = \"{timeout}\""))
+    }
+
+    /// `error_reply_hex`.
+    pub fn error_reply_hex(self, template: &str) -> Self {
+        self.listener_toml(&format!("error_reply_hex = \"{template}\""))
+    }
+
+    /// A raw line of the listener's table, for a key no setter names (such as a misspelt
+    /// one).
+    pub fn listener_toml(mut self, line: &str) -> Self {
+        self.listener.push(line.into());
+        self
+    }
+
+    // The cluster.
+
+    /// `policy` (default `round_robin`).
+    pub fn policy(mut self, policy: &str) -> Self {
+        self.policy = policy.into();
+        self
+    }
+
+    /// Gives the backends these weights, in order.
+    pub fn weights(mut self, weights: &[u32]) -> Self {
+        self.weights = Some(weights.to_vec());
+        self
+    }
+
+    /// `request_timeout`.
+    pub fn request_timeout(mut self, timeout: &str) -> Self {
+        self.cluster
+            .push(format!("request_timeout = \"{timeout}\""));
+        self
+    }
+
+    /// `on_backend_down`.
+    pub fn on_backend_down(mut self, what: &str) -> Self {
+        self.cluster.push(format!("on_backend_down = \"{what}\""));
+        self
+    }
+
+    /// `[cluster.persistence]` with this `ttl`.
+    pub fn persistence(mut self, ttl: &str) -> Self {
+        self.persistence.push(format!("ttl = \"{ttl}\""));
+        self
+    }
+
+    /// `[cluster.persistence]`'s `max_entries`.
+    pub fn persistence_max_entries(mut self, n: u64) -> Self {
+        self.persistence.push(format!("max_entries = {n}"));
+        self
+    }
+
+    /// `[cluster.pool]`'s `connections_per_backend`.
+    pub fn connections_per_backend(mut self, n: u32) -> Self {
+        self.pool.push(format!("connections_per_backend = {n}"));
+        self
+    }
+
+    /// `[cluster.pool]`'s `reconnect_backoff_min` and `reconnect_backoff_max`.
+    pub fn reconnect_backoff(mut self, min: &str, max: &str) -> Self {
+        self.pool.push(format!("reconnect_backoff_min = \"{min}\""));
+        self.pool.push(format!("reconnect_backoff_max = \"{max}\""));
+        self
+    }
+
+    /// `[cluster.pool]`'s `max_queued_bytes`.
+    pub fn max_queued_bytes(mut self, bytes: u64) -> Self {
+        self.pool.push(format!("max_queued_bytes = {bytes}"));
+        self
+    }
+
+    /// `[cluster.health]`.
+    pub fn health(mut self, h: Health) -> Self {
+        self.health = Some(format!(
+            "interval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\nsend_hex = \"{}\"\nexpect_regex = \"{}\"\n",
+            h.interval, h.timeout, h.rise, h.fall, h.send_hex, h.expect_regex
+        ));
+        self
+    }
+
+    /// `[cluster.outlier]`.
+    pub fn outlier(mut self, o: Outlier) -> Self {
+        self.outlier = Some(format!(
+            "consecutive_failures = {}\nbase_ejection = \"{}\"\nmax_ejected_percent = {}\n",
+            o.consecutive_failures, o.base_ejection, o.max_ejected_percent
+        ));
+        self
+    }
+
+    /// The config file, over `backends`.
+    pub fn toml(&self, backends: &[TestBackend]) -> String {
+        let lines = |v: &[String]| v.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let table = |name: &str, body: &str| {
+            if body.is_empty() {
+                String::new()
+            } else {
+                format!("[cluster.{name}]\n{body}")
+            }
+        };
+        let budget = self
+            .buffer_budget
+            .map_or(String::new(), |b| format!("buffer_budget = {b}\n"));
+        let key = if self.keyed {
+            "key = { offset = 4, width = 8 }\n"
+        } else {
+            ""
+        };
+        let list = match &self.weights {
+            None => backend_list(backends),
+            Some(weights) => {
+                assert_eq!(weights.len(), backends.len(), "one weight per backend");
+                let items: Vec<String> = backends
+                    .iter()
+                    .zip(weights)
+                    .map(|(b, w)| {
+                        format!(
+                            "{{ address = \"{}\", name = \"{}\", weight = {w} }}",
+                            b.addr, b.name
+                        )
+                    })
+                    .collect();
+                format!("[{}]", items.join(", "))
+            }
+        };
+        format!(
+            r#"workers = {workers}
+{budget}shutdown_timeout = "5s"
 
 [[listener]]
 name = "app"
-listen = "127.0.0.1:0"
+listen = "{listen}"
 cluster = "app"
 correlation = "{correlation}"
-{extra_listener}
+{listener}
 [listener.codec]
 kind = "length_field"
-length_width = 4
-{key}id = {{ offset = 12, width = 4 }}
+length_width = {length_width}
+{key}id = {{ offset = {id_offset}, width = {id_width} }}
 
 [[cluster]]
 name = "app"
 policy = "{policy}"
 backends = {list}
-{extra_cluster}
-"#,
-        list = backend_list(backends)
-    )
+{cluster}{pool}{persistence}{health}{outlier}"#,
+            workers = self.workers,
+            listen = self.listen,
+            correlation = self.correlation,
+            listener = lines(&self.listener),
+            length_width = self.length_width,
+            id_offset = self.id_field.0,
+            id_width = self.id_field.1,
+            policy = self.policy,
+            cluster = lines(&self.cluster),
+            pool = table("pool", &lines(&self.pool)),
+            persistence = table("persistence", &lines(&self.persistence)),
+            health = table("health", self.health.as_deref().unwrap_or("")),
+            outlier = table("outlier", self.outlier.as_deref().unwrap_or("")),
+        )
+    }
+
+    /// Starts `n` recording demo backends `b1`…`bn` and the proxy in front of them.
+    pub fn start(self, n: usize) -> Running {
+        self.start_with(backends(n))
+    }
+
+    /// Starts the proxy in front of `backends`.
+    pub fn start_with(self, backends: Vec<TestBackend>) -> Running {
+        let proxy = Proxy::start_limited(&self.toml(&backends), self.open_files);
+        Running { proxy, backends }
+    }
+}
+
+/// A started [`Scenario`]: the proxy and its backends, stopped on drop (keep it bound to a
+/// variable for the whole test).
+pub struct Running {
+    pub proxy: Proxy,
+    pub backends: Vec<TestBackend>,
+}
+
+impl Running {
+    /// The address of the listener `app`.
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.addr("app")
+    }
 }
 
 /// Runs `plans` concurrently against `addr` (bounded by each plan's count and timeouts).
@@ -307,12 +600,27 @@ pub fn assert_clean(r: &ClientReport) {
     assert_eq!(r.answered, r.sent, "every request answered");
 }
 
-/// Waits (bounded) until `cond` holds.
-pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+/// Polls `probe` until it gives a value, and returns it; `None` once `timeout` has passed
+/// without one. Returns as soon as the value is there, so a generous timeout costs nothing
+/// when all is well. Every wait of the tests goes through here.
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // The polling interval: short next to any timeout, long enough not to spin.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) until `cond` holds; panics naming `what` after `timeout`.
+pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    if wait_for(timeout, || cond().then_some(())).is_none() {
+        panic!("timed out after {timeout:?} waiting for: {what}");
     }
 }
 
@@ -333,6 +641,96 @@ pub fn closed_within(mut s: &std::net::TcpStream, wait: Duration) -> bool {
         }
     }
     false
+}
+
+/// Sends one demo request on `s` and reads (bounded) its answer; returns the answer's id.
+pub fn round_trip(s: &mut std::net::TcpStream, key: u64, id: u32, payload: &[u8]) -> u32 {
+    use std::io::{Read, Write};
+    let mut req = Vec::new();
+    switchyard::demo::proto::write_request(&mut req, key, id, payload);
+    s.write_all(&req).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 16];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+    let mut rest = vec![0u8; len + 4 - 16];
+    s.read_exact(&mut rest).unwrap();
+    u32::from_be_bytes(head[12..16].try_into().unwrap())
+}
+
+/// One IPv4 TCP socket of this host, as the kernel lists it in `/proc/net/tcp`: what the
+/// tests wait on when only the kernel can tell (a listener closed, bytes read).
+pub struct TcpSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: u8,
+    /// For a listening socket, the connections waiting to be accepted; for another, the
+    /// bytes received that its owner has not read yet.
+    pub queued: u64,
+}
+
+pub const TCP_ESTABLISHED: u8 = 0x01;
+pub const TCP_LISTEN: u8 = 0x0A;
+
+/// Every IPv4 TCP socket of this host.
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    // Addresses are `HEXIP:HEXPORT`, the IP as the kernel's u32 in native byte order.
+    fn addr(field: &str) -> Option<SocketAddr> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        Some(SocketAddr::from((
+            ip.to_ne_bytes(),
+            u16::from_str_radix(port, 16).ok()?,
+        )))
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (_, rx) = f.get(4)?.split_once(':')?;
+            Some(TcpSocket {
+                local: addr(f.get(1)?)?,
+                remote: addr(f.get(2)?)?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                queued: u64::from_str_radix(rx, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Whether a socket listens on `addr`.
+pub fn listening_on(addr: SocketAddr) -> bool {
+    tcp_sockets()
+        .iter()
+        .any(|s| s.state == TCP_LISTEN && s.local == addr)
+}
+
+/// Whether the server listening on `addr` has accepted `n` connections, none is left
+/// waiting, and it has read every byte they sent.
+pub fn accepted_and_read(addr: SocketAddr, n: usize) -> bool {
+    let sockets = tcp_sockets();
+    let waiting: u64 = sockets
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN && s.local == addr)
+        .map(|s| s.queued)
+        .sum();
+    let conns: Vec<&TcpSocket> = sockets
+        .iter()
+        .filter(|s| s.state == TCP_ESTABLISHED && s.local == addr)
+        .collect();
+    waiting == 0 && conns.len() == n && conns.iter().all(|s| s.queued == 0)
+}
+
+/// How many of the bytes sent on `client` the other end has not read yet; `None` if its end
+/// of the connection is gone.
+pub fn unread_by_peer(client: &std::net::TcpStream) -> Option<u64> {
+    let (local, peer) = (client.local_addr().ok()?, client.peer_addr().ok()?);
+    tcp_sockets()
+        .iter()
+        .find(|s| s.local == peer && s.remote == local && s.state == TCP_ESTABLISHED)
+        .map(|s| s.queued)
 }
 
 /// What came back for one demo request sent by [`exchange`].

@@ -19,21 +19,22 @@ fn one(
 
 #[test]
 fn by_id_timeout_fails_only_that_request_and_drops_its_late_answer() {
-    let bs = backends(1);
-    let cfg = demo_config(
-        &bs,
-        1,
-        "by_id",
-        "round_robin",
-        true,
-        "",
-        "request_timeout = \"300ms\"\npool = { connections_per_backend = 1 }\n[cluster.persistence]\nttl = \"1m\"",
-    );
-    let proxy = Proxy::start(&cfg);
+    let Running {
+        proxy,
+        backends: bs,
+    } = Scenario::new()
+        .request_timeout("300ms")
+        .connections_per_backend(1)
+        .persistence("1m")
+        .start(1);
     let addr = proxy.addr("app");
     // The backend answers this one after 1 s: its client is closed at 300 ms.
     let late = std::thread::spawn(move || one(addr, 42, 7, b"LATE", Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_millis(100));
+    eventually(
+        "the late request at the backend",
+        Duration::from_secs(5),
+        || bs[0].log.per_key.lock().unwrap().contains_key(&42),
+    );
     // Meanwhile others on the same shared connection are served.
     for r in run_clients(addr, vec![plan(500, 8, vec![1, 2], 1, true)]) {
         assert_clean(&r);
@@ -53,17 +54,15 @@ fn by_id_timeout_fails_only_that_request_and_drops_its_late_answer() {
 
 #[test]
 fn in_order_timeout_replaces_the_connection() {
-    let bs = backends(1);
-    let cfg = demo_config(
-        &bs,
-        1,
-        "in_order",
-        "round_robin",
-        false,
-        "",
-        "request_timeout = \"300ms\"\npool = { connections_per_backend = 1 }",
-    );
-    let proxy = Proxy::start(&cfg);
+    let Running {
+        proxy,
+        backends: bs,
+    } = Scenario::new()
+        .correlation("in_order")
+        .keyless()
+        .request_timeout("300ms")
+        .connections_per_backend(1)
+        .start(1);
     let addr = proxy.addr("app");
     let (answers, _, closed) = one(addr, 1, 1, b"STALL", Duration::from_secs(5));
     assert!(answers.is_empty() && closed);
