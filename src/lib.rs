@@ -53,3 +53,6 @@ mod health;
 mod listener;
 mod registry;
 mod worker;
+
+#[cfg(test)]
+mod long_life;

@@ -15,8 +15,7 @@ mod listener;
 mod reply;
 mod route;
 
-#[cfg(test)]
-mod long_life;
-
 pub(crate) use conn::serve;
 pub(crate) use listener::{ListenerCtx, ListenerSlot};
+#[cfg(test)]
+pub(crate) use reply::Client;

@@ -4,8 +4,7 @@
 use crate::support::*;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
 
 /// A line backend on its own thread: answers each line with its id token, its name and
 /// the rest of the line. Ends when the test process ends.
@@ -72,10 +71,7 @@ ttl = "1m"
     let handles: Vec<_> = (0..16)
         .map(|c| {
             std::thread::spawn(move || {
-                let s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::new(s);
+                let (mut w, mut r) = connect_split(addr);
                 let mut homes: HashMap<String, HashSet<String>> = HashMap::new();
                 for round in 0..20 {
                     // A pipelined batch; every client uses the same ids 0..10.

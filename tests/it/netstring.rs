@@ -92,10 +92,7 @@ fn keyed_netstrings_are_answered_in_order_and_each_key_keeps_its_backend() {
     let clients: Vec<_> = (0..8)
         .map(|c| {
             std::thread::spawn(move || {
-                let s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::new(s);
+                let (mut w, mut r) = connect_split(addr);
                 let mut homes: HashMap<String, HashSet<String>> = HashMap::new();
                 for round in 0..25 {
                     // Pipelined: one write of 16 requests over 16 keys.

@@ -160,10 +160,7 @@ fn example_b_sip_like_calls_stick_and_cseq_is_restored() {
     let handles: Vec<_> = (0..12)
         .map(|c| {
             std::thread::spawn(move || {
-                let s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::new(s);
+                let (mut w, mut r) = connect_split(addr);
                 let mut homes: HashMap<String, HashSet<String>> = HashMap::new();
                 for round in 0..20 {
                     // Three calls per client, pipelined; CSeq numbers collide across clients.

@@ -196,6 +196,14 @@ impl Drop for Proxy {
     }
 }
 
+/// A client connection to `addr` (reads time out after 10 s) as a writer and a buffered
+/// reader of the same socket.
+pub fn connect_split(addr: SocketAddr) -> (std::net::TcpStream, BufReader<std::net::TcpStream>) {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (s.try_clone().unwrap(), BufReader::new(s))
+}
+
 /// `n` recording demo backends on free loopback ports.
 pub fn backends(n: usize) -> Vec<TestBackend> {
     (1..=n)

@@ -8,7 +8,7 @@
 //! cache`, its data block swallowed, as memcached does.
 
 use crate::error::CodecError;
-use crate::frame::{Failure, IdFormat, Key, Span};
+use crate::frame::{Failure, Key, Span};
 use crate::measured::{Measured, Scanned};
 use crate::protocol::{
     Capabilities, ConnState, Direction, Framer, Merge, Oversize, Part, Plan, Protocol,
@@ -30,14 +30,7 @@ impl Protocol for MemcacheProtocol {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            keys: true,
-            ids: false,
-            id_format: IdFormat::Binary,
-            id_width: 8,
-            interprets: true,
-            correlation: None,
-        }
+        Capabilities::INTERPRETED
     }
 
     fn framer(&self, direction: Direction, max: usize) -> Result<Box<dyn Framer>, CodecError> {

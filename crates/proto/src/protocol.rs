@@ -46,6 +46,19 @@ pub struct Capabilities {
     pub correlation: Option<Correlation>,
 }
 
+impl Capabilities {
+    /// What a protocol the proxy interprets (a cache protocol: Redis, memcached) has: keys
+    /// in its commands, no ids (it answers in order), requests planned by the protocol.
+    pub const INTERPRETED: Capabilities = Capabilities {
+        keys: true,
+        ids: false,
+        id_format: IdFormat::Binary,
+        id_width: 8,
+        interprets: true,
+        correlation: None,
+    };
+}
+
 /// One connection's framer: called once per read with everything buffered on the
 /// connection; appends every complete frame at the head of the buffer to `out` and stops
 /// at the first incomplete one. It never does I/O and keeps no clock; "need more bytes" is

@@ -194,15 +194,8 @@ pub fn arg_count(frame: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::cmd;
     use super::*;
-
-    fn cmd(parts: &[&str]) -> Vec<u8> {
-        let mut v = format!("*{}\r\n", parts.len()).into_bytes();
-        for p in parts {
-            v.extend_from_slice(format!("${}\r\n{p}\r\n", p.len()).as_bytes());
-        }
-        v
-    }
 
     #[test]
     fn plans() {

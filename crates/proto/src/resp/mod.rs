@@ -13,7 +13,7 @@ pub use commands::{arg_count, build};
 pub use wire::value_len;
 
 use crate::error::CodecError;
-use crate::frame::{Failure, IdFormat, Key};
+use crate::frame::{Failure, Key};
 use crate::measured::{Measured, Scanned};
 use crate::protocol::{
     BackendSetup, Capabilities, ConnState, Direction, Framer, HandshakeStep, Merge, Oversize, Part,
@@ -45,14 +45,7 @@ impl Protocol for RespProtocol {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            keys: true,
-            ids: false,
-            id_format: IdFormat::Binary,
-            id_width: 8,
-            interprets: true,
-            correlation: None,
-        }
+        Capabilities::INTERPRETED
     }
 
     fn framer(&self, direction: Direction, max: usize) -> Result<Box<dyn Framer>, CodecError> {
@@ -140,6 +133,15 @@ impl Measured for RespWire {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A RESP command of bulk strings, as a client sends it (the submodules' tests use it).
+    pub(super) fn cmd(parts: &[&str]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", parts.len()).into_bytes();
+        for p in parts {
+            v.extend_from_slice(format!("${}\r\n{p}\r\n", p.len()).as_bytes());
+        }
+        v
+    }
 
     #[test]
     fn handshake_and_error_lines() {

@@ -243,16 +243,9 @@ pub fn value_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::cmd;
     use super::super::Resp;
     use crate::protocol::Framer;
-
-    fn cmd(parts: &[&str]) -> Vec<u8> {
-        let mut v = format!("*{}\r\n", parts.len()).into_bytes();
-        for p in parts {
-            v.extend_from_slice(format!("${}\r\n{p}\r\n", p.len()).as_bytes());
-        }
-        v
-    }
 
     #[test]
     fn requests_are_framed_with_their_key() {

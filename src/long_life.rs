@@ -1,9 +1,12 @@
 //! A backend connection's life: a million messages through one shared `by_id` connection to
 //! a real backend, with the connection's per-message state checked as it goes. It may hold
 //! what is outstanding (and the bounded tombstones), never what it has served.
+//!
+//! A test of the client and backend sides together over the demo backend, so it sits at the
+//! top of the crate, above every module it uses.
 
-use super::reply::Client;
 use crate::backend::{Pool, PoolTarget, Upstream};
+use crate::client::Client;
 use crate::demo::backend::TestBackend;
 use crate::demo::proto;
 use crate::registry::{Registry, Shared};
