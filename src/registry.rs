@@ -38,15 +38,15 @@ pub(crate) struct Push {
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     /// Client connections accepted.
-    pub clients_accepted: AtomicU64,
+    pub(crate) clients_accepted: AtomicU64,
     /// Client connections closed for a reason worth a warning.
-    pub clients_failed: AtomicU64,
+    pub(crate) clients_failed: AtomicU64,
     /// Client connections closed at once because the listener was at max_connections.
-    pub clients_refused: AtomicU64,
+    pub(crate) clients_refused: AtomicU64,
     /// Pushes delivered to their session's client.
-    pub pushes_delivered: AtomicU64,
+    pub(crate) pushes_delivered: AtomicU64,
     /// Pushes dropped: no key, no live session, owner gone, or inbox full.
-    pub pushes_dropped: AtomicU64,
+    pub(crate) pushes_dropped: AtomicU64,
 }
 
 /// What all workers share.
@@ -55,11 +55,11 @@ pub(crate) struct Shared {
     /// Each worker's push inbox.
     pub(crate) push_tx: Vec<mpsc::Sender<Push>>,
     /// Counters.
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     /// Open client connections per listener name, across workers and reloads.
     pub(crate) conn_counts: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     /// Bytes all clients' input buffers hold, against `buffer_budget`.
-    pub budget: Budget,
+    pub(crate) budget: Budget,
 }
 
 impl Shared {

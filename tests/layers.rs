@@ -69,18 +69,45 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// A file's non-test code: up to its first `#[cfg(test)]` item, comments left out.
+/// A file's non-test code, comments left out: everything before its test module (an
+/// unindented `#[cfg(test)]` on a `mod`, which clippy keeps last in the file). Other
+/// `#[cfg(test)]` items (a helper, a re-export for tests) count as code.
 fn code_of(path: &Path) -> Vec<String> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if TEST_FILES.contains(&name) {
         return Vec::new();
     }
     let text = std::fs::read_to_string(path).expect("source");
-    text.lines()
-        .take_while(|l| l.trim() != "#[cfg(test)]")
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .windows(2)
+        .position(|w| w[0] == "#[cfg(test)]" && w[1].starts_with("mod "))
+        .unwrap_or(lines.len());
+    lines[..end]
+        .iter()
         .filter(|l| !l.trim_start().starts_with("//"))
-        .map(str::to_owned)
+        .map(|l| l.to_string())
         .collect()
+}
+
+/// The module path of a file under `src` (`client/reply/mod.rs` → `[client, reply]`,
+/// `client/route.rs` → `[client, route]`).
+fn module_path(src: &Path, path: &Path) -> Vec<String> {
+    let rel = path.strip_prefix(src).expect("under src");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| {
+            c.as_os_str()
+                .to_str()
+                .expect("utf-8")
+                .trim_end_matches(".rs")
+                .to_string()
+        })
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
 }
 
 /// The top-level module a file belongs to (`src/client/route.rs` → `client`).
@@ -95,18 +122,42 @@ fn module_of(src: &Path, path: &Path) -> String {
         .to_string()
 }
 
-/// Every `crate::<name>` in `lines`.
-fn uses(lines: &[String]) -> BTreeSet<String> {
+/// The identifier at the start of `s`.
+fn ident(s: &str) -> String {
+    s.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The top-level modules `lines` name: every `crate::<name>`, and every `super::…::<name>`
+/// with enough `super`s to climb out of the file's own top-level module (`at` is the file's
+/// module path).
+fn uses(lines: &[String], at: &[String]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for l in lines {
         let mut rest = l.as_str();
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            let name = ident(rest);
             if !name.is_empty() {
+                out.insert(name);
+            }
+        }
+        let mut rest = l.as_str();
+        while let Some(i) = rest.find("super::") {
+            // Only a path's first `super` starts a climb.
+            let whole = rest[..i]
+                .ends_with(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                || i == 0;
+            let mut tail = &rest[i..];
+            let mut up = 0;
+            while let Some(t) = tail.strip_prefix("super::") {
+                up += 1;
+                tail = t;
+            }
+            rest = tail;
+            let name = ident(tail);
+            if whole && up >= at.len() && !name.is_empty() {
                 out.insert(name);
             }
         }
@@ -139,7 +190,7 @@ fn check_layers(src: &Path, layers: &[&[&str]]) -> Vec<String> {
             ));
             continue;
         };
-        for used in uses(&code) {
+        for used in uses(&code, &module_path(src, &path)) {
             if used == module {
                 continue;
             }
@@ -269,4 +320,21 @@ fn the_layer_check_catches_an_upward_use() {
     assert_eq!(bad.len(), 2, "{bad:?}");
     assert!(bad[0].contains("`low` uses `high`") || bad[1].contains("`low` uses `high`"));
     assert!(bad.iter().any(|b| b.contains("`stray` is in no layer")));
+}
+
+/// The reading of uses sees paths that climb with `super`, and only when they leave the
+/// file's own top-level module.
+#[test]
+fn uses_follow_super_paths_out_of_the_module() {
+    let at = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let code = |l: &str| vec![l.to_string()];
+    let climbs = uses(
+        &code("use super::super::demo::backend::TestBackend;"),
+        &at(&["client", "x"]),
+    );
+    assert_eq!(climbs.into_iter().collect::<Vec<_>>(), ["demo"]);
+    let stays = uses(&code("use super::reply::Client;"), &at(&["client", "x"]));
+    assert!(stays.is_empty(), "{stays:?}");
+    let from_mod = uses(&code("use super::worker;"), &at(&["client"]));
+    assert_eq!(from_mod.into_iter().collect::<Vec<_>>(), ["worker"]);
 }

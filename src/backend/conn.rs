@@ -4,7 +4,7 @@
 //! ([`super::task`]) moves the bytes.
 
 use super::inflight::{OneWay, Pending, Placed, Settled, Unwritten};
-use super::Upstream;
+use super::upstream::Upstream;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -155,22 +155,24 @@ impl BackendConn {
         };
         let awaits = match (ticket, self.correlation, id) {
             (Some(ticket), Correlation::InOrder, _) => {
-                s.corr.register(Pending {
+                let pending = Pending {
                     sink: sink.clone(),
                     ticket,
                     sent: now,
                     placed: placed(frame.len() as u32),
-                });
+                };
+                if let Err(p) = s.corr.register(pending) {
+                    drop(s);
+                    p.sink.fail(
+                        &p.ticket,
+                        &Fault::Internal("an in_order request was not recorded".into()),
+                    );
+                    return;
+                }
                 s.wbuf.extend_from_slice(frame);
                 true
             }
             (Some(ticket), Correlation::ById, Some(span)) => {
-                if !s.corr.has_room() {
-                    // has_room() was checked by the caller; keep the books straight anyway.
-                    drop(s);
-                    sink.fail(&ticket, &BackendFault::NoFreeId.into());
-                    return;
-                }
                 let start_at = span.offset as usize;
                 let end_at = start_at + span.len as usize;
                 let pending = Pending {
@@ -179,8 +181,14 @@ impl BackendConn {
                     sent: now,
                     placed: placed(0),
                 };
-                let Some(pid) = s.corr.register(pending) else {
-                    return; // a free id was just seen
+                let pid = match s.corr.register(pending) {
+                    Ok(pid) => pid,
+                    Err(p) => {
+                        // The caller checked has_room(); keep the books straight anyway.
+                        drop(s);
+                        p.sink.fail(&p.ticket, &BackendFault::NoFreeId.into());
+                        return;
+                    }
                 };
                 s.wbuf.extend_from_slice(&frame[..start_at]);
                 switchyard_proto::write_proxy_id(

@@ -12,25 +12,14 @@
 //! | [`inflight`] | what is kept per message in flight; handing back and failing it |
 //! | [`task`] | connect, pump, time out, reconnect with back-off |
 //! | [`handshake`] | TCP connect and the protocol's handshake |
+//! | [`upstream`] | a cluster as the backend side connects to it |
 
 mod conn;
 mod handshake;
 mod inflight;
 mod pool;
 mod task;
+mod upstream;
 
 pub(crate) use pool::{Pool, PoolTarget};
-
-use crate::config::ClusterConfig;
-use std::sync::Arc;
-use switchyard_core::Cluster;
-
-/// A cluster as the backend side connects to it: where messages go (the core's cluster,
-/// shared by every worker) and how its connections behave (the proxy's settings).
-#[derive(Debug, Clone)]
-pub(crate) struct Upstream {
-    /// Backends, their load and health, the session store.
-    pub(crate) cluster: Arc<Cluster>,
-    /// Pool, timeouts, retry, handshake settings.
-    pub(crate) config: Arc<ClusterConfig>,
-}
+pub(crate) use upstream::Upstream;

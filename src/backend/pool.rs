@@ -6,7 +6,8 @@
 //! their last answer is in.
 
 use super::conn::BackendConn;
-use super::{task, Upstream};
+use super::task;
+use super::upstream::Upstream;
 use crate::config::ListenerConfig;
 use crate::registry::Registry;
 use std::cell::RefCell;

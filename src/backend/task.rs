@@ -11,7 +11,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use switchyard_core::correlate::{Answer, Expired};
 use switchyard_core::{BackendFault, Fault};
-use switchyard_proto::{Correlation, Direction, Frame, FrameSet, Framer, IdFormat, Protocols};
+use switchyard_proto::{
+    CodecError, Correlation, Direction, Frame, FrameSet, Framer, IdFormat, Protocols,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -30,6 +32,9 @@ enum Ended {
     Replace(String),
     /// Lost: the backend closed it, or an I/O error, or a bad answer.
     Lost(String),
+    /// The listener's answer script failed on the connection's bytes: the stream cannot be
+    /// framed any more, but the backend is not at fault (no failure is reported for it).
+    ScriptFailed(String),
 }
 
 /// The connection's task. Ends when the connection is retired and idle, or when the
@@ -43,6 +48,8 @@ pub(crate) async fn run(
     let addr = conn.backend.address;
     let mut backoff: Option<Duration> = None;
     loop {
+        // Whether a loss counts against the backend (not when the answer script failed).
+        let mut blame_backend = true;
         let upstream = conn.upstream.borrow().clone();
         let config = upstream.config.clone();
         let retry = config.retry_on_connect_failure;
@@ -78,6 +85,10 @@ pub(crate) async fn run(
                     Ended::Retired => return,
                     Ended::Replace(r) => (r, true),
                     Ended::Lost(r) => (r, false),
+                    Ended::ScriptFailed(r) => {
+                        blame_backend = false;
+                        (r, true)
+                    }
                 };
                 tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
                 (
@@ -112,7 +123,7 @@ pub(crate) async fn run(
             conn.set_status(Status::Connecting);
             backoff = None;
             settle(&conn, &reason, unwritten);
-            if had_work {
+            if had_work && blame_backend {
                 conn.report_failure(&reason);
             }
             registry.capacity.notify_waiters();
@@ -210,8 +221,14 @@ impl<'a> Pump<'a> {
     /// Answers arrived: each goes to its request's client (or as a push), then every client
     /// given answers is written to once.
     fn on_read(&mut self) -> Result<(), Ended> {
-        if let Err(e) = self.framer.scan(&self.rbuf, &mut self.frames) {
-            return Err(Ended::Lost(format!("bad answer from backend: {e}")));
+        match self.framer.scan(&self.rbuf, &mut self.frames) {
+            Ok(()) => {}
+            Err(CodecError::Script(e)) => {
+                return Err(Ended::ScriptFailed(format!(
+                    "the answer script failed: {e}"
+                )))
+            }
+            Err(e) => return Err(Ended::Lost(format!("bad answer from backend: {e}"))),
         }
         let was_full = !self.conn.has_room();
         let now = Instant::now();

@@ -27,7 +27,10 @@ pub(super) enum Blocked {
 /// What routing one request did.
 enum Step {
     Sent,
+    /// Not sent: it stays first in line.
     Blocked(Blocked),
+    /// Taken, but part of it waits in the retry queue: nothing newer may go before it.
+    Queued(Blocked),
 }
 
 /// Where a request can go.
@@ -118,8 +121,14 @@ impl Router<'_> {
             } else {
                 self.send(Request::new(&buf[..len], f), None)?
             };
-            if let Step::Blocked(b) = step {
-                return Ok(Some(b));
+            match step {
+                Step::Sent => {}
+                Step::Blocked(b) => return Ok(Some(b)),
+                Step::Queued(b) => {
+                    buf.advance(len);
+                    *cursor += 1;
+                    return Ok(Some(b));
+                }
             }
             buf.advance(len);
             *cursor += 1;
@@ -132,7 +141,12 @@ impl Router<'_> {
         let client = self.client;
         let lctx = self.lctx;
         let correlation = lctx.config.correlation();
-        let awaits = correlation != Correlation::None && !req.one_way;
+        // A `by_id` request without an id cannot be answered: it goes one-way (config.md).
+        let awaits = match correlation {
+            Correlation::None => false,
+            Correlation::InOrder => !req.one_way,
+            Correlation::ById => !req.one_way && req.id.is_some(),
+        };
         if awaits && req.ticket.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
             return Ok(Step::Blocked(Blocked::Inflight));
         }
@@ -238,7 +252,7 @@ impl Router<'_> {
             }
             Plan::Split(parts, merge) => {
                 let seq = client.begin_split(parts.len(), merge);
-                let mut queued = false;
+                let mut queued = None;
                 for (route, first, members) in self.group_by_backend(parts) {
                     let part = if members.len() == 1 {
                         members[0].1.clone()
@@ -257,7 +271,7 @@ impl Router<'_> {
                     };
                     let key = Some(part.key_span());
                     // Parts go out in order: once one waits, the rest queue behind it.
-                    if !queued {
+                    if queued.is_none() {
                         let req = Request {
                             frame: &part.frame,
                             key,
@@ -267,7 +281,7 @@ impl Router<'_> {
                         };
                         match self.send(req, route)? {
                             Step::Sent => continue,
-                            Step::Blocked(_) => queued = true,
+                            Step::Blocked(b) | Step::Queued(b) => queued = Some(b),
                         }
                     }
                     client.queue_part(Requeued {
@@ -277,8 +291,10 @@ impl Router<'_> {
                         ticket: Some(ticket),
                     });
                 }
-                // The request is consumed; parts left wait in the retry queue.
-                Ok(Step::Sent)
+                // The request is consumed; parts left wait in the retry queue, and the
+                // client's next requests wait behind them (a later `GET k` must not pass
+                // the `MSET` part for `k`).
+                Ok(queued.map_or(Step::Sent, Step::Queued))
             }
         }
     }

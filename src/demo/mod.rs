@@ -49,7 +49,7 @@ pub struct DemoArgs {
 /// A ready-made config: one `by_id` listener on a free loopback port in front of
 /// `backends`, with key pinning. Written as TOML and validated like any config file, so the
 /// demo runs with the documented defaults.
-pub fn demo_config(
+pub(crate) fn demo_config(
     backends: &[SocketAddr],
     workers: usize,
     policy: &str,

@@ -5,6 +5,7 @@ use crate::support::*;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 /// A line backend on its own thread: answers each line with its id token, its name and
 /// the rest of the line. Ends when the test process ends.
@@ -113,4 +114,71 @@ ttl = "1m"
         }
     }
     assert_eq!(all_backends.len(), 3, "48 keys spread over all backends");
+}
+
+/// Under `by_id`, a request without an id cannot be answered: it is forwarded one-way
+/// (docs/config.md), and the client's requests with ids go on being answered.
+#[test]
+fn a_by_id_request_without_an_id_goes_one_way() {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = l.local_addr().unwrap();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                for line in BufReader::new(conn).lines() {
+                    let Ok(line) = line else { return };
+                    log.lock().unwrap().push(line.clone());
+                    // Answer only lines with an id (a line of blanks has none).
+                    if let Some(id) = line.split_whitespace().next() {
+                        if w.write_all(format!("{id} ok\r\n").as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let cfg = format!(
+        r#"[[listener]]
+name = "lines"
+listen = "127.0.0.1:0"
+cluster = "lines"
+correlation = "by_id"
+[listener.codec]
+kind = "delimiter"
+delimiter = "\r\n"
+id_token = 0
+[[cluster]]
+name = "lines"
+backends = [{{ address = "{backend}" }}]
+"#
+    );
+    let proxy = Proxy::start(&cfg);
+    let (mut w, mut r) = connect_split(proxy.addr("lines"));
+    w.write_all(b"a1 first\r\n   \r\nb2 second\r\n").unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        got.push(line);
+    }
+    got.sort(); // by_id: answers come as they come
+    assert_eq!(
+        got,
+        ["a1 ok\r\n", "b2 ok\r\n"],
+        "both requests with ids answered"
+    );
+    eventually(
+        "the id-less line reaches the backend too",
+        Duration::from_secs(5),
+        || seen.lock().unwrap().len() == 3,
+    );
+    let seen = seen.lock().unwrap();
+    assert!(seen.iter().any(|l| l.trim().is_empty()), "{seen:?}");
+    assert!(!proxy.stderr().contains("ERROR"), "{}", proxy.stderr());
 }

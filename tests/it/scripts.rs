@@ -365,6 +365,14 @@ return {
     );
     assert!(log.contains("out of memory"), "{log}");
     assert!(log.contains(&format!("{file}:13: refusing FAIL")), "{log}");
+    // A script that fails is the script's fault, not the client's.
+    for line in log
+        .lines()
+        .filter(|l| l.contains("closing client connection"))
+    {
+        assert!(line.contains("fault=script"), "{line}");
+    }
+    assert!(log.contains("closing client connection"), "{log}");
 }
 
 #[test]
@@ -456,4 +464,80 @@ backends = {list}
         closes < 20,
         "{closes} close lines for {tried} connections:\n{log}"
     );
+}
+
+/// An answer script that fails drops that backend connection (its stream cannot be framed
+/// any more), but it is the script's fault, not the backend's: outlier detection does not
+/// count it, and the backend goes on serving.
+#[test]
+fn a_failing_answer_script_does_not_eject_the_backend() {
+    let dir = TempFile::new(
+        "answers.lua",
+        r#"
+local function frames(data, len, out, check)
+  local pos, n = 0, 0
+  while len - pos >= 16 do
+    local size = 4 + u32be(data, pos)
+    if len - pos < size then return n, size end
+    if check then
+      local name = buffer.readu8(data, pos + 16)
+      local at = pos + 17 + name
+      if at + 4 <= pos + size and buffer.readstring(data, at, 4) == "FAIL" then
+        error("cannot read this answer")
+      end
+    end
+    frame(out, n, size, pos + 4, 8, pos + 12, 4)
+    n += 1
+    pos += size
+  end
+  return n
+end
+return {
+  correlation = "by_id",
+  scan = function(data, len, out) return frames(data, len, out, false) end,
+  answers = function(data, len, out) return frames(data, len, out, true) end,
+}
+"#,
+    );
+    let bs = backends(2);
+    let addrs: Vec<String> = bs.iter().map(|b| b.addr.to_string()).collect();
+    let cfg = lua_config(
+        "",
+        &dir.0,
+        &addrs,
+        "[cluster.outlier]\nconsecutive_failures = 1\nmax_ejected_percent = 100\n",
+    )
+    .replace("workers = 2", "workers = 1");
+    let proxy = Proxy::start(&cfg);
+    let addr = proxy.addr("app");
+    // Keys 1 and 2 land on different backends (round robin, pinned): each gets a request
+    // whose answer the script fails on.
+    for key in [1u64, 2] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = Vec::new();
+        switchyard::demo::proto::write_request(&mut req, key, 7, b"FAIL");
+        s.write_all(&req).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(s.read(&mut buf), Ok(0) | Err(_)),
+            "key {key}: the failed request's client is closed (no error answer configured)"
+        );
+    }
+    eventually("both connections dropped", Duration::from_secs(5), || {
+        proxy.stderr().matches("the answer script failed").count() >= 2
+    });
+    // The backends still serve, and nothing was ejected.
+    let before: u64 = bs.iter().map(|b| b.messages()).sum();
+    let report = run_clients(
+        addr,
+        (0..2).map(|c| plan(200, 4, vec![c], c, true)).collect(),
+    );
+    for r in &report {
+        assert_clean(r);
+    }
+    let after: u64 = bs.iter().map(|b| b.messages()).sum();
+    assert_eq!(after - before, 400);
+    let log = proxy.stderr();
+    assert!(!log.contains("ejected by outlier detection"), "{log}");
 }

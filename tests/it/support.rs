@@ -1,5 +1,8 @@
 //! Test harness: the real `switchyard` binary on 127.0.0.1 with a config written to a
 //! temporary file, real TCP demo backends, and bounded demo clients.
+//!
+//! Size: over 500 lines: the harness for every integration test, most of it the
+//! `Scenario` builder's one small method per configuration setting.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

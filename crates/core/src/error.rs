@@ -105,6 +105,17 @@ impl Fault {
     pub fn is_internal(&self) -> bool {
         matches!(self, Fault::Internal(_))
     }
+
+    /// Who is at fault, as the log's `fault` field names it (and metrics will).
+    pub fn party(&self) -> &'static str {
+        match self {
+            Fault::Client(_) => "client",
+            Fault::Backend(_) => "backend",
+            Fault::Script(_) => "script",
+            Fault::Config(_) => "config",
+            Fault::Internal(_) => "internal",
+        }
+    }
 }
 
 /// Why a client connection ended.

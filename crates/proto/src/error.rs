@@ -25,10 +25,14 @@ pub enum CodecError {
     /// The bytes cannot be a frame of this protocol.
     #[error("malformed frame: {0}")]
     Malformed(String),
-    /// A protocol script failed (error, time or memory limit, or a bad report), or said the
-    /// input is garbage; the message names the script's file and line where known.
+    /// A protocol script failed (error, time or memory limit, or a bad report): the
+    /// script's fault, not the bytes'; the message names the script's file and line where
+    /// known.
     #[error("{0}")]
     Script(String),
+    /// A protocol script said the input is garbage (its verdict on the bytes).
+    #[error("script rejected the input: {0}")]
+    Rejected(String),
 }
 
 /// A validation failure: (dotted key, relative to the table being built; problem).

@@ -1,7 +1,7 @@
 //! The soak's clients: one protocol per mode ([`Load`]), and one long-lived client task
 //! offering a fixed rate and checking every answer.
 
-use super::Mode;
+use super::mode::Mode;
 use crate::demo::proto;
 use bytes::{Buf, BytesMut};
 use std::collections::{HashMap, VecDeque};

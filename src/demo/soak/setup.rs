@@ -1,7 +1,7 @@
 //! Setting a soak mode up: its real backends, the proxy as its own process with the mode's
 //! config, and reading that process's CPU time and RSS from `/proc`.
 
-use super::Mode;
+use super::mode::Mode;
 use crate::demo::backend::TestBackend;
 use crate::demo::line::LineBackend;
 use crate::demo::DemoError;

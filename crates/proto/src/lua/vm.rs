@@ -1,4 +1,7 @@
 //! One Luau VM per script per worker thread: sandbox, limits, the `sy` library, and the call.
+//!
+//! Size: about 500 lines, a tenth of them comments; loading, the limits and the call share
+//! the VM's private state, so they stay together.
 
 use super::{LuaSpec, OUT_RECORDS, RECORD};
 use crate::error::CodecError;
@@ -124,9 +127,6 @@ pub(super) fn call_limit(time_limit: Duration, len: usize) -> Duration {
     let n = len.div_ceil(BYTES_PER_LIMIT).clamp(1, MOST_LIMITS);
     time_limit * n as u32
 }
-
-/// How a script's verdict that the input is garbage begins (not a failure of the script).
-const REJECTED: &str = "script rejected the input: ";
 
 /// The prelude as one line: comments dropped, lines joined.
 fn prelude_line() -> &'static str {
@@ -301,7 +301,7 @@ impl Vm {
         }
         let r = self.call_script(direction, data);
         match &r {
-            Err(CodecError::Script(e)) if !e.starts_with(REJECTED) => {
+            Err(CodecError::Script(e)) => {
                 let started = self
                     .breaker
                     .borrow_mut()
@@ -358,7 +358,7 @@ impl Vm {
                     Value::String(s) => s.to_string_lossy().to_string(),
                     _ => "no reason given".to_string(),
                 };
-                return Err(script(format!("{REJECTED}{reason}")));
+                return Err(CodecError::Rejected(reason));
             }
             (_, Some(n)) if n >= 0.0 && n <= OUT_RECORDS as f64 && n.fract() == 0.0 => n as usize,
             _ => {

@@ -1,0 +1,41 @@
+//! The soak's modes: what runs through the proxy, and how each is named.
+
+/// What runs through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Demo protocol, `length_field`, `by_id` (ids rewritten on shared connections).
+    ById,
+    /// Demo protocol, `length_field`, `in_order`.
+    InOrder,
+    /// Demo protocol, `length_field`, `none`: every answer comes back as a push, routed by
+    /// the session key's owner.
+    None,
+    /// A line protocol, `delimiter`, `by_id` with text ids.
+    Delimiter,
+    /// The demo protocol framed by `examples/scripts/binary64.lua` (`by_id`).
+    Lua,
+    /// Redis: `resp` in front of a real redis-server, SET and GET.
+    Resp,
+}
+
+impl Mode {
+    pub(super) const ALL: [Mode; 6] = [
+        Mode::ById,
+        Mode::InOrder,
+        Mode::None,
+        Mode::Delimiter,
+        Mode::Lua,
+        Mode::Resp,
+    ];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Mode::ById => "length_field by_id",
+            Mode::InOrder => "length_field in_order",
+            Mode::None => "length_field none + pushes",
+            Mode::Delimiter => "delimiter by_id (text ids)",
+            Mode::Lua => "lua binary64.lua by_id",
+            Mode::Resp => "resp, redis-server",
+        }
+    }
+}
