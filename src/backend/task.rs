@@ -48,97 +48,43 @@ pub(crate) async fn run(
     let addr = conn.backend.address;
     let mut backoff: Option<Duration> = None;
     loop {
-        // Whether a loss counts against the backend (not when the answer script failed).
-        let mut blame_backend = true;
-        let upstream = conn.upstream.borrow().clone();
-        let config = upstream.config.clone();
+        let config = conn.upstream.borrow().config.clone();
         let retry = config.retry_on_connect_failure;
         if conn.retired.get() {
             let lost = lost(&conn, "backend removed from the cluster");
             conn.settle_in_flight(&lost, BytesMut::new(), retry);
             return;
         }
-        let attempt = tokio::time::timeout(
-            config.pool.connect_timeout,
-            handshake::connect(addr, &protocols, &config.backend_setup),
-        )
-        .await;
-        let (reason, unwritten, healthy_run) = match attempt {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                conn.set_status(Status::Connected);
-                if !conn.backend.set_up(true) {
-                    tracing::info!(backend = %conn.backend.name, %addr, "backend is up");
-                }
-                registry.capacity.notify_waiters();
-                let since = Instant::now();
-                let (ended, unwritten) = pump(
-                    &conn,
-                    stream,
-                    &protocols,
-                    max_frame,
-                    &registry,
-                    config.request_timeout,
-                )
-                .await;
-                let (reason, replaced) = match ended {
-                    Ended::Retired => return,
-                    Ended::Replace(r) => (r, true),
-                    Ended::Lost(r) => (r, false),
-                    Ended::ScriptFailed(r) => {
-                        blame_backend = false;
-                        (r, true)
-                    }
-                };
-                tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
-                (
-                    reason,
-                    unwritten,
-                    replaced || since.elapsed() >= MIN_HEALTHY_LIFETIME,
-                )
-            }
-            Ok(Err(e)) => (e, BytesMut::new(), false),
-            Err(_) => (
-                format!("connect timed out after {:?}", config.pool.connect_timeout),
-                BytesMut::new(),
-                false,
-            ),
+        let Some(life) = connect_and_pump(&conn, &protocols, max_frame, &registry, &config).await
+        else {
+            return;
         };
         let had_work = !conn.state.borrow().corr.is_empty();
-        let settle = |conn: &BackendConn, reason: &str, unwritten| {
-            let s = conn.settle_in_flight(&lost(conn, reason), unwritten, retry);
-            if s.failed > 0 || s.retried > 0 {
-                tracing::warn!(
-                    backend = %conn.backend.name,
-                    failed = s.failed,
-                    retried = s.retried,
-                    reason,
-                    "backend connection lost with requests in flight: failing what was sent, retrying what was not"
-                );
-            }
-        };
-        if healthy_run {
-            // A connection that served a while and was lost: reconnect at once; messages
-            // may queue meanwhile.
-            conn.set_status(Status::Connecting);
+        // A connection that served a while and was lost reconnects at once (messages may
+        // queue meanwhile); otherwise it is down until the back-off ends. The status is set
+        // before what was in flight is settled, so nothing handed back comes here again.
+        conn.set_status(if life.healthy {
+            Status::Connecting
+        } else {
+            Status::Down
+        });
+        settle(&conn, &life.reason, life.unwritten, retry);
+        if life.healthy {
             backoff = None;
-            settle(&conn, &reason, unwritten);
-            if had_work && blame_backend {
-                conn.report_failure(&reason);
+            if had_work && life.blame_backend {
+                conn.report_failure(&life.reason);
             }
             registry.capacity.notify_waiters();
             continue;
         }
-        conn.set_status(Status::Down);
-        settle(&conn, &reason, unwritten);
-        conn.report_failure(&reason);
+        conn.report_failure(&life.reason);
         let pool = config.pool;
         let delay = backoff.map_or(pool.reconnect_backoff_min, |b| {
             (b * 2).min(pool.reconnect_backoff_max)
         });
         backoff = Some(delay);
         if conn.backend.set_up(false) {
-            tracing::warn!(backend = %conn.backend.name, %addr, %reason, retry_in = ?delay, "backend is down");
+            tracing::warn!(backend = %conn.backend.name, %addr, reason = %life.reason, retry_in = ?delay, "backend is down");
         }
         // Clients waiting for room must re-decide now that this connection is gone.
         registry.capacity.notify_waiters();
@@ -147,6 +93,91 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(delay + jitter) => {}
             _ = conn.notify.notified(), if !conn.retired.get() => {}
         }
+    }
+}
+
+/// How one connection's life ended.
+struct Life {
+    reason: String,
+    /// Requests taken from the write buffer but not written.
+    unwritten: BytesMut,
+    /// It served long enough (or was replaced on purpose) to reconnect at once.
+    healthy: bool,
+    /// Whether the loss counts against the backend (not when the answer script failed).
+    blame_backend: bool,
+}
+
+/// Connects (with the protocol's handshake) and pumps until the connection ends; `None`
+/// when it was retired and idle (the task ends).
+async fn connect_and_pump(
+    conn: &Rc<BackendConn>,
+    protocols: &Protocols,
+    max_frame: usize,
+    registry: &Rc<Registry>,
+    config: &crate::config::ClusterConfig,
+) -> Option<Life> {
+    let addr = conn.backend.address;
+    let failed = |reason: String| Life {
+        reason,
+        unwritten: BytesMut::new(),
+        healthy: false,
+        blame_backend: true,
+    };
+    let attempt = tokio::time::timeout(
+        config.pool.connect_timeout,
+        handshake::connect(addr, protocols, &config.backend_setup),
+    )
+    .await;
+    let stream = match attempt {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Some(failed(e)),
+        Err(_) => {
+            let t = config.pool.connect_timeout;
+            return Some(failed(format!("connect timed out after {t:?}")));
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    conn.set_status(Status::Connected);
+    if !conn.backend.set_up(true) {
+        tracing::info!(backend = %conn.backend.name, %addr, "backend is up");
+    }
+    registry.capacity.notify_waiters();
+    let since = Instant::now();
+    let (ended, unwritten) = pump(
+        conn,
+        stream,
+        protocols,
+        max_frame,
+        registry,
+        config.request_timeout,
+    )
+    .await;
+    let (reason, replaced, blame_backend) = match ended {
+        Ended::Retired => return None,
+        Ended::Replace(r) => (r, true, true),
+        Ended::Lost(r) => (r, false, true),
+        Ended::ScriptFailed(r) => (r, true, false),
+    };
+    tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
+    Some(Life {
+        reason,
+        unwritten,
+        healthy: replaced || since.elapsed() >= MIN_HEALTHY_LIFETIME,
+        blame_backend,
+    })
+}
+
+/// Fails what was sent on a lost connection and hands back what was not.
+fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: bool) {
+    let s = conn.settle_in_flight(&lost(conn, reason), unwritten, retry);
+    if s.failed > 0 || s.retried > 0 {
+        tracing::warn!(
+            backend = %conn.backend.name,
+            failed = s.failed,
+            retried = s.retried,
+            reason,
+            "backend connection lost with requests in flight: failing what was sent, retrying what was not"
+        );
     }
 }
 

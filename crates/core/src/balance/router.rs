@@ -1,9 +1,10 @@
 //! Routing one message, in named steps: the key is hashed once ([`Cluster::session_key`]);
-//! the **pin** is looked up (and, for a new key, recorded in the same store visit, so that
-//! two workers routing a new key at once agree); what has no live pin is **placed** — by
-//! the key-hashing map, or picked by the policy among backends with room; the outcome is a
-//! [`Route`] value the caller carries to the send. Push ownership is a separate step
-//! ([`Route::claim`]) the caller takes for the client that sent the message.
+//! the **pin** is looked up (`Now::pin`; for a new key, recorded in the same store visit,
+//! so that two workers routing a new key at once agree); what has no live pin is
+//! **placed** (`Now::place`) — by the key-hashing map, or picked by the policy among
+//! backends with room; the outcome is a [`Route`] value the caller carries to the send.
+//! Push ownership is a separate step ([`Route::claim`]) the caller takes for the client
+//! that sent the message.
 //!
 //! A pinned or hashed key goes to its backend whenever that backend is up, full or not:
 //! only a backend that is down, failing health checks, ejected (or, for new keys,
@@ -109,35 +110,10 @@ enum Place {
     Nowhere,
 }
 
-impl Cluster {
-    /// Routes one message. `key` is its session key bytes, if it has one; `picker` this
-    /// worker's policy state; `reach` what this worker's pool knows of each backend now.
-    pub fn route(&self, key: Option<&[u8]>, picker: &mut dyn Policy, reach: &dyn Reach) -> Routed {
-        let key = key.map(|k| self.hash_key(k));
-        let now = now_ms();
-        let fail = self.settings.on_backend_down == OnBackendDown::Fail;
-        // Usable: may carry the messages of keys it holds.
-        let usable = |i: usize| self.backends[i].available(now) && reach.up(i);
-        // Open: may take new keys and freely placed messages.
-        let open = |i: usize| usable(i) && !self.backends[i].draining();
-        let mut place = || -> Place {
-            match (&self.keymap, key) {
-                (Some(map), Some(k)) => match map.place(k, &|_| true) {
-                    None => Place::Nowhere,
-                    Some(home) if open(home) => Place::To(home),
-                    // Down, failing health checks or ejected: the key's data is there.
-                    Some(home) if fail && !usable(home) => Place::HomeDown(home),
-                    // Draining (or down, under repin): along the map to the next open one.
-                    Some(_) => map.place(k, &open).map_or(Place::Nowhere, Place::To),
-                },
-                _ => match picker.pick(&self.backends, &|i| open(i) && reach.room(i)) {
-                    Some(i) => Place::To(i),
-                    None if (0..self.backends.len()).any(open) => Place::Busy,
-                    None => Place::Nowhere,
-                },
-            }
-        };
-        let unplaced = |p: Place, session: Option<u64>| match p {
+impl Place {
+    /// The outcome for a message placed without a live pin.
+    fn routed(self, session: Option<u64>) -> Routed {
+        match self {
             Place::To(backend) => Routed::To(Route {
                 backend,
                 how: How::Placed,
@@ -147,20 +123,90 @@ impl Cluster {
             Place::Busy => Routed::Busy,
             Place::HomeDown(b) => Routed::PinnedDown(Some(b)),
             Place::Nowhere => Routed::Unavailable,
+        }
+    }
+}
+
+impl Cluster {
+    /// Routes one message. `key` is its session key bytes, if it has one; `picker` this
+    /// worker's policy state; `reach` what this worker's pool knows of each backend now.
+    pub fn route(&self, key: Option<&[u8]>, picker: &mut dyn Policy, reach: &dyn Reach) -> Routed {
+        let key = key.map(|k| self.hash_key(k));
+        let now = Now {
+            cluster: self,
+            reach,
+            ms: now_ms(),
+            fail: self.settings.on_backend_down == OnBackendDown::Fail,
         };
-        let (Some(k), Some(store)) = (key, &self.sessions) else {
-            return unplaced(place(), None);
-        };
+        match (key, &self.sessions) {
+            (Some(k), Some(_)) => now.pin(k, picker),
+            _ => now.place(key, picker).routed(None),
+        }
+    }
+}
+
+/// The cluster as one message sees it: its backends' state now.
+struct Now<'a> {
+    cluster: &'a Cluster,
+    reach: &'a dyn Reach,
+    ms: u64,
+    /// `on_backend_down = "fail"`.
+    fail: bool,
+}
+
+impl Now<'_> {
+    /// Usable: may carry the messages of keys it holds.
+    fn usable(&self, i: usize) -> bool {
+        self.cluster.backends[i].available(self.ms) && self.reach.up(i)
+    }
+
+    /// Open: may take new keys and freely placed messages.
+    fn open(&self, i: usize) -> bool {
+        self.usable(i) && !self.cluster.backends[i].draining()
+    }
+
+    /// Step **place**: where a message without a live pin goes: its hashed key's home (or
+    /// the next open backend along the map), else the policy's pick among open backends
+    /// with room.
+    fn place(&self, key: Option<&[u8]>, picker: &mut dyn Policy) -> Place {
+        let c = self.cluster;
+        match (&c.keymap, key) {
+            (Some(map), Some(k)) => match map.place(k, &|_| true) {
+                None => Place::Nowhere,
+                Some(home) if self.open(home) => Place::To(home),
+                // Down, failing health checks or ejected: the key's data is there.
+                Some(home) if self.fail && !self.usable(home) => Place::HomeDown(home),
+                // Draining (or down, under repin): along the map to the next open one.
+                Some(_) => map
+                    .place(k, &|i| self.open(i))
+                    .map_or(Place::Nowhere, Place::To),
+            },
+            _ => match picker.pick(&c.backends, &|i| self.open(i) && self.reach.room(i)) {
+                Some(i) => Place::To(i),
+                None if (0..c.backends.len()).any(|i| self.open(i)) => Place::Busy,
+                None => Place::Nowhere,
+            },
+        }
+    }
+
+    /// Step **pin**: the key's live pin, or — in the same store visit, so that two workers
+    /// routing a new key at once agree — the place found for it, recorded as its pin.
+    fn pin(&self, k: &[u8], picker: &mut dyn Policy) -> Routed {
+        let c = self.cluster;
+        let store = c
+            .sessions
+            .as_ref()
+            .expect("pin is called for clusters that pin");
         let session = crate::session::key_hash(k);
         let mut placed = Place::Nowhere;
         let outcome = store.route(
             session,
-            !fail,
-            &|id| self.index_of(id).is_some_and(usable),
+            !self.fail,
+            &|id| c.index_of(id).is_some_and(|i| self.usable(i)),
             &mut || {
-                placed = place();
+                placed = self.place(Some(k), picker);
                 match placed {
-                    Place::To(i) => Some(self.backends[i].id),
+                    Place::To(i) => Some(c.backends[i].id),
                     _ => None,
                 }
             },
@@ -176,17 +222,17 @@ impl Cluster {
             })
         };
         match outcome {
-            PinOutcome::Hit(id, owner) => route(self.index_of(id), How::Pinned, owner),
-            PinOutcome::New(id) => route(self.index_of(id), How::Placed, 0),
+            PinOutcome::Hit(id, owner) => route(c.index_of(id), How::Pinned, owner),
+            PinOutcome::New(id) => route(c.index_of(id), How::Placed, 0),
             PinOutcome::Moved { from, to } => route(
-                self.index_of(to),
+                c.index_of(to),
                 How::Moved {
-                    from: self.index_of(from),
+                    from: c.index_of(from),
                 },
                 0,
             ),
-            PinOutcome::PinnedDown(id) => Routed::PinnedDown(self.index_of(id)),
-            PinOutcome::Unavailable => unplaced(placed, Some(session)),
+            PinOutcome::PinnedDown(id) => Routed::PinnedDown(c.index_of(id)),
+            PinOutcome::Unavailable => placed.routed(Some(session)),
         }
     }
 }
