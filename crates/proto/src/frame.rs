@@ -15,6 +15,7 @@ pub struct Span {
 
 impl Span {
     /// The bytes of this span inside `frame`.
+    #[inline]
     pub fn slice<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
         let start = self.offset as usize;
         &frame[start..start + self.len as usize]
@@ -32,6 +33,7 @@ pub enum Key {
 
 impl Key {
     /// The key's bytes: a slice of `frame`, or the integer's big-endian bytes in `scratch`.
+    #[inline]
     pub fn bytes<'a>(&self, frame: &'a [u8], scratch: &'a mut [u8; 8]) -> &'a [u8] {
         match self {
             Key::Bytes(s) => s.slice(frame),
@@ -97,6 +99,7 @@ pub enum IdFormat {
 
 /// Reads a binary id field as an unsigned big-endian integer (at most 8 bytes), or parses a
 /// text id as decimal. Returns `None` if the bytes are not an id the proxy could have written.
+#[inline]
 pub fn parse_proxy_id(format: IdFormat, bytes: &[u8]) -> Option<u64> {
     match format {
         IdFormat::Binary => {
@@ -118,6 +121,7 @@ pub fn parse_proxy_id(format: IdFormat, bytes: &[u8]) -> Option<u64> {
 
 /// Writes `id` in `format` into `out`: big-endian in `width` bytes for binary ids, decimal
 /// digits for text ids.
+#[inline]
 pub fn write_proxy_id(format: IdFormat, id: u64, width: usize, out: &mut bytes::BytesMut) {
     match format {
         IdFormat::Binary => {

@@ -47,6 +47,7 @@ impl Backend {
     }
 
     /// Relative share of traffic.
+    #[inline]
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
@@ -58,6 +59,7 @@ impl Backend {
     }
 
     /// Whether the backend takes no new messages or pins (existing pins still apply).
+    #[inline]
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -68,6 +70,7 @@ impl Backend {
     }
 
     /// The active health checks' verdict (`true` when there are none).
+    #[inline]
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -78,11 +81,13 @@ impl Backend {
     }
 
     /// Healthy and not ejected at time `now_ms`: may carry messages.
+    #[inline]
     pub fn available(&self, now_ms: u64) -> bool {
         self.healthy() && !self.ejection.ejected(now_ms)
     }
 
     /// Whether the last connection attempt by any worker succeeded.
+    #[inline]
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
@@ -94,6 +99,7 @@ impl Backend {
 
     /// An answer came back `latency` after its request: load, and the end of a failure
     /// streak.
+    #[inline]
     pub fn on_answer(&self, latency: std::time::Duration) {
         self.load.on_answer(latency);
         self.ejection.on_success();

@@ -34,6 +34,7 @@ impl Default for Load {
 
 impl Load {
     /// A message was queued to the backend; `awaits_answer` if it counts as outstanding.
+    #[inline]
     pub fn on_sent(&self, awaits_answer: bool) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         if awaits_answer {
@@ -42,10 +43,12 @@ impl Load {
     }
 
     /// An answer arrived `latency` after its request was queued.
+    #[inline]
     pub fn on_answer(&self, latency: Duration) {
         self.answered.fetch_add(1, Ordering::Relaxed);
         self.dec_outstanding();
-        let sample = latency.as_nanos() as f64;
+        // Not `as_nanos() as f64`: a u128 to f64 conversion is a library call.
+        let sample = latency.as_secs_f64() * 1e9;
         let old = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
         // Peak-sensitive: a slow answer is believed at once, recovery is gradual.
         let new = if sample > old {
@@ -57,11 +60,13 @@ impl Load {
     }
 
     /// A request to the backend failed without an answer.
+    #[inline]
     pub fn on_failed(&self) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         self.dec_outstanding();
     }
 
+    #[inline]
     fn dec_outstanding(&self) {
         let _ = self
             .outstanding
@@ -69,11 +74,13 @@ impl Load {
     }
 
     /// Requests awaiting answers, across all workers.
+    #[inline]
     pub fn outstanding(&self) -> u64 {
         self.outstanding.load(Ordering::Relaxed)
     }
 
     /// Latency EWMA in nanoseconds.
+    #[inline]
     pub fn ewma_ns(&self) -> f64 {
         f64::from_bits(self.ewma_ns.load(Ordering::Relaxed))
     }

@@ -68,6 +68,7 @@ pub struct Route {
 impl Route {
     /// Push ownership: makes `client` the owner of the route's session, if it is not
     /// already (so the common case costs no store visit).
+    #[inline]
     pub fn claim(&self, cluster: &Cluster, client: u64) {
         if let Some(key) = self.session.filter(|_| self.owner != client) {
             cluster.claim(key, client);
@@ -91,6 +92,7 @@ pub enum Routed {
 
 impl Routed {
     /// The backend it goes to, if it goes somewhere.
+    #[inline]
     pub fn backend(&self) -> Option<usize> {
         match self {
             Routed::To(r) => Some(r.backend),

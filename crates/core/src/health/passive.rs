@@ -20,6 +20,7 @@ pub struct Ejection {
 
 impl Ejection {
     /// Whether it is ejected at time `now_ms`.
+    #[inline]
     pub fn ejected(&self, now_ms: u64) -> bool {
         self.until.load(Ordering::Relaxed) > now_ms
     }
@@ -35,6 +36,7 @@ impl Ejection {
     }
 
     /// An answer came back: the streak ends.
+    #[inline]
     pub fn on_success(&self) {
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
