@@ -10,7 +10,7 @@ Switchyard/twemproxy per round, as medians. Everything on 127.0.0.1; every run b
 request count or a time.
 
     python3 bench/cache.py [--requests 200000] [--rounds 3] [--memcached-seconds 10]
-                           [--baseline OLD_BINARY]
+                           [--baseline OLD_BINARY] [--only redis|memcached]
 
 With --baseline, a second Switchyard (an older build) runs over the same three servers as a
 fourth target in the same interleaved rounds, and a last table gives this build against it,
@@ -193,6 +193,7 @@ def main():
     ap.add_argument("--memcached-seconds", type=int, default=10)
     ap.add_argument("--policy", default="ketama")
     ap.add_argument("--baseline", help="an older switchyard binary to compare against")
+    ap.add_argument("--only", choices=["redis", "memcached"], help="run one protocol's rows only")
     args = ap.parse_args()
     POLICY = args.policy
     global BASELINE
@@ -200,8 +201,8 @@ def main():
     rows = []
     procs = Procs()
     try:
-        targets = start_targets(procs, "redis")
-        for test in ("set", "get"):
+        targets = start_targets(procs, "redis") if args.only != "memcached" else []
+        for test in ("set", "get") if targets else ():
             for pipeline in (1, 16):
                 def run_on(port):
                     rps, p50, p99 = redis_run(port, test, pipeline, args.requests)
@@ -212,7 +213,7 @@ def main():
                     print_row(rows[-1])
         procs.stop()
         procs = Procs()
-        targets = start_targets(procs, "memcached")
+        targets = start_targets(procs, "memcached") if args.only != "redis" else []
         def run_mc(port):
             tps, p50, p99 = memaslap_run(port, args.memcached_seconds)
             return tps * args.memcached_seconds, tps, p50, p99
