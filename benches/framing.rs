@@ -9,7 +9,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::path::Path;
 use std::time::Duration;
-use switchyard_proto::length_field::{Endian, FieldSpec, LengthField, LengthFieldSpec};
+use switchyard_proto::length_field::LengthField;
 use switchyard_proto::lua::{inspect, LuaCodec, LuaSpec};
 use switchyard_proto::{Direction, Framer};
 
@@ -33,23 +33,7 @@ fn read_of(size: usize) -> (Vec<u8>, usize) {
 }
 
 fn native() -> LengthField {
-    LengthField::new(
-        LengthFieldSpec {
-            length_offset: 0,
-            length_width: 4,
-            endian: Endian::Big,
-            length_adjust: 0,
-            key: Some(FieldSpec {
-                offset: 4,
-                width: 8,
-            }),
-            id: Some(FieldSpec {
-                offset: 12,
-                width: 4,
-            }),
-        },
-        1 << 20,
-    )
+    LengthField::new(switchyard::demo::proto::codec_spec(true), 1 << 20)
 }
 
 fn lua() -> LuaCodec {

@@ -253,6 +253,26 @@ impl Framer for LengthField {
     }
 }
 
+/// The demo protocol's framing (u32 BE length, u64 key at 4, u32 id at 12), for the crate's
+/// tests; the proxy's `demo::proto::codec_spec` is the same for everything above.
+#[cfg(test)]
+pub(crate) fn demo_spec() -> LengthFieldSpec {
+    LengthFieldSpec {
+        length_offset: 0,
+        length_width: 4,
+        endian: Endian::Big,
+        length_adjust: 0,
+        key: Some(FieldSpec {
+            offset: 4,
+            width: 8,
+        }),
+        id: Some(FieldSpec {
+            offset: 12,
+            width: 4,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,23 +275,10 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::length_field::{Endian, FieldSpec};
+    use crate::length_field::Endian;
 
     fn demo_answers() -> Finish {
-        Finish::Length(LengthFieldSpec {
-            length_offset: 0,
-            length_width: 4,
-            endian: Endian::Big,
-            length_adjust: 0,
-            key: Some(FieldSpec {
-                offset: 4,
-                width: 8,
-            }),
-            id: Some(FieldSpec {
-                offset: 12,
-                width: 4,
-            }),
-        })
+        Finish::Length(crate::length_field::demo_spec())
     }
 
     #[test]

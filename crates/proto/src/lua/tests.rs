@@ -1,7 +1,7 @@
 //! The script engine against the native codec, and its safety limits.
 
 use super::*;
-use crate::length_field::{Endian, FieldSpec, LengthField, LengthFieldSpec};
+use crate::length_field::LengthField;
 use crate::props::frames_by_reads;
 use proptest::prelude::*;
 use std::path::Path;
@@ -40,23 +40,7 @@ fn script(source: &str) -> LuaCodec {
 }
 
 fn native() -> LengthField {
-    LengthField::new(
-        LengthFieldSpec {
-            length_offset: 0,
-            length_width: 4,
-            endian: Endian::Big,
-            length_adjust: 0,
-            key: Some(FieldSpec {
-                offset: 4,
-                width: 8,
-            }),
-            id: Some(FieldSpec {
-                offset: 12,
-                width: 4,
-            }),
-        },
-        1 << 20,
-    )
+    LengthField::new(crate::length_field::demo_spec(), 1 << 20)
 }
 
 fn demo_stream(bodies: &[Vec<u8>]) -> Vec<u8> {
