@@ -4,38 +4,30 @@
 use crate::support::*;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A line backend on its own thread: answers each line with its id token, its name and
 /// the rest of the line. Ends when the test process ends.
 fn line_backend(name: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { return };
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                for line in BufReader::new(conn).lines() {
-                    let Ok(line) = line else { return };
-                    let line = line.trim_end_matches('\r');
-                    let mut parts = line.splitn(3, ' ');
-                    let (id, _key, text) = (
-                        parts.next().unwrap_or(""),
-                        parts.next(),
-                        parts.next().unwrap_or(""),
-                    );
-                    if w.write_all(format!("{id} {name} {text}\r\n").as_bytes())
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+    serve_each(move |conn| {
+        let mut w = conn.try_clone().unwrap();
+        for line in BufReader::new(conn).lines() {
+            let Ok(line) = line else { return };
+            let line = line.trim_end_matches('\r');
+            let mut parts = line.splitn(3, ' ');
+            let (id, _key, text) = (
+                parts.next().unwrap_or(""),
+                parts.next(),
+                parts.next().unwrap_or(""),
+            );
+            if w.write_all(format!("{id} {name} {text}\r\n").as_bytes())
+                .is_err()
+            {
+                return;
+            }
         }
-    });
-    addr
+    })
 }
 
 #[test]
@@ -121,26 +113,18 @@ ttl = "1m"
 #[test]
 fn a_by_id_request_without_an_id_goes_one_way() {
     let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend = l.local_addr().unwrap();
     let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { return };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                for line in BufReader::new(conn).lines() {
-                    let Ok(line) = line else { return };
-                    log.lock().unwrap().push(line.clone());
-                    // Answer only lines with an id (a line of blanks has none).
-                    if let Some(id) = line.split_whitespace().next() {
-                        if w.write_all(format!("{id} ok\r\n").as_bytes()).is_err() {
-                            return;
-                        }
-                    }
+    let backend = serve_each(move |conn| {
+        let mut w = conn.try_clone().unwrap();
+        for line in BufReader::new(conn).lines() {
+            let Ok(line) = line else { return };
+            log.lock().unwrap().push(line.clone());
+            // Answer only lines with an id (a line of blanks has none).
+            if let Some(id) = line.split_whitespace().next() {
+                if w.write_all(format!("{id} ok\r\n").as_bytes()).is_err() {
+                    return;
                 }
-            });
+            }
         }
     });
     let cfg = format!(

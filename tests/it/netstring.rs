@@ -6,7 +6,7 @@
 use crate::support::*;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,25 +38,17 @@ fn read_netstring(r: &mut impl Read) -> Option<Vec<u8>> {
 /// A netstring backend on its own thread: answers each payload `P` with `NAME|P`. Ends
 /// with the test process.
 fn echo_backend(name: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { return };
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                while let Some(p) = read_netstring(&mut r) {
-                    let mut answer = format!("{name}|").into_bytes();
-                    answer.extend_from_slice(&p);
-                    if w.write_all(&netstring(&answer)).is_err() {
-                        return;
-                    }
-                }
-            });
+    serve_each(move |conn| {
+        let mut w = conn.try_clone().unwrap();
+        let mut r = BufReader::new(conn);
+        while let Some(p) = read_netstring(&mut r) {
+            let mut answer = format!("{name}|").into_bytes();
+            answer.extend_from_slice(&p);
+            if w.write_all(&netstring(&answer)).is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
 }
 
 fn config(addrs: &[SocketAddr], key_bytes: u32) -> String {

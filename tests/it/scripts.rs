@@ -4,7 +4,7 @@
 use crate::support::*;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 fn examples_dir() -> std::path::PathBuf {
@@ -80,50 +80,42 @@ fn example_a_binary_protocol_with_a_64_bit_key() {
 /// A SIP-like backend: answers each request with 200 OK, echoing Call-ID and CSeq, naming
 /// itself in X-Backend.
 fn sip_backend(name: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { return };
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                loop {
-                    let (mut call, mut cseq, mut len) = (String::new(), String::new(), 0usize);
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = l.strip_prefix("Call-ID:") {
-                            call = v.trim().to_string();
-                        } else if let Some(v) = l.strip_prefix("CSeq:") {
-                            cseq = v.trim().to_string();
-                        } else if let Some(v) = l.strip_prefix("Content-Length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    r.read_exact(&mut body).unwrap();
-                    let answer = format!(
-                        "SIP/2.0 200 OK\r\nCall-ID: {call}\r\nCSeq: {cseq}\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    let mut out = answer.into_bytes();
-                    out.extend_from_slice(&body);
-                    if w.write_all(&out).is_err() {
-                        return;
-                    }
+    serve_each(move |conn| {
+        let mut w = conn.try_clone().unwrap();
+        let mut r = BufReader::new(conn);
+        loop {
+            let (mut call, mut cseq, mut len) = (String::new(), String::new(), 0usize);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
                 }
-            });
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("Call-ID:") {
+                    call = v.trim().to_string();
+                } else if let Some(v) = l.strip_prefix("CSeq:") {
+                    cseq = v.trim().to_string();
+                } else if let Some(v) = l.strip_prefix("Content-Length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            let answer = format!(
+                "SIP/2.0 200 OK\r\nCall-ID: {call}\r\nCSeq: {cseq}\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let mut out = answer.into_bytes();
+            out.extend_from_slice(&body);
+            if w.write_all(&out).is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
 }
 
 fn read_sip(r: &mut BufReader<TcpStream>) -> (HashMap<String, String>, Vec<u8>) {
@@ -232,28 +224,20 @@ fn parse_tlv(m: &[u8]) -> HashMap<u8, Vec<u8>> {
 
 /// A TLV backend: echoes each message with a type-9 TLV naming itself appended.
 fn tlv_backend(name: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { return };
-            std::thread::spawn(move || loop {
-                let mut head = [0u8; 4];
-                if conn.read_exact(&mut head).is_err() {
-                    return;
-                }
-                let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-                conn.read_exact(&mut body).unwrap();
-                body.extend_from_slice(&tlv(9, name.as_bytes()));
-                let mut out = (body.len() as u32).to_be_bytes().to_vec();
-                out.extend_from_slice(&body);
-                if conn.write_all(&out).is_err() {
-                    return;
-                }
-            });
+    serve_each(move |mut conn| loop {
+        let mut head = [0u8; 4];
+        if conn.read_exact(&mut head).is_err() {
+            return;
         }
-    });
-    addr
+        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+        conn.read_exact(&mut body).unwrap();
+        body.extend_from_slice(&tlv(9, name.as_bytes()));
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        if conn.write_all(&out).is_err() {
+            return;
+        }
+    })
 }
 
 #[test]

@@ -199,6 +199,24 @@ impl Drop for Proxy {
     }
 }
 
+/// A test backend on a free loopback port: one thread accepts, and each connection is served
+/// by `serve` on a thread of its own. It ends with the test process.
+pub fn serve_each<F>(serve: F) -> SocketAddr
+where
+    F: Fn(std::net::TcpStream) + Clone + Send + 'static,
+{
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { return };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    addr
+}
+
 /// A client connection to `addr` (reads time out after 10 s) as a writer and a buffered
 /// reader of the same socket.
 pub fn connect_split(addr: SocketAddr) -> (std::net::TcpStream, BufReader<std::net::TcpStream>) {
