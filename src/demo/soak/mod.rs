@@ -8,6 +8,12 @@
 //! reaching their working size), if the offered rate is not held, or if any answer is wrong
 //! or missing.
 //!
+//! A wrong or missing answer fails at once. A mode that misses a measured limit (CPU, RSS or
+//! rate) is run once more, on a fresh proxy, and fails only if it misses again: a cost that
+//! grows with messages served grows in every run (the `by_id` queue that issue 9 fixed
+//! measured 2.5x last/first in both of two CI-sized runs), while a neighbour's load on a
+//! shared machine moves single windows by ±20% and seldom twice in a row.
+//!
 //! Modes: the demo protocol under `length_field` with each correlation (`by_id`,
 //! `in_order`, `none` with every answer delivered as a push by session key), a line
 //! protocol under `delimiter` (text ids rewritten), the demo protocol framed by a Lua script,
@@ -78,6 +84,16 @@ struct Window {
     behind: u64,
 }
 
+/// Why a mode failed.
+#[derive(Debug, Clone)]
+enum Verdict {
+    /// An answer was wrong or missing: a defect, whatever the machine is doing.
+    Wrong(String),
+    /// A measured limit was missed (CPU per message, RSS, offered rate): confirmed by a
+    /// second run before it counts.
+    Missed(String),
+}
+
 /// Runs the soak; `Err` if any mode failed its checks.
 pub fn run(mut args: SoakArgs) -> Result<(), DemoError> {
     if args.ci {
@@ -98,7 +114,15 @@ pub fn run(mut args: SoakArgs) -> Result<(), DemoError> {
     let mut summary = Vec::new();
     for mode in args.mode.clone() {
         println!("\n== {}", mode.name());
-        match soak_one(mode, &args) {
+        let mut outcome = soak_one(mode, &args);
+        if let Ok((_, Some(Verdict::Missed(why)))) = &outcome {
+            println!(
+                "-- {}: {why}; once more on a fresh proxy (a growing cost misses every run)",
+                mode.name()
+            );
+            outcome = soak_one(mode, &args);
+        }
+        match outcome {
             Ok((windows, verdict)) => {
                 let first = windows[0];
                 let last = windows[windows.len() - 1];
@@ -112,8 +136,12 @@ pub fn run(mut args: SoakArgs) -> Result<(), DemoError> {
                     first.rss_kib,
                     last.rss_kib as i64 - first.rss_kib as i64,
                 ));
-                if let Some(v) = verdict {
-                    failures.push(format!("{}: {v}", mode.name()));
+                match verdict {
+                    None => {}
+                    Some(Verdict::Wrong(why)) => failures.push(format!("{}: {why}", mode.name())),
+                    Some(Verdict::Missed(why)) => {
+                        failures.push(format!("{}: {why} (in both runs)", mode.name()))
+                    }
                 }
             }
             Err(e) => failures.push(format!("{}: {e}", mode.name())),
@@ -136,7 +164,7 @@ pub fn run(mut args: SoakArgs) -> Result<(), DemoError> {
 }
 
 /// Runs one mode; returns its windows and, if it failed a check, why.
-fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<String>), DemoError> {
+fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>), DemoError> {
     let (_backends, addrs) = start_backends(mode)?;
     let proxy = start_proxy(mode, &addrs, args.proxy_bin.as_deref())?;
     let pid = proxy.child.id();
@@ -216,7 +244,7 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<String>)
         {
             counters.stop.store(true, Ordering::Relaxed);
             let _ = load.join();
-            return Ok((windows, Some(e)));
+            return Ok((windows, Some(Verdict::Wrong(e))));
         }
     }
     counters.stop.store(true, Ordering::Relaxed);
@@ -249,20 +277,20 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<String>)
         }
     );
     let verdict = if let Some(e) = error {
-        Some(e)
+        Some(Verdict::Wrong(e))
     } else if growth > args.max_cpu_growth {
-        Some(format!(
+        Some(Verdict::Missed(format!(
             "CPU per message grew {growth:.2}x from the first window to the last"
-        ))
+        )))
     } else if rss_growth > args.max_rss_growth {
-        Some(format!(
+        Some(Verdict::Missed(format!(
             "RSS grew {rss_growth} KiB over the second half of the run"
-        ))
+        )))
     } else if !held {
-        Some(format!(
+        Some(Verdict::Missed(format!(
             "did not hold the offered {} msg/s in every window",
             args.rate
-        ))
+        )))
     } else {
         None
     };
