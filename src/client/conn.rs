@@ -219,6 +219,7 @@ impl ClientConn<'_> {
                 sink: &self.sink,
                 lctx: &lctx,
                 now,
+                ms: switchyard_core::clock::ms_at(now),
             };
             let input = &mut self.input;
             let blocked = match router.requeued()? {

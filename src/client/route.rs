@@ -60,6 +60,8 @@ pub(super) struct Router<'a> {
     pub(super) sink: &'a Rc<dyn ReplySink>,
     pub(super) lctx: &'a ListenerCtx,
     pub(super) now: Instant,
+    /// `now` on the core's clock (ejection deadlines), read once for the pass.
+    pub(super) ms: u64,
 }
 
 impl Router<'_> {
@@ -192,7 +194,7 @@ impl Router<'_> {
         let routed = {
             let mut picker = lctx.picker.borrow_mut();
             let reach = lctx.pool.reach(self.client.gid);
-            cluster.route(key_bytes, &mut **picker, &reach)
+            cluster.route_at(key_bytes, &mut **picker, &reach, self.ms)
         };
         let name = |i: Option<usize>| {
             i.map_or_else(

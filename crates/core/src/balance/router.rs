@@ -133,11 +133,23 @@ impl Cluster {
     /// Routes one message. `key` is its session key bytes, if it has one; `picker` this
     /// worker's policy state; `reach` what this worker's pool knows of each backend now.
     pub fn route(&self, key: Option<&[u8]>, picker: &mut dyn Policy, reach: &dyn Reach) -> Routed {
+        self.route_at(key, picker, reach, now_ms())
+    }
+
+    /// [`Cluster::route`] at a time the caller read already, in [`crate::clock`]
+    /// milliseconds (see [`crate::clock::ms_at`]).
+    pub fn route_at(
+        &self,
+        key: Option<&[u8]>,
+        picker: &mut dyn Policy,
+        reach: &dyn Reach,
+        ms: u64,
+    ) -> Routed {
         let key = key.map(|k| self.hash_key(k));
         let now = Now {
             cluster: self,
             reach,
-            ms: now_ms(),
+            ms,
             fail: self.settings.on_backend_down == OnBackendDown::Fail,
         };
         match (key, &self.sessions) {
@@ -203,6 +215,7 @@ impl Now<'_> {
         let mut placed = Place::Nowhere;
         let outcome = store.route(
             session,
+            self.ms,
             !self.fail,
             &|id| c.index_of(id).is_some_and(|i| self.usable(i)),
             &mut || {

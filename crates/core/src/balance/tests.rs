@@ -52,7 +52,9 @@ mod cases {
         // A pin made before the drain is still honoured.
         let table = c.sessions.as_ref().unwrap();
         let drained_id = c.backends[2].id;
-        table.route(key_hash(b"k99"), true, &|_| true, &mut || Some(drained_id));
+        table.route(key_hash(b"k99"), now_ms(), true, &|_| true, &mut || {
+            Some(drained_id)
+        });
         assert_eq!(
             c.route_t(Some(b"k99".as_slice()), &mut *p, &|_: usize| true),
             R::To(2)
@@ -78,12 +80,13 @@ mod cases {
     #[test]
     fn reload_keeps_backend_state_and_pins() {
         let old = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
-        old.sessions
-            .as_ref()
-            .unwrap()
-            .route(key_hash(b"k5"), true, &|_| true, &mut || {
-                Some(old.backends[1].id)
-            });
+        old.sessions.as_ref().unwrap().route(
+            key_hash(b"k5"),
+            now_ms(),
+            true,
+            &|_| true,
+            &mut || Some(old.backends[1].id),
+        );
         old.backends[1].load.on_sent(true);
         let new_cfg = cluster(
             "[cluster.persistence]\nttl = \"1m\"",
@@ -186,7 +189,7 @@ mod cases {
         c.sessions
             .as_ref()
             .unwrap()
-            .route(key_hash(&k2), true, &|_| true, &mut || {
+            .route(key_hash(&k2), now_ms(), true, &|_| true, &mut || {
                 Some(c.backends[elsewhere].id)
             });
         assert_eq!(

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SHARDS: usize = 64;
 /// Entries examined when a full shard must evict one (approximate LRU, as Redis does).
@@ -35,7 +35,7 @@ struct Pin {
     backend: u32,
     /// Global id of the client connection that last sent this key (0: none).
     owner: u64,
-    /// Milliseconds since the table's epoch.
+    /// When it was last used, in [`crate::clock`] milliseconds.
     last_used: u64,
 }
 
@@ -67,7 +67,6 @@ pub struct SessionTable {
     per_shard: AtomicUsize,
     len: AtomicUsize,
     evicted: AtomicUsize,
-    epoch: Instant,
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -89,7 +88,6 @@ impl SessionTable {
             per_shard: AtomicUsize::new(max_entries.div_ceil(SHARDS).max(1)),
             len: AtomicUsize::new(0),
             evicted: AtomicUsize::new(0),
-            epoch: Instant::now(),
         }
     }
 
@@ -107,7 +105,7 @@ impl SessionTable {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        crate::clock::now_ms()
     }
 
     fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, Map> {
@@ -117,11 +115,7 @@ impl SessionTable {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Looks `key` up and returns its backend if the pin is live and `usable` accepts it
-    /// (refreshing the pin); otherwise calls `pick` for a backend and pins the key to it.
-    /// With `repin` false, a key pinned to an unusable backend is not moved
-    /// ([`PinOutcome::PinnedDown`]). One shard lock for the lookup, the pick and the pin, so
-    /// two workers routing a new key at once agree; no allocation on a hit.
+    /// [`SessionTable::route_at`] now.
     pub fn route(
         &self,
         key: u64,
@@ -129,7 +123,23 @@ impl SessionTable {
         usable: impl Fn(u32) -> bool,
         pick: impl FnOnce() -> Option<u32>,
     ) -> PinOutcome {
-        let now = self.now_ms();
+        self.route_at(key, self.now_ms(), repin, usable, pick)
+    }
+
+    /// Looks `key` up at `now` ([`crate::clock`] milliseconds, read by the caller once for
+    /// many messages) and returns its backend if the pin is live and `usable` accepts it
+    /// (refreshing the pin); otherwise calls `pick` for a backend and pins the key to it.
+    /// With `repin` false, a key pinned to an unusable backend is not moved
+    /// ([`PinOutcome::PinnedDown`]). One shard lock for the lookup, the pick and the pin, so
+    /// two workers routing a new key at once agree; no allocation on a hit.
+    pub fn route_at(
+        &self,
+        key: u64,
+        now: u64,
+        repin: bool,
+        usable: impl Fn(u32) -> bool,
+        pick: impl FnOnce() -> Option<u32>,
+    ) -> PinOutcome {
         let ttl = self.ttl_ms();
         let mut map = self.shard(key);
         let mut moved_from = None;

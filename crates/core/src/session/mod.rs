@@ -24,13 +24,15 @@ pub fn key_hash(key: &[u8]) -> u64 {
 
 /// Where pins live. Every worker shares one store per cluster; each method is one visit.
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
-    /// One message's visit: the live pin of `key` if `usable` accepts its backend
+    /// One message's visit at `now_ms` ([`crate::clock`] milliseconds, read by the caller
+    /// once for many messages): the live pin of `key` if `usable` accepts its backend
     /// (refreshing it), else a pin to what `pick` returns (if anything), in one atomic step
     /// so that two workers routing a new key at once agree. With `repin` false a pin to an
     /// unusable backend is kept and reported ([`PinOutcome::PinnedDown`]).
     fn route(
         &self,
         key: u64,
+        now_ms: u64,
         repin: bool,
         usable: &dyn Fn(u32) -> bool,
         pick: &mut dyn FnMut() -> Option<u32>,
@@ -57,11 +59,12 @@ impl SessionStore for SessionTable {
     fn route(
         &self,
         key: u64,
+        now_ms: u64,
         repin: bool,
         usable: &dyn Fn(u32) -> bool,
         pick: &mut dyn FnMut() -> Option<u32>,
     ) -> PinOutcome {
-        SessionTable::route(self, key, repin, usable, pick)
+        SessionTable::route_at(self, key, now_ms, repin, usable, pick)
     }
     fn claim(&self, key: u64, owner: u64) {
         SessionTable::claim(self, key, owner)
