@@ -21,28 +21,11 @@ Needs valgrind (Debian) and python3; everything on 127.0.0.1, every run bounded 
 """
 import argparse, glob, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
 
+from loopback import free_port, wait_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWITCHYARD = os.path.join(ROOT, "target", "release", "switchyard")
 CONNS, DEPTH, PAYLOAD = 8, 32, b"x" * 48
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{what} did not listen on {port}")
 
 
 def config(mode, listen, backends):
@@ -111,7 +94,7 @@ def count(binary, mode, messages, workdir):
             ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
              binary, "--log", "warn", "run", "--config", cfg],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(listen, proxy, binary)
+        wait_port(listen, proxy, binary, timeout=60)
         errors = []
         per = messages // CONNS
         threads = [threading.Thread(target=client, args=(listen, c, per, mode == "byid-shared", errors))
