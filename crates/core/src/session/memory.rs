@@ -1,5 +1,6 @@
 //! The in-memory session table: 64 shards, each a mutex over a hash map of pins.
 
+use crate::clock::now_ms;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -104,26 +105,11 @@ impl SessionTable {
         self.ttl_ms.load(Ordering::Relaxed)
     }
 
-    fn now_ms(&self) -> u64 {
-        crate::clock::now_ms()
-    }
-
     fn shard(&self, key: u64) -> std::sync::MutexGuard<'_, Map> {
         // The map hashes with the low and the top bits; pick the shard by the middle ones.
         let i = ((key >> 32) as usize) % SHARDS;
         // A panic while holding a shard cannot leave a pin half-written; keep serving.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// [`SessionTable::route_at`] now.
-    pub fn route(
-        &self,
-        key: u64,
-        repin: bool,
-        usable: impl Fn(u32) -> bool,
-        pick: impl FnOnce() -> Option<u32>,
-    ) -> PinOutcome {
-        self.route_at(key, self.now_ms(), repin, usable, pick)
     }
 
     /// Looks `key` up at `now` ([`crate::clock`] milliseconds, read by the caller once for
@@ -132,7 +118,7 @@ impl SessionTable {
     /// With `repin` false, a key pinned to an unusable backend is not moved
     /// ([`PinOutcome::PinnedDown`]). One shard lock for the lookup, the pick and the pin, so
     /// two workers routing a new key at once agree; no allocation on a hit.
-    pub fn route_at(
+    pub fn route(
         &self,
         key: u64,
         now: u64,
@@ -203,7 +189,7 @@ impl SessionTable {
 
     /// The backend `key` is pinned to, if the pin is live.
     pub fn backend_of(&self, key: u64) -> Option<u32> {
-        let now = self.now_ms();
+        let now = now_ms();
         let map = self.shard(key);
         map.get(&key)
             .filter(|p| now.saturating_sub(p.last_used) < self.ttl_ms())
@@ -212,7 +198,7 @@ impl SessionTable {
 
     /// The client connection that last sent `key`, if the pin is live.
     pub fn owner_of(&self, key: u64) -> Option<u64> {
-        let now = self.now_ms();
+        let now = now_ms();
         let map = self.shard(key);
         map.get(&key)
             .filter(|p| p.owner != 0 && now.saturating_sub(p.last_used) < self.ttl_ms())
@@ -222,7 +208,7 @@ impl SessionTable {
     /// Removes expired pins from every shard; returns how many. Called periodically off
     /// the hot path.
     pub fn purge_expired(&self) -> usize {
-        let now = self.now_ms();
+        let now = now_ms();
         let ttl = self.ttl_ms();
         let mut removed = 0;
         for shard in self.shards.iter() {
@@ -265,15 +251,18 @@ mod tests {
     fn pins_stick_and_move_off_unusable_backends() {
         let t = SessionTable::new(Duration::from_secs(60), 1000);
         let k = key_hash(b"alice");
-        assert_eq!(t.route(k, true, |_| true, || Some(2)), PinOutcome::New(2));
+        assert_eq!(
+            t.route(k, now_ms(), true, |_| true, || Some(2)),
+            PinOutcome::New(2)
+        );
         t.claim(k, 7);
         assert_eq!(
-            t.route(k, true, |_| true, || Some(0)),
+            t.route(k, now_ms(), true, |_| true, || Some(0)),
             PinOutcome::Hit(2, 7)
         );
         assert_eq!(t.owner_of(k), Some(7));
         assert_eq!(
-            t.route(k, true, |b| b != 2, || Some(1)),
+            t.route(k, now_ms(), true, |b| b != 2, || Some(1)),
             PinOutcome::Moved { from: 2, to: 1 }
         );
         assert_eq!(t.backend_of(k), Some(1));
@@ -282,12 +271,12 @@ mod tests {
         assert_eq!(t.owner_of(k), Some(8));
         // on_backend_down = "fail": the pin stays, the message is refused.
         assert_eq!(
-            t.route(k, false, |b| b != 1, || Some(0)),
+            t.route(k, now_ms(), false, |b| b != 1, || Some(0)),
             PinOutcome::PinnedDown(1)
         );
         assert_eq!(t.backend_of(k), Some(1));
         assert_eq!(
-            t.route(key_hash(b"bob"), true, |_| false, || None),
+            t.route(key_hash(b"bob"), now_ms(), true, |_| false, || None),
             PinOutcome::Unavailable
         );
         // Claiming a key nobody pinned pins nothing.
@@ -300,10 +289,13 @@ mod tests {
     fn idle_pins_expire() {
         let t = SessionTable::new(Duration::from_millis(20), 1000);
         let k = key_hash(b"k");
-        t.route(k, true, |_| true, || Some(0));
+        t.route(k, now_ms(), true, |_| true, || Some(0));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.backend_of(k), None);
-        assert_eq!(t.route(k, true, |_| true, || Some(1)), PinOutcome::New(1));
+        assert_eq!(
+            t.route(k, now_ms(), true, |_| true, || Some(1)),
+            PinOutcome::New(1)
+        );
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(t.purge_expired(), 1);
         assert!(t.is_empty());
@@ -314,7 +306,13 @@ mod tests {
         let max = 640;
         let t = SessionTable::new(Duration::from_secs(60), max);
         for i in 0..20_000u64 {
-            t.route(key_hash(&i.to_le_bytes()), true, |_| true, || Some(0));
+            t.route(
+                key_hash(&i.to_le_bytes()),
+                now_ms(),
+                true,
+                |_| true,
+                || Some(0),
+            );
             assert!(t.len() <= max, "{} > {max}", t.len());
         }
         assert!(t.evicted() >= 20_000 - max);
@@ -331,7 +329,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..5_000u64 {
                         let k = key_hash(&i.to_le_bytes());
-                        let got = t.route(k, true, |_| true, || Some((i % 3) as u32));
+                        let got = t.route(k, now_ms(), true, |_| true, || Some((i % 3) as u32));
                         t.claim(k, w);
                         let b = match got {
                             PinOutcome::Hit(b, _) | PinOutcome::New(b) => b,

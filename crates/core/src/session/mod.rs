@@ -64,7 +64,7 @@ impl SessionStore for SessionTable {
         usable: &dyn Fn(u32) -> bool,
         pick: &mut dyn FnMut() -> Option<u32>,
     ) -> PinOutcome {
-        SessionTable::route_at(self, key, now_ms, repin, usable, pick)
+        SessionTable::route(self, key, now_ms, repin, usable, pick)
     }
     fn claim(&self, key: u64, owner: u64) {
         SessionTable::claim(self, key, owner)
