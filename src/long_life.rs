@@ -95,7 +95,7 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
                         frame.clear();
                         proto::write_request(&mut frame, n % 16, n as u32, b"payload");
                         let ticket = client.ticket(None, Some(&frame[12..16]), None);
-                        conn.send(&frame, id, Some(ticket), &sink, Instant::now());
+                        conn.send(&frame, id, Some(ticket), false, &sink, Instant::now());
                         if n % 10_000 == 0 {
                             let (f, oneway) = conn.footprint();
                             let outstanding = conn.outstanding();

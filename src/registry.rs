@@ -47,6 +47,12 @@ pub(crate) struct Stats {
     pub(crate) pushes_delivered: AtomicU64,
     /// Pushes dropped: no key, no live session, owner gone, or inbox full.
     pub(crate) pushes_dropped: AtomicU64,
+    /// Requests of a dead backend connection re-sent on probation and answered.
+    pub(crate) retries_answered: AtomicU64,
+    /// Requests found to close their backend connection (poison), failed.
+    pub(crate) requests_poisoned: AtomicU64,
+    /// Probations stopped because the backend closed on every request.
+    pub(crate) probations_stopped: AtomicU64,
 }
 
 /// What all workers share.

@@ -43,6 +43,7 @@ const PROTO: &[&[&str]] = &[
         "memcache",
         "lua",
         "netstring",
+        "dns",
     ],
     &["template"],
     &["config"],

@@ -4,6 +4,7 @@
 //! ([`super::task`]) moves the bytes.
 
 use super::inflight::{OneWay, Pending, Placed, Settled, Unwritten};
+use super::probation::Probation;
 use super::upstream::Upstream;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
@@ -40,6 +41,9 @@ pub(super) struct State {
     written_total: u64,
     pub(super) corr: Correlator<Pending>,
     oneway: VecDeque<OneWay>,
+    /// Bytes of requests in flight kept for a re-send or an error answer (at most
+    /// `max_queued`).
+    kept_bytes: usize,
 }
 
 /// A shared backend connection.
@@ -52,8 +56,13 @@ pub(crate) struct BackendConn {
     correlation: Correlation,
     /// How the proxy writes its ids into requests.
     id_format: IdFormat,
+    /// Bound on the bytes queued and not yet written, and on those kept for re-sending.
     max_queued: usize,
+    /// The protocol's error answers repeat the request: keep every request's bytes.
+    keep_requests: bool,
     pub(super) state: RefCell<State>,
+    /// Requests re-sent one at a time after this connection died with them in flight.
+    pub(super) probation: Probation,
     pub(super) notify: Notify,
     pub(super) retired: Cell<bool>,
     /// The cluster as of the last reload.
@@ -66,7 +75,7 @@ impl BackendConn {
     pub(super) fn new(
         backend: Arc<Backend>,
         slot: usize,
-        correlation: Correlation,
+        (correlation, keep_requests): (Correlation, bool),
         (id_format, id_space): (IdFormat, u64),
         upstream: Upstream,
     ) -> Self {
@@ -75,6 +84,8 @@ impl BackendConn {
             slot,
             correlation,
             id_format,
+            keep_requests,
+            probation: Probation::default(),
             max_queued: upstream.config.pool.max_queued_bytes,
             state: RefCell::new(State {
                 status: Status::Connecting,
@@ -84,6 +95,7 @@ impl BackendConn {
                 written_total: 0,
                 corr: Correlator::new(correlation, id_space),
                 oneway: VecDeque::new(),
+                kept_bytes: 0,
             }),
             notify: Notify::new(),
             retired: Cell::new(false),
@@ -136,37 +148,48 @@ impl BackendConn {
     /// Queues one request `frame` of the client `sink`, read at `now` (one clock read per
     /// batch of frames). With a `ticket` an answer is awaited (the client side made it);
     /// without one the message is one-way. `id` is where the frame's id sits (`by_id`).
+    /// `retry`: it may be re-sent on probation if the connection dies after writing it.
     /// The caller has checked [`Self::has_room`].
     pub(crate) fn send(
         &self,
         frame: &[u8],
         id: Option<Span>,
         ticket: Option<Ticket>,
+        retry: bool,
         sink: &Rc<dyn ReplySink>,
         now: Instant,
     ) {
         let mut s = self.state.borrow_mut();
         let start = s.queued_total;
         let len_before = s.wbuf.len();
-        let placed = |len: u32| Placed {
-            start,
-            len,
-            id_at: None,
+        // A copy is kept of what may be re-sent, or what the error answer repeats, within
+        // the bound: past it, requests go without (not retried; a plainer error answer).
+        let keep = (retry || self.keep_requests) && s.kept_bytes + frame.len() <= self.max_queued;
+        let pending = |ticket: Ticket, len: u32| Pending {
+            sink: sink.clone(),
+            ticket,
+            sent: now,
+            placed: Placed {
+                start,
+                len,
+                id_at: None,
+            },
+            kept: None,
+            retry,
         };
         let awaits = match (ticket, self.correlation, id) {
             (Some(ticket), Correlation::InOrder, _) => {
-                let pending = Pending {
-                    sink: sink.clone(),
-                    ticket,
-                    sent: now,
-                    placed: placed(frame.len() as u32),
-                };
-                if let Err(p) = s.corr.register(pending) {
+                let mut p = pending(ticket, frame.len() as u32);
+                if keep {
+                    p.kept = Some(frame.into());
+                    s.kept_bytes += frame.len();
+                }
+                if let Err(p) = s.corr.register(p) {
+                    s.kept_bytes -= p.kept_len();
                     drop(s);
-                    p.sink.fail(
-                        &p.ticket,
-                        &Fault::Internal("an in_order request was not recorded".into()),
-                    );
+                    p.fail(&Fault::Internal(
+                        "an in_order request was not recorded".into(),
+                    ));
                     return;
                 }
                 s.wbuf.extend_from_slice(frame);
@@ -175,18 +198,12 @@ impl BackendConn {
             (Some(ticket), Correlation::ById, Some(span)) => {
                 let start_at = span.offset as usize;
                 let end_at = start_at + span.len as usize;
-                let pending = Pending {
-                    sink: sink.clone(),
-                    ticket,
-                    sent: now,
-                    placed: placed(0),
-                };
-                let pid = match s.corr.register(pending) {
+                let pid = match s.corr.register(pending(ticket, 0)) {
                     Ok(pid) => pid,
                     Err(p) => {
                         // The caller checked has_room(); keep the books straight anyway.
                         drop(s);
-                        p.sink.fail(&p.ticket, &BackendFault::NoFreeId.into());
+                        p.fail(&BackendFault::NoFreeId.into());
                         return;
                     }
                 };
@@ -199,13 +216,16 @@ impl BackendConn {
                 );
                 let id_len = s.wbuf.len() - len_before - start_at;
                 s.wbuf.extend_from_slice(&frame[end_at..]);
-                let len = (s.wbuf.len() - len_before) as u32;
+                let len = s.wbuf.len() - len_before;
+                let kept: Option<Box<[u8]>> = keep.then(|| s.wbuf[len_before..].into());
+                s.kept_bytes += kept.as_ref().map_or(0, |k| k.len());
                 if let Some(p) = s.corr.get_mut(pid) {
-                    p.placed.len = len;
+                    p.placed.len = len as u32;
                     p.placed.id_at = Some(Span {
                         offset: span.offset,
                         len: id_len as u32,
                     });
+                    p.kept = kept;
                 }
                 true
             }
@@ -218,12 +238,17 @@ impl BackendConn {
                         &Fault::Internal(
                             "a request that can get no answer was sent as awaiting one".into(),
                         ),
+                        Some(frame),
                     );
                 }
                 s.wbuf.extend_from_slice(frame);
                 s.oneway.push_back(OneWay {
                     sink: sink.clone(),
-                    placed: placed(frame.len() as u32),
+                    placed: Placed {
+                        start,
+                        len: frame.len() as u32,
+                        id_at: None,
+                    },
                 });
                 false
             }
@@ -232,6 +257,13 @@ impl BackendConn {
         drop(s);
         self.backend.load.on_sent(awaits);
         self.notify.notify_one();
+    }
+
+    /// A request left the connection's books (answered, or timed out): its kept bytes no
+    /// longer count against the bound.
+    pub(super) fn forget(&self, p: &Pending) {
+        let mut s = self.state.borrow_mut();
+        s.kept_bytes = s.kept_bytes.saturating_sub(p.kept_len());
     }
 
     /// Records that `n` more bytes reached the socket; forgets one-way messages fully sent.
@@ -250,13 +282,14 @@ impl BackendConn {
     }
 
     /// The connection is gone: requests never written go back to their clients to be
-    /// routed again (if `retry`); every other outstanding request fails with `lost`.
+    /// routed again (if `retry`), requests written that may be re-sent are given back for
+    /// probation (if `probation`), every other outstanding request fails with `lost`.
     /// `unwritten` holds the bytes from the write offset on that the writer had taken.
     pub(super) fn settle_in_flight(
         &self,
         lost: &BackendFault,
         unwritten: BytesMut,
-        retry: bool,
+        retry: (bool, bool),
     ) -> Settled {
         let (pending, oneway, rest) = {
             let mut s = self.state.borrow_mut();
@@ -267,6 +300,7 @@ impl BackendConn {
             let written = s.written_total;
             debug_assert_eq!(written + tail.len() as u64, s.queued_total);
             s.written_total = s.queued_total;
+            s.kept_bytes = 0;
             (
                 s.corr.drain(),
                 std::mem::take(&mut s.oneway)

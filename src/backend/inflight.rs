@@ -1,13 +1,15 @@
 //! What one backend connection keeps per message while it is in flight: the requests
 //! awaiting answers (their client's [`ReplySink`] and [`Ticket`], when they were sent, and
-//! where they sit in the connection's byte stream) and the one-way messages not yet fully
-//! written. When the connection is lost, those never written are handed back to their
-//! clients to be routed again, and the rest fail.
+//! where they sit in the connection's byte stream, and a copy of their bytes where they
+//! may be re-sent or their error answer repeats them) and the one-way messages not yet
+//! fully written. When the connection is lost, those never written are handed back to
+//! their clients to be routed again, those written that may be re-sent go on probation
+//! ([`super::probation`]), and the rest fail.
 
 use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
 use std::time::Instant;
-use switchyard_core::{BackendFault, ReplySink, Ticket};
+use switchyard_core::{BackendFault, Fault, ReplySink, Ticket};
 use switchyard_proto::Span;
 
 /// Where a queued message sits in the connection's byte stream, so one that was never
@@ -28,6 +30,24 @@ pub(super) struct Pending {
     pub(super) ticket: Ticket,
     pub(super) sent: Instant,
     pub(super) placed: Placed,
+    /// The request as written (the proxy's id in it), kept while it is in flight if it
+    /// may be re-sent or the protocol's error answer repeats it; within the connection's
+    /// bound on kept bytes.
+    pub(super) kept: Option<Box<[u8]>>,
+    /// Whether it may be re-sent on probation if the connection dies after writing it.
+    pub(super) retry: bool,
+}
+
+impl Pending {
+    /// Fails it with `fault`, its kept bytes at hand for the error answer.
+    pub(super) fn fail(&self, fault: &Fault) {
+        self.sink.fail(&self.ticket, fault, self.kept.as_deref());
+    }
+
+    /// Bytes it keeps.
+    pub(super) fn kept_len(&self) -> usize {
+        self.kept.as_ref().map_or(0, |k| k.len())
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -72,16 +92,20 @@ impl Unwritten {
 #[derive(Debug, Default)]
 pub(super) struct Settled {
     pub(super) failed: usize,
+    /// Never written: handed back to be routed again.
     pub(super) retried: usize,
+    /// Written, and safe to re-send: for the probation, oldest first.
+    pub(super) probation: Vec<Pending>,
 }
 
-/// Hands back what was never written (if `retry`) and fails the rest with `lost`; tells
+/// Hands back what was never written (if `retry`), gives what was written and may be
+/// re-sent to the probation (if `probation`), and fails the rest with `lost`; tells
 /// `on_failed` of each request that leaves the backend's books.
 pub(super) fn settle(
     pending: Vec<Pending>,
     oneway: Vec<OneWay>,
     unwritten: &Unwritten,
-    retry: bool,
+    (retry, probation): (bool, bool),
     lost: &BackendFault,
     on_failed: &dyn Fn(),
 ) -> Settled {
@@ -89,15 +113,20 @@ pub(super) fn settle(
     let fault = lost.clone().into();
     for p in pending {
         on_failed();
-        match unwritten.cut(&p.placed).filter(|_| retry) {
-            Some(bytes) => {
+        match unwritten.cut(&p.placed) {
+            Some(bytes) if retry => {
                 s.retried += 1;
                 let (frame, id) = restore_id(bytes, &p);
                 p.sink.hand_back(Some(p.ticket), frame, id);
             }
-            None => {
+            // Written (some of it, at least): the backend may have seen it.
+            None if probation && p.retry && p.kept.is_some() && !p.sink.is_gone() => {
+                p.sink.retrying(true);
+                s.probation.push(p);
+            }
+            _ => {
                 s.failed += 1;
-                p.sink.fail(&p.ticket, &fault);
+                p.fail(&fault);
             }
         }
     }

@@ -11,6 +11,7 @@
 //! | [`conn`] | one shared connection's books: write buffer, correlator, one-way messages |
 //! | [`inflight`] | what is kept per message in flight; handing back and failing it |
 //! | [`task`] | connect, pump, time out, reconnect with back-off |
+//! | [`probation`] | poison isolation: requests of a dead connection re-sent one at a time |
 //! | [`handshake`] | TCP connect and the protocol's handshake |
 //! | [`upstream`] | a cluster as the backend side connects to it |
 
@@ -18,6 +19,7 @@ mod conn;
 mod handshake;
 mod inflight;
 mod pool;
+mod probation;
 mod task;
 mod upstream;
 

@@ -61,7 +61,10 @@ impl Pool {
         let c = Rc::new(BackendConn::new(
             backend.clone(),
             slot,
-            protocols.correlation,
+            (
+                protocols.correlation,
+                protocols.requests.error_answer_needs_request(),
+            ),
             (
                 ids.id_format,
                 switchyard_proto::id_space(ids.id_format, ids.id_width),

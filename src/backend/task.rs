@@ -52,7 +52,7 @@ pub(crate) async fn run(
         let retry = config.retry_on_connect_failure;
         if conn.retired.get() {
             let lost = lost(&conn, "backend removed from the cluster");
-            conn.settle_in_flight(&lost, BytesMut::new(), retry);
+            conn.settle_in_flight(&lost, BytesMut::new(), (retry, false));
             return;
         }
         let Some(life) = connect_and_pump(&conn, &protocols, max_frame, &registry, &config).await
@@ -60,23 +60,31 @@ pub(crate) async fn run(
             return;
         };
         let had_work = !conn.state.borrow().corr.is_empty();
+        // Requests written that may be repeated go on probation, where the one that killed
+        // the connection is found: until then the loss is not the backend's to count.
+        let probation = life.probation && conn.probation.open(Instant::now());
         // A connection that served a while and was lost reconnects at once (messages may
-        // queue meanwhile); otherwise it is down until the back-off ends. The status is set
-        // before what was in flight is settled, so nothing handed back comes here again.
-        conn.set_status(if life.healthy {
+        // queue meanwhile), as does one whose requests went on probation; otherwise it is
+        // down until the back-off ends. The status is set before what was in flight is
+        // settled, so nothing handed back comes here again.
+        conn.set_status(if life.healthy || probation {
             Status::Connecting
         } else {
             Status::Down
         });
-        settle(&conn, &life.reason, life.unwritten, retry);
-        if life.healthy {
+        let on_probation = settle(&conn, &life.reason, life.unwritten, (retry, probation));
+        if on_probation > 0 {
+            super::probation::start(&conn, &protocols, max_frame, &registry);
+        }
+        if life.healthy || on_probation > 0 {
             backoff = None;
-            if had_work && life.blame_backend {
+            if had_work && life.blame_backend && on_probation == 0 {
                 conn.report_failure(&life.reason);
             }
             registry.capacity.notify_waiters();
             continue;
         }
+        conn.set_status(Status::Down);
         conn.report_failure(&life.reason);
         let pool = config.pool;
         let delay = backoff.map_or(pool.reconnect_backoff_min, |b| {
@@ -105,6 +113,9 @@ struct Life {
     healthy: bool,
     /// Whether the loss counts against the backend (not when the answer script failed).
     blame_backend: bool,
+    /// Whether requests in flight may go on probation (the connection died, or was
+    /// replaced after a timeout; not when the answer script failed).
+    probation: bool,
 }
 
 /// Connects (with the protocol's handshake) and pumps until the connection ends; `None`
@@ -122,6 +133,7 @@ async fn connect_and_pump(
         unwritten: BytesMut::new(),
         healthy: false,
         blame_backend: true,
+        probation: false,
     };
     let attempt = tokio::time::timeout(
         config.pool.connect_timeout,
@@ -158,27 +170,37 @@ async fn connect_and_pump(
         Ended::Lost(r) => (r, false, true),
         Ended::ScriptFailed(r) => (r, true, false),
     };
+    let probation = blame_backend;
     tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
     Some(Life {
         reason,
         unwritten,
         healthy: replaced || since.elapsed() >= MIN_HEALTHY_LIFETIME,
         blame_backend,
+        probation,
     })
 }
 
-/// Fails what was sent on a lost connection and hands back what was not.
-fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: bool) {
-    let s = conn.settle_in_flight(&lost(conn, reason), unwritten, retry);
-    if s.failed > 0 || s.retried > 0 {
+/// Settles what was in flight on a lost connection: hands back what was not sent (if
+/// `retry.0`), puts what was sent and may be repeated on probation (if `retry.1`), fails
+/// the rest. Returns how many went on probation.
+fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, bool)) -> usize {
+    let lost = lost(conn, reason);
+    let s = conn.settle_in_flight(&lost, unwritten, retry);
+    let max = conn.upstream.borrow().config.pool.max_queued_bytes;
+    let on_probation = s.probation.len();
+    let admitted = conn.probation.admit(s.probation, max, &lost.into());
+    if s.failed > 0 || s.retried > 0 || on_probation > 0 {
         tracing::warn!(
             backend = %conn.backend.name,
-            failed = s.failed,
+            failed = s.failed + on_probation - admitted,
             retried = s.retried,
+            probation = admitted,
             reason,
-            "backend connection lost with requests in flight: failing what was sent, retrying what was not"
+            "backend connection lost with requests in flight: failing what was sent, routing again what was not, re-sending alone what may be repeated"
         );
     }
+    admitted
 }
 
 /// The fault of requests lost with the connection to `conn`'s backend.
@@ -187,6 +209,16 @@ fn lost(conn: &BackendConn, reason: &str) -> BackendFault {
         backend: conn.backend.name.clone(),
         reason: reason.to_string(),
     }
+}
+
+/// Routes a backend message that answers nothing (`f`, `frame`) to the client owning its
+/// session.
+pub(super) fn route_push(conn: &BackendConn, registry: &Registry, frame: &[u8], f: &Frame) {
+    let cluster = conn.upstream.borrow().cluster.clone();
+    let key = f
+        .key
+        .map(|k| cluster.session_key(k.bytes(frame, &mut [0; 8])));
+    registry.route_push(&cluster, key, frame);
 }
 
 /// When the request timer must fire.
@@ -292,6 +324,7 @@ impl<'a> Pump<'a> {
         let answer = conn.state.borrow_mut().corr.answer(id);
         match answer {
             Answer::Matched(p) => {
+                conn.forget(&p);
                 conn.backend
                     .on_answer(now.saturating_duration_since(p.sent));
                 p.sink.answer(&p.ticket, frame, f.id);
@@ -300,13 +333,7 @@ impl<'a> Pump<'a> {
             Answer::Late => {
                 tracing::debug!(backend = %conn.backend.name, "dropping the late answer of a timed-out request");
             }
-            Answer::Unmatched => {
-                let cluster = conn.upstream.borrow().cluster.clone();
-                let key = f
-                    .key
-                    .map(|k| cluster.session_key(k.bytes(frame, &mut [0; 8])));
-                self.registry.route_push(&cluster, key, frame);
-            }
+            Answer::Unmatched => route_push(conn, self.registry, frame, f),
         }
     }
 
@@ -334,6 +361,7 @@ impl<'a> Pump<'a> {
             match expired {
                 None => return Ok(()),
                 Some(Expired::Request(p)) => {
+                    conn.forget(&p);
                     conn.backend.load.on_failed();
                     conn.report_failure("request timeout");
                     if let Some(suppressed) =
@@ -346,10 +374,25 @@ impl<'a> Pump<'a> {
                         after: timeout,
                     }
                     .into();
-                    p.sink.fail(&p.ticket, &fault);
+                    p.fail(&fault);
                 }
                 Some(Expired::ConnectionLost) => {
                     // An in_order connection cannot skip an answer: close and replace it.
+                    // The request that timed out fails; those behind it settle as on any
+                    // loss (re-sent on probation where they may be).
+                    let oldest = conn.state.borrow_mut().corr.answer(None);
+                    if let Answer::Matched(p) = oldest {
+                        conn.forget(&p);
+                        conn.backend.load.on_failed();
+                        p.fail(
+                            &BackendFault::TimedOut {
+                                backend: conn.backend.name.clone(),
+                                after: timeout,
+                            }
+                            .into(),
+                        );
+                    }
+                    self.registry.flush_clients();
                     return Err(Ended::Replace(format!(
                         "request timed out after {timeout:?}; an in_order connection cannot skip an answer, replacing it"
                     )));

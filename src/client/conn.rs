@@ -281,6 +281,18 @@ impl ClientConn<'_> {
         }
     }
 
+    /// The backend side asked the client to end once answered (its request closed a
+    /// backend connection): read nothing more, drop what is unread.
+    fn finish_if_asked(&mut self) {
+        if let Some(fault) = self.client.take_finish() {
+            self.reading = false;
+            self.input.clear_frames();
+            self.input.buf.clear();
+            self.input.refused = None;
+            self.close_after.get_or_insert(fault);
+        }
+    }
+
     /// Whether nothing is in flight, waiting or unwritten.
     fn idle(&self, out_pending: bool) -> bool {
         self.client.inflight() == 0
@@ -452,6 +464,7 @@ async fn drive(
     loop {
         let now = Instant::now(); // one clock read per pass
         c.touch(now);
+        c.finish_if_asked();
         let blocked = match c.route(now) {
             Ok(b) => b,
             Err(reason) => return reason,

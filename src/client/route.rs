@@ -152,18 +152,19 @@ impl Router<'_> {
         if awaits && req.ticket.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
             return Ok(Step::Blocked(Blocked::Inflight));
         }
+        if client.held_for_retry() {
+            return Ok(Step::Blocked(Blocked::Backend));
+        }
         let mut scratch = [0; 8];
         let key = req.key.map(|k| k.bytes(req.frame, &mut scratch));
-        let id = req
-            .id
-            .filter(|_| correlation == Correlation::ById)
-            .map(|s| s.slice(req.frame));
+        // The client's id: restored on the answer (`by_id`), and put in error answers.
+        let id = req.id.map(|s| s.slice(req.frame));
         let route = match route.map_or_else(|| self.choose(req.frame, req.key), Choice::To) {
             Choice::To(r) => r,
             Choice::Wait(b) => return Ok(Step::Blocked(b)),
             Choice::Refuse(fault) if awaits => {
                 let ticket = client.ticket(req.ticket, id, key);
-                client.refuse(&ticket, &fault)?;
+                client.refuse(&ticket, &fault, Some(req.frame))?;
                 return Ok(Step::Sent);
             }
             Choice::Refuse(fault) => {
@@ -175,7 +176,10 @@ impl Router<'_> {
             PoolTarget::Conn(conn) => {
                 route.claim(lctx.cluster(), client.gid);
                 let ticket = awaits.then(|| client.ticket(req.ticket, id, key));
-                conn.send(req.frame, req.id, ticket, self.sink, self.now);
+                let retry = ticket.is_some()
+                    && lctx.config.retry_on_backend_close
+                    && lctx.config.protocols.requests.repeatable(req.frame);
+                conn.send(req.frame, req.id, ticket, retry, self.sink, self.now);
                 Ok(Step::Sent)
             }
             // The key's backend is up but its connection is full: wait for room, never

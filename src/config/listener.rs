@@ -28,6 +28,7 @@ pub(crate) struct RawListener {
     password: Option<String>,
     error_reply: Option<String>,
     error_reply_hex: Option<String>,
+    retry_on_backend_close: Option<bool>,
 }
 
 /// Bounds on one client connection.
@@ -62,6 +63,10 @@ pub struct ListenerConfig {
     pub limits: ClientLimits,
     /// Open client connections across all workers; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Requests in flight on a backend connection that dies are re-sent on probation
+    /// (those the protocol says are safe to repeat), so that only the one that killed it
+    /// fails.
+    pub retry_on_backend_close: bool,
 }
 
 impl ListenerConfig {
@@ -162,6 +167,19 @@ pub(crate) fn validate(
         },
     )
     .map_err(|(k, p)| (key(&k), p))?;
+    let retry_on_backend_close = match l.retry_on_backend_close {
+        Some(true) if protocols.correlation == Correlation::None => {
+            return Err((
+                key("retry_on_backend_close"),
+                "with correlation = \"none\" nothing awaits an answer, so nothing is retried"
+                    .into(),
+            ))
+        }
+        Some(r) => r,
+        None => {
+            protocols.correlation != Correlation::None && protocols.requests.retries_by_default()
+        }
+    };
     Ok(ListenerConfig {
         name: l.name,
         listen,
@@ -169,5 +187,6 @@ pub(crate) fn validate(
         protocols,
         limits,
         max_connections,
+        retry_on_backend_close,
     })
 }

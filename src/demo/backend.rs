@@ -6,8 +6,11 @@
 //! the backend send that message on *every* connection it has open. A request whose payload
 //! starts with `STALL` is never answered; one starting with `LATE` is answered after one
 //! second. While the backend is *sick*, requests whose payload is exactly `PING` (health
-//! probes) go unanswered, and everything else is served as usual. A backend can be given a
-//! fixed delay before each batch of answers.
+//! probes) go unanswered, and everything else is served as usual. A request whose payload
+//! starts with `POISON` makes the backend close that connection at once, answering nothing
+//! of what it read with it (as a server does on a request it cannot parse); while the
+//! backend is *hostile* it does that on every request. A backend can be given a fixed delay
+//! before each batch of answers.
 
 use super::proto;
 use bytes::{Buf, BytesMut};
@@ -48,6 +51,8 @@ pub struct BackendLog {
     conns: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>,
     /// Health probes go unanswered while set.
     pub sick: std::sync::atomic::AtomicBool,
+    /// Every request closes its connection while set.
+    pub hostile: std::sync::atomic::AtomicBool,
 }
 
 /// A running demo backend.
@@ -166,6 +171,11 @@ impl TestBackend {
         self.log.sick.store(sick, Ordering::Relaxed);
     }
 
+    /// Makes every request close its connection unanswered, or be served again.
+    pub fn set_hostile(&self, hostile: bool) {
+        self.log.hostile.store(hostile, Ordering::Relaxed);
+    }
+
     /// A copy of every recorded request.
     pub fn received(&self) -> Vec<Received> {
         self.log
@@ -216,6 +226,7 @@ async fn serve(
             return;
         }
         let mut pushes = Vec::new();
+        let mut poisoned = false;
         {
             let mut per_key = log.per_key.lock().unwrap_or_else(|p| p.into_inner());
             let mut rec = record.then(|| log.received.lock().unwrap_or_else(|p| p.into_inner()));
@@ -238,6 +249,9 @@ async fn serve(
                     if m.rest.starts_with(b"STALL") || (sick && m.rest == b"PING") {
                         answer = false;
                     }
+                    if m.rest.starts_with(b"POISON") || log.hostile.load(Ordering::Relaxed) {
+                        poisoned = true;
+                    }
                     if m.rest.starts_with(b"LATE") {
                         answer = false;
                         let mut late = Vec::new();
@@ -255,6 +269,9 @@ async fn serve(
                 log.messages.fetch_add(1, Ordering::Relaxed);
                 buf.advance(f.len as usize);
             }
+        }
+        if poisoned {
+            return; // closes the connection: nothing read with the poison is answered
         }
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

@@ -457,3 +457,115 @@ fn redis_fidelity_empty_lines_large_values_and_oversized_requests() {
         std::time::Duration::from_secs(5)
     ));
 }
+
+/// A request Redis answers with a protocol error and then closes its connection on (an
+/// inline command with unbalanced quotes, which the proxy's framing takes as a `GET`):
+/// on the one connection every client shares, the bystanders' reads in flight behind it
+/// are re-sent and answered; only the poisoning client sees an error (Redis's own).
+#[test]
+fn a_request_redis_closes_on_costs_the_clients_sharing_its_connection_nothing() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+    let server = redis(None);
+    let proxy = Proxy::start(&format!(
+        r#"workers = 1
+[[listener]]
+name = "redis"
+listen = "127.0.0.1:0"
+cluster = "redis"
+[listener.codec]
+kind = "resp"
+
+[[cluster]]
+name = "redis"
+backends = [{{ address = "{}" }}]
+pool = {{ connections_per_backend = 1 }}
+"#,
+        server.addr
+    ));
+    let p = proxy.addr("redis");
+    for i in 0..50 {
+        assert_eq!(
+            redis_cli(
+                server.addr,
+                &["SET", &format!("k{i}"), &format!("value-{i}")]
+            ),
+            "OK"
+        );
+    }
+    let until = Instant::now() + Duration::from_secs(4);
+    let bystanders: Vec<_> = (0..6)
+        .map(|c| {
+            std::thread::spawn(move || -> Result<usize, String> {
+                let s = std::net::TcpStream::connect(p).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let mut right = 0;
+                let mut n: usize = c * 7;
+                while Instant::now() < until {
+                    let mut batch = Vec::new();
+                    let mut want = Vec::new();
+                    for _ in 0..16 {
+                        let i = n % 50;
+                        n += 1;
+                        let key = format!("k{i}");
+                        batch.extend_from_slice(
+                            format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).as_bytes(),
+                        );
+                        want.push(format!("value-{i}"));
+                    }
+                    w.write_all(&batch).map_err(|e| e.to_string())?;
+                    for v in want {
+                        let mut head = String::new();
+                        r.read_line(&mut head).map_err(|e| e.to_string())?;
+                        if head != format!("${}\r\n", v.len()) {
+                            return Err(format!("GET of {v:?} got {head:?}"));
+                        }
+                        let mut body = vec![0u8; v.len() + 2];
+                        r.read_exact(&mut body).map_err(|e| e.to_string())?;
+                        if body != format!("{v}\r\n").as_bytes() {
+                            return Err(format!("GET of {v:?} got {body:?}"));
+                        }
+                        right += 1;
+                    }
+                }
+                Ok(right)
+            })
+        })
+        .collect();
+    let mut poisoned = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let s = std::net::TcpStream::connect(p).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (&s).write_all(b"GET \"abc\r\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        poisoned.push(line);
+    }
+    for (c, b) in bystanders.into_iter().enumerate() {
+        let right = b
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("bystander {c}: {e}"));
+        assert!(right > 0, "bystander {c} got answers");
+    }
+    for line in &poisoned {
+        assert_eq!(
+            line,
+            "-ERR Protocol error: unbalanced quotes in request\r\n"
+        );
+    }
+    let log = proxy.stderr();
+    assert_eq!(
+        occurrences(&log, "backend connection lost backend"),
+        3,
+        "each poison reached Redis and closed the shared connection: {log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("with requests in flight") && !l.contains("probation=0")),
+        "bystanders' reads were in flight behind the poison, and were re-sent: {log}"
+    );
+}

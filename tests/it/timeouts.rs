@@ -143,7 +143,7 @@ fn requests_never_written_are_retried_on_another_backend() {
         assert_eq!(r.per_backend.get("b1"), Some(&200), "{:?}", r.per_backend);
     }
     let log = proxy.stderr();
-    assert!(log.contains("retrying what was not"), "{log}");
+    assert!(log.contains("routing again what was not"), "{log}");
 }
 
 #[test]

@@ -47,6 +47,16 @@ pub enum ClientFault {
     /// Reading from or writing to the client's socket failed.
     #[error("{0}")]
     Io(String),
+    /// The request was on a shared backend connection that died, and, re-sent alone on a
+    /// fresh connection, made that one die too: the backend closes on it (a poison
+    /// request). It is never sent again.
+    #[error("request closed backend {backend}'s connection again when sent alone, so it is taken to be what closed the shared one: {reason}")]
+    Poison {
+        /// The backend's name.
+        backend: String,
+        /// How the probation connection ended.
+        reason: String,
+    },
 }
 
 /// Something a backend (or the lack of one) did to a request.

@@ -6,6 +6,7 @@
 
 use crate::error::Fault;
 use bytes::Bytes;
+use std::net::SocketAddr;
 use switchyard_proto::Span;
 
 /// A few bytes kept with a request in flight (an id, a key): inline up to 16 bytes (every
@@ -58,12 +59,25 @@ pub struct Ticket {
 pub trait ReplySink {
     /// The client connection's global id.
     fn client_id(&self) -> u64;
+    /// The client's address, for logs.
+    fn peer(&self) -> SocketAddr;
+    /// Whether the connection is closed or closing: answers for it are discarded.
+    fn is_gone(&self) -> bool;
     /// The answer to the request of `ticket`: `frame`, whose id field at `id_at` (under
     /// `by_id`) is the proxy's and becomes the client's own.
     fn answer(&self, ticket: &Ticket, frame: &[u8], id_at: Option<Span>);
     /// The request of `ticket` failed: answered with the protocol's error answer in its
-    /// place, or the client closed.
-    fn fail(&self, ticket: &Ticket, fault: &Fault);
+    /// place, or the client closed. `request` is the request's bytes, where the backend
+    /// side kept them (for an error answer that repeats part of its request).
+    fn fail(&self, ticket: &Ticket, fault: &Fault, request: Option<&[u8]>);
+    /// A request of this client was written to a backend connection that died, and is
+    /// being re-sent on probation (`true`), or its probation is over (`false`, after its
+    /// answer or failure was delivered). While any is, a client whose answers come in
+    /// order sends nothing newer, so nothing it sent later can overtake the retry.
+    fn retrying(&self, started: bool);
+    /// The client must not send more: it reads nothing further, receives the answers to
+    /// what it sent, and is closed for `fault` (its request closed a backend connection).
+    fn end_after_answers(&self, fault: &Fault);
     /// The request of `ticket` (or a one-way message, without one) was never written:
     /// route it again. `request` has the client's own id back in place, at `id_at`.
     fn hand_back(&self, ticket: Option<Ticket>, request: Bytes, id_at: Option<Span>);

@@ -9,6 +9,7 @@
 //! (docs/architecture.md walks through it).
 
 use crate::delimiter::{self, DelimiterProtocol};
+use crate::dns;
 use crate::length_field::{self, LengthFieldProtocol};
 use crate::lua::{self, LuaProtocol};
 use crate::memcache::{self, MemcacheProtocol};
@@ -37,6 +38,8 @@ pub enum CodecConfig {
     Memcache(memcache::Config),
     /// Netstrings.
     Netstring(netstring::Config),
+    /// DNS over TCP.
+    Dns(dns::Config),
 }
 
 /// A codec table, validated: the protocol and what the answers' framing needs of an error
@@ -60,6 +63,7 @@ impl CodecConfig {
             CodecConfig::Resp(_) => "resp",
             CodecConfig::Memcache(_) => "memcache",
             CodecConfig::Netstring(_) => "netstring",
+            CodecConfig::Dns(_) => "dns",
         }
     }
 
@@ -76,7 +80,7 @@ impl CodecConfig {
                 Built {
                     key_width: spec.key.map(|k| k.width as usize),
                     finish: Finish::Length(spec.clone()),
-                    protocol: Arc::new(LengthFieldProtocol::new(spec)),
+                    protocol: Arc::new(LengthFieldProtocol::guarded(spec, c.guard()?)),
                     source: None,
                 }
             }
@@ -99,6 +103,7 @@ impl CodecConfig {
             CodecConfig::Resp(_) => plain(Arc::new(RespProtocol::new(password.cloned()))),
             CodecConfig::Memcache(_) => plain(Arc::new(MemcacheProtocol)),
             CodecConfig::Netstring(c) => plain(Arc::new(c.protocol()?)),
+            CodecConfig::Dns(c) => plain(Arc::new(c.protocol()?)),
         })
     }
 }
@@ -189,7 +194,19 @@ pub fn build_listener(
                 ),
             ));
         }
-    } else if o.password.is_some() {
+    } else if let Some(own) = caps
+        .correlation
+        .filter(|_| requests.protocol.kind() == "dns")
+    {
+        // DNS servers answer pipelined queries in any order: only ids can match them.
+        if correlation != own {
+            return Err((
+                "correlation".into(),
+                "the dns codec's answers come in any order: only by_id fits".into(),
+            ));
+        }
+    }
+    if !caps.interprets && o.password.is_some() {
         return Err((
             "password".into(),
             "client passwords apply to the resp codec only".into(),
@@ -252,6 +269,12 @@ fn with_error_template(
         return Err((
             name.into(),
             format!("the {kind} codec answers failed requests with its own error line"),
+        ));
+    }
+    if requests.protocol.error_answer_needs_request() {
+        return Err((
+            name.into(),
+            format!("the {kind} codec answers failed requests itself (SERVFAIL)"),
         ));
     }
     if requests.protocol.error_answer_needs_key() {

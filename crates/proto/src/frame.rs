@@ -72,6 +72,10 @@ pub struct Failure<'a> {
     pub key: Option<&'a [u8]>,
     /// Why it failed, for people.
     pub reason: &'a str,
+    /// The request's bytes, where the proxy still has them (kept while in flight for a
+    /// protocol whose error answer repeats part of its request, such as DNS's question;
+    /// the id field may hold the proxy's id, not the client's).
+    pub request: Option<&'a [u8]>,
 }
 
 /// One complete message at the head of a buffer.

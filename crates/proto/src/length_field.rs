@@ -1,7 +1,9 @@
 //! `length_field`: binary frames whose length is a big- or little-endian integer at a fixed
 //! offset. Frame length = `length_offset + length_width + value + length_adjust`, so both
 //! "the length counts the body" (adjust 0) and "the length counts the whole frame"
-//! (adjust = -(offset + width)) can be described.
+//! (adjust = -(offset + width)) can be described. Requests may be checked before any
+//! backend sees them ([`Guard`]: a smallest frame size and byte-mask checks), so that a
+//! client's frame a server would close its connection on is refused at the proxy.
 
 use crate::error::CodecError;
 use crate::error::Invalid;
@@ -56,6 +58,80 @@ pub struct Config {
     endian: Option<String>,
     key: Option<FieldConfig>,
     id: Option<FieldConfig>,
+    min_frame_size: Option<u64>,
+    must: Option<MustConfig>,
+}
+
+/// `must = { offset, mask, value }`, or a list of them.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+enum MustConfig {
+    One(CheckConfig),
+    All(Vec<CheckConfig>),
+}
+
+/// One `{ offset = N, mask = N, value = N }`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckConfig {
+    offset: u32,
+    mask: u32,
+    value: u32,
+}
+
+/// One byte-mask check: the frame's byte at `offset`, masked, must equal `value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteCheck {
+    /// Offset from the start of the frame.
+    pub offset: u32,
+    /// The bits that are checked.
+    pub mask: u8,
+    /// What they must be.
+    pub value: u8,
+}
+
+/// What a request must be before it is forwarded: at least `min_frame` bytes, and every
+/// byte check true. A request that fails is refused (its client closed with the reason);
+/// answers are not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// The smallest request, in bytes (the whole frame, length field included).
+    pub min_frame: u64,
+    /// Byte checks.
+    pub must: Vec<ByteCheck>,
+}
+
+impl Guard {
+    /// Why a frame of `len` bytes may not be forwarded, if it may not; its byte checks are
+    /// made once its bytes (`frame`) are all there.
+    fn refuse(&self, len: u64, frame: Option<&[u8]>) -> Option<CodecError> {
+        if len < self.min_frame {
+            return Some(CodecError::Malformed(format!(
+                "a frame of {len} bytes is shorter than min_frame_size {}",
+                self.min_frame
+            )));
+        }
+        for c in &self.must {
+            let Some(frame) = frame else { break };
+            let Some(&b) = frame.get(c.offset as usize) else {
+                return Some(CodecError::Malformed(format!(
+                    "a frame of {len} bytes has no byte at offset {} for its `must` check",
+                    c.offset
+                )));
+            };
+            if b & c.mask != c.value {
+                return Some(CodecError::Malformed(format!(
+                    "byte {} is 0x{b:02x}: `must` wants (byte & 0x{:02x}) == 0x{:02x}",
+                    c.offset, c.mask, c.value
+                )));
+            }
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.min_frame == 0 && self.must.is_empty()
+    }
 }
 
 /// `{ offset = N, width = N }`.
@@ -125,18 +201,72 @@ impl Config {
             id: field("id", self.id, 8)?,
         })
     }
+
+    /// The validated request checks (`min_frame_size`, `must`); errors name the key.
+    pub fn guard(&self) -> Result<Guard, Invalid> {
+        let min_frame = match self.min_frame_size {
+            None => 0,
+            Some(0) => return Err(("min_frame_size".into(), "must be at least 1".into())),
+            Some(n) => n,
+        };
+        let checks = match &self.must {
+            None => Vec::new(),
+            Some(MustConfig::One(c)) => vec![*c],
+            Some(MustConfig::All(v)) => v.clone(),
+        };
+        let mut must = Vec::with_capacity(checks.len());
+        for (i, c) in checks.into_iter().enumerate() {
+            let name = |k: &str| match &self.must {
+                Some(MustConfig::All(_)) => format!("must[{i}].{k}"),
+                _ => format!("must.{k}"),
+            };
+            if c.offset > MAX_FIELD_OFFSET {
+                return Err((
+                    name("offset"),
+                    format!("must be at most {MAX_FIELD_OFFSET}, got {}", c.offset),
+                ));
+            }
+            let byte = |k: &str, v: u32| {
+                u8::try_from(v)
+                    .map_err(|_| (name(k), format!("must be a byte (0 to 255), got {v}")))
+            };
+            let (mask, value) = (byte("mask", c.mask)?, byte("value", c.value)?);
+            if mask == 0 {
+                return Err((name("mask"), "must have at least one bit set".into()));
+            }
+            if value & !mask != 0 {
+                return Err((
+                    name("value"),
+                    format!("0x{value:02x} has bits outside mask 0x{mask:02x}: no byte can match"),
+                ));
+            }
+            must.push(ByteCheck {
+                offset: c.offset,
+                mask,
+                value,
+            });
+        }
+        Ok(Guard { min_frame, must })
+    }
 }
 
-/// The `length_field` protocol: the same framing both ways.
+/// The `length_field` protocol: the same framing both ways; requests also pass its
+/// [`Guard`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LengthFieldProtocol {
     spec: LengthFieldSpec,
+    guard: Guard,
 }
 
 impl LengthFieldProtocol {
-    /// The protocol of `spec`.
+    /// The protocol of `spec`, checking nothing more of requests.
     pub fn new(spec: LengthFieldSpec) -> Self {
-        LengthFieldProtocol { spec }
+        Self::guarded(spec, Guard::default())
+    }
+
+    /// The protocol of `spec`, refusing requests that fail `guard`.
+    pub fn guarded(spec: LengthFieldSpec, guard: Guard) -> Self {
+        LengthFieldProtocol { spec, guard }
     }
 
     /// Its validated settings.
@@ -161,8 +291,12 @@ impl Protocol for LengthFieldProtocol {
         }
     }
 
-    fn framer(&self, _: Direction, max_frame: usize) -> Result<Box<dyn Framer>, CodecError> {
-        Ok(Box::new(LengthField::new(self.spec.clone(), max_frame)))
+    fn framer(&self, d: Direction, max_frame: usize) -> Result<Box<dyn Framer>, CodecError> {
+        let mut f = LengthField::new(self.spec.clone(), max_frame);
+        if d == Direction::Requests && !self.guard.is_empty() {
+            f.guard = Some(self.guard.clone());
+        }
+        Ok(Box::new(f))
     }
 }
 
@@ -174,6 +308,8 @@ pub struct LengthField {
     /// The smallest legal frame: the header and every configured field must fit.
     min_frame: u64,
     max_frame: u64,
+    /// Checks each frame must pass (requests only).
+    guard: Option<Guard>,
 }
 
 impl LengthField {
@@ -191,6 +327,7 @@ impl LengthField {
             header,
             min_frame,
             max_frame: max_frame as u64,
+            guard: None,
         }
     }
 
@@ -239,6 +376,17 @@ impl Framer for LengthField {
                 });
             }
             let total = total as usize;
+            if let Some(g) = &self.guard {
+                // Too short is known from the length; the byte checks need the frame.
+                let checked = if rest.len() >= total {
+                    g.refuse(total as u64, Some(&rest[..total]))
+                } else {
+                    g.refuse(total as u64, None)
+                };
+                if let Some(e) = checked {
+                    return Err(e);
+                }
+            }
             if rest.len() < total {
                 break;
             }
@@ -325,6 +473,76 @@ mod tests {
             c.scan(&[0, 0, 0, 1, 9], &mut out),
             Err(CodecError::Malformed(_))
         ));
+    }
+
+    fn dns_like() -> LengthFieldProtocol {
+        let config: Config = toml::from_str(
+            "length_width = 2\nid = { offset = 2, width = 2 }\nmin_frame_size = 14\n\
+             must = [{ offset = 4, mask = 0x80, value = 0 }, { offset = 4, mask = 0x78, value = 0 }]",
+        )
+        .unwrap();
+        LengthFieldProtocol::guarded(config.spec().unwrap(), config.guard().unwrap())
+    }
+
+    #[test]
+    fn the_guard_refuses_short_frames_and_failed_byte_checks_of_requests_only() {
+        let p = dns_like();
+        let mut req = p.framer(Direction::Requests, 1024).unwrap();
+        let mut ans = p.framer(Direction::Answers, 1024).unwrap();
+        let mut out = Vec::new();
+        // A query: 12 bytes of header, QR and opcode clear.
+        let mut good = vec![0, 12, 0xab, 0xcd, 0x01, 0x00];
+        good.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        req.scan(&good, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        // Too short: refused from its length alone, before its bytes arrive.
+        let e = req.scan(&[0, 2, 0xab], &mut out).unwrap_err();
+        assert!(
+            e.to_string().contains("shorter than min_frame_size 14"),
+            "{e}"
+        );
+        // QR set: refused once the frame is whole, the good frame before it still reported.
+        let mut answer = good.clone();
+        answer[4] = 0x81;
+        let mut both = good.clone();
+        both.extend_from_slice(&answer);
+        out.clear();
+        let e = req.scan(&both[..both.len() - 1], &mut out);
+        assert!(e.is_ok() && out.len() == 1, "incomplete: not judged yet");
+        out.clear();
+        let e = req.scan(&both, &mut out).unwrap_err();
+        assert_eq!(out.len(), 1);
+        assert!(e.to_string().contains("byte 4 is 0x81"), "{e}");
+        // Opcode 5 (UPDATE) fails the second check.
+        let mut update = good.clone();
+        update[4] = 0x28;
+        assert!(req.scan(&update, &mut Vec::new()).is_err());
+        // Answers are not checked.
+        out.clear();
+        ans.scan(&answer, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn guard_settings_are_validated_by_key() {
+        let err = |t: &str| {
+            let c: Config = toml::from_str(&format!("length_width = 2\n{t}")).unwrap();
+            c.guard().unwrap_err()
+        };
+        assert_eq!(err("min_frame_size = 0").0, "min_frame_size");
+        assert_eq!(
+            err("must = { offset = 1, mask = 256, value = 0 }").0,
+            "must.mask"
+        );
+        assert_eq!(
+            err("must = { offset = 1, mask = 0, value = 0 }").0,
+            "must.mask"
+        );
+        let (k, p) = err(
+            "must = [{ offset = 1, mask = 1, value = 0 }, { offset = 1, mask = 1, value = 2 }]",
+        );
+        assert_eq!(k, "must[1].value");
+        assert!(p.contains("outside mask"), "{p}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! | [`frame`] | frames, spans, keys; the proxy's own ids on shared connections |
 //! | [`protocol`] | the [`Protocol`] trait (one per wire format) and the [`Framer`] a connection drives |
 //! | [`config`] | the serde-tagged codec tables of the config file; a listener's [`Protocols`] |
-//! | [`length_field`], [`delimiter`], [`resp`], [`memcache`], [`lua`], [`netstring`] | one protocol each |
+//! | [`length_field`], [`delimiter`], [`resp`], [`memcache`], [`lua`], [`netstring`], [`dns`] | one protocol each |
 //! | [`template`] | operators' error answers for the generic codecs |
 //! | [`error`] | why bytes were refused |
 //!
@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod delimiter;
+pub mod dns;
 pub mod error;
 pub mod frame;
 pub mod length_field;

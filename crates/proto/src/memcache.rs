@@ -63,6 +63,12 @@ impl Protocol for MemcacheProtocol {
         Ok(Some(Bytes::from(format!("SERVER_ERROR {reason}\r\n"))))
     }
 
+    /// On a listener that retries (`retry_on_backend_close = true`; off by default for
+    /// memcached): only reads, `get` and `gets`.
+    fn repeatable(&self, frame: &[u8]) -> bool {
+        frame.starts_with(b"get ") || frame.starts_with(b"gets ")
+    }
+
     fn oversize_answer(&self, e: &CodecError) -> Option<Oversize> {
         Some(match *e {
             // Its length is known: swallowed, as memcached does, and the connection goes on.
@@ -499,6 +505,7 @@ mod tests {
             id: None,
             key: None,
             reason: "no backend\r\nx",
+            request: None,
         };
         assert_eq!(
             p.error_answer(&f).unwrap().unwrap(),

@@ -228,6 +228,27 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether [`Self::error_answer`] repeats part of the request (DNS: its question), so
+    /// the request's bytes are kept while it is in flight ([`Failure::request`]).
+    fn error_answer_needs_request(&self) -> bool {
+        false
+    }
+
+    /// Whether a listener of this protocol re-sends the requests in flight on a backend
+    /// connection that dies (`retry_on_backend_close`) unless its config says otherwise:
+    /// `true` for protocols whose requests are safe to repeat (DNS queries, Redis reads).
+    fn retries_by_default(&self) -> bool {
+        false
+    }
+
+    /// Whether this request may reach a backend twice, on a listener that retries: a read
+    /// (Redis `GET`, memcached `get`) may, a write may not. Protocols that do not
+    /// interpret their requests say `true`: the operator who turned retries on declared
+    /// every request safe to repeat.
+    fn repeatable(&self, _frame: &[u8]) -> bool {
+        true
+    }
+
     /// How the protocol answers a request over `max_frame_size` (the framer's error
     /// `e`); `None`: the client is closed.
     fn oversize_answer(&self, _e: &CodecError) -> Option<Oversize> {

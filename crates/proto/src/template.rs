@@ -222,6 +222,12 @@ impl Protocol for Templated {
     fn error_answer_needs_key(&self) -> bool {
         self.template.uses_key()
     }
+    fn retries_by_default(&self) -> bool {
+        self.inner.retries_by_default()
+    }
+    fn repeatable(&self, frame: &[u8]) -> bool {
+        self.inner.repeatable(frame)
+    }
     fn oversize_answer(&self, e: &CodecError) -> Option<Oversize> {
         self.inner.oversize_answer(e)
     }
@@ -247,6 +253,7 @@ pub fn check(
         id: Some(&id),
         key: Some(&key),
         reason: "backend b1 failed: connection reset",
+        request: None,
     });
     let bad = |why: String| format!("the answer it makes ({sample:?}) {why}");
     let mut framer = answers
@@ -289,6 +296,7 @@ mod tests {
             id: Some(&[0, 0, 0, 9]),
             key: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
             reason: "gone",
+            request: None,
         });
         let mut want = vec![0, 0, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 9, 3];
         want.extend_from_slice(b"ERRgone");
@@ -303,6 +311,7 @@ mod tests {
             id: Some(b"77"),
             key: None,
             reason: "backend b1 failed:\r\nclosed",
+            request: None,
         });
         assert_eq!(&a[..], b"77 ERR backend b1 failed:  closed\r\n");
         assert!(!t.uses_key());
@@ -323,6 +332,7 @@ mod tests {
             id: None,
             key: None,
             reason: "abc",
+            request: None,
         });
         assert_eq!(&a[..], &[0xff, 6, 0, b'a', b'b', b'c']);
     }

@@ -56,8 +56,13 @@ pub(crate) struct Client {
     splits: RefCell<Splits>,
     requeued: RefCell<VecDeque<Requeued>>,
     inflight: Cell<usize>,
+    /// Requests of this client being re-sent on probation after their backend connection
+    /// died.
+    retrying: Cell<usize>,
     /// Set once: why this client must be closed.
     failed: RefCell<Option<Fault>>,
+    /// Why this client must be closed once its answers are out, reading nothing more.
+    finish: RefCell<Option<Fault>>,
     closed: Cell<bool>,
     notify: Notify,
     /// Bytes of the client's input that are not yet a whole frame (set by its task).
@@ -95,7 +100,9 @@ impl Client {
             splits: RefCell::default(),
             requeued: RefCell::default(),
             inflight: Cell::new(0),
+            retrying: Cell::new(0),
             failed: RefCell::new(None),
+            finish: RefCell::new(None),
             closed: Cell::new(false),
             notify: Notify::new(),
             partial: Cell::new(0),
@@ -130,6 +137,13 @@ impl Client {
     /// Requests sent and not yet answered or failed.
     pub(crate) fn inflight(&self) -> usize {
         self.inflight.get()
+    }
+
+    /// Whether the client must send nothing now: its answers come in request order and a
+    /// request it sent earlier is being re-sent on probation, which nothing newer may
+    /// overtake at the backend (a `GET` retried after a later `SET` would read the write).
+    pub(crate) fn held_for_retry(&self) -> bool {
+        self.ordered && self.retrying.get() > 0
     }
 
     /// Records a request that awaits an answer; returns its place in the client's order.
@@ -187,9 +201,15 @@ impl Client {
 
     /// Request `ticket` failed before it was sent, or a request the proxy refuses:
     /// answered with the protocol's error answer in its place, or `Err` with the fault
-    /// when the protocol has none (the client must then close).
-    pub(crate) fn refuse(&self, ticket: &Ticket, fault: &Fault) -> Result<(), Fault> {
-        match self.error_answer(ticket, fault) {
+    /// when the protocol has none (the client must then close). `request`: its bytes, if
+    /// at hand.
+    pub(crate) fn refuse(
+        &self,
+        ticket: &Ticket,
+        fault: &Fault,
+        request: Option<&[u8]>,
+    ) -> Result<(), Fault> {
+        match self.error_answer(ticket, fault, request) {
             Some(answer) => {
                 self.deliver(ticket, &answer);
                 self.notify.notify_one();
@@ -212,6 +232,7 @@ impl Client {
             id: None,
             key: None,
             reason: &reason,
+            request: None,
         };
         match self.protocol.error_answer(&failure) {
             Ok(Some(_)) => {
@@ -223,12 +244,18 @@ impl Client {
     }
 
     /// The protocol's error answer for `ticket`'s request, if it has one.
-    fn error_answer(&self, ticket: &Ticket, fault: &Fault) -> Option<Bytes> {
+    fn error_answer(
+        &self,
+        ticket: &Ticket,
+        fault: &Fault,
+        request: Option<&[u8]>,
+    ) -> Option<Bytes> {
         let reason = fault.to_string();
         let failure = Failure {
             id: ticket.orig_id.as_ref().map(SmallBytes::as_slice),
             key: ticket.key.as_ref().map(SmallBytes::as_slice),
             reason: &reason,
+            request,
         };
         match self.protocol.error_answer(&failure) {
             Ok(answer) => answer,
@@ -344,6 +371,11 @@ impl Client {
         }
     }
 
+    /// Why the connection must end once its answers are out, if it must (taken once).
+    pub(crate) fn take_finish(&self) -> Option<Fault> {
+        self.finish.borrow_mut().take()
+    }
+
     /// Why the connection must close, if it must.
     pub(crate) fn failure(&self) -> Option<CloseReason> {
         self.failed.borrow().clone().map(CloseReason::Fault)
@@ -385,16 +417,43 @@ impl ReplySink for Client {
         self.gid
     }
 
+    fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn is_gone(&self) -> bool {
+        self.gone()
+    }
+
     fn answer(&self, ticket: &Ticket, frame: &[u8], id_at: Option<Span>) {
         match (&ticket.orig_id, id_at) {
-            (Some(orig), Some(span)) => self.answer_by_id(frame, span, orig.as_slice()),
+            // In order, the backend had the client's own id: the answer carries it.
+            (Some(orig), Some(span)) if !self.ordered => {
+                self.answer_by_id(frame, span, orig.as_slice())
+            }
             _ => self.deliver(ticket, frame),
         }
     }
 
-    fn fail(&self, ticket: &Ticket, fault: &Fault) {
-        if self.refuse(ticket, fault).is_err() {
+    fn fail(&self, ticket: &Ticket, fault: &Fault, request: Option<&[u8]>) {
+        if self.refuse(ticket, fault, request).is_err() {
             self.mark_failed(fault.clone());
+        }
+    }
+
+    fn end_after_answers(&self, fault: &Fault) {
+        self.finish
+            .borrow_mut()
+            .get_or_insert_with(|| fault.clone());
+        self.notify.notify_one();
+    }
+
+    fn retrying(&self, started: bool) {
+        let n = self.retrying.get();
+        self.retrying
+            .set(if started { n + 1 } else { n.saturating_sub(1) });
+        if !started && n == 1 {
+            self.notify.notify_one(); // held requests may go now
         }
     }
 

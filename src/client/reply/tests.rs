@@ -91,7 +91,7 @@ fn by_id_error_answers_go_out_as_they_come_and_hold_nothing() {
     let gone: Fault = BackendFault::NoBackend("c".into()).into();
     for _ in 0..10_000 {
         let t = c.ticket(None, Some(b"7"), None);
-        c.fail(&t, &gone);
+        c.fail(&t, &gone, None);
         assert_eq!(
             output(&c),
             b"SERVER_ERROR no backend of cluster c can take messages\r\n"
@@ -115,14 +115,14 @@ fn without_an_error_answer_a_failure_closes_the_client() {
         1 << 20,
     );
     let t = ticket(&c);
-    c.fail(&t, &BackendFault::NoBackend("c".into()).into());
+    c.fail(&t, &BackendFault::NoBackend("c".into()).into(), None);
     assert_eq!(c.inflight(), 0);
     assert!(c.failure().is_some());
 }
 
 #[test]
 fn by_id_restores_the_client_id() {
-    let c = client(1 << 20);
+    let c = client_of(Arc::new(MemcacheProtocol), false, 1 << 20);
     let t = c.ticket(None, Some(b"\xAA\xBB\xCC\xDD"), None);
     let frame = b"hdr\x00\x00\x00\x07tail";
     c.answer(&t, frame, Some(Span { offset: 3, len: 4 }));

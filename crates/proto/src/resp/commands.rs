@@ -73,6 +73,87 @@ fn classify(name: &[u8]) -> Option<Cmd> {
     })
 }
 
+/// Whether a request only reads (it may reach a server twice without changing what it
+/// holds): Redis's read-only commands of the table above, by the `readonly` flag of Redis's
+/// own command table.
+pub fn is_read(frame: &[u8]) -> bool {
+    let Some((s, l)) = Args::new(frame).next() else {
+        return false;
+    };
+    let name = &frame[s..s + l];
+    let mut up = [0u8; 24];
+    if name.len() > up.len() {
+        return false;
+    }
+    for (d, s) in up.iter_mut().zip(name) {
+        *d = s.to_ascii_uppercase();
+    }
+    matches!(
+        &up[..name.len()],
+        b"GET"
+            | b"MGET"
+            | b"EXISTS"
+            | b"STRLEN"
+            | b"GETRANGE"
+            | b"GETBIT"
+            | b"BITCOUNT"
+            | b"BITPOS"
+            | b"TTL"
+            | b"PTTL"
+            | b"EXPIRETIME"
+            | b"PEXPIRETIME"
+            | b"TYPE"
+            | b"DUMP"
+            | b"LLEN"
+            | b"LRANGE"
+            | b"LINDEX"
+            | b"LPOS"
+            | b"SCARD"
+            | b"SMEMBERS"
+            | b"SISMEMBER"
+            | b"SMISMEMBER"
+            | b"SRANDMEMBER"
+            | b"SSCAN"
+            | b"HGET"
+            | b"HMGET"
+            | b"HLEN"
+            | b"HKEYS"
+            | b"HVALS"
+            | b"HGETALL"
+            | b"HEXISTS"
+            | b"HSTRLEN"
+            | b"HSCAN"
+            | b"HRANDFIELD"
+            | b"ZCARD"
+            | b"ZSCORE"
+            | b"ZMSCORE"
+            | b"ZRANGE"
+            | b"ZREVRANGE"
+            | b"ZRANGEBYSCORE"
+            | b"ZREVRANGEBYSCORE"
+            | b"ZRANK"
+            | b"ZREVRANK"
+            | b"ZCOUNT"
+            | b"ZLEXCOUNT"
+            | b"ZRANGEBYLEX"
+            | b"ZREVRANGEBYLEX"
+            | b"ZSCAN"
+            | b"ZRANDMEMBER"
+            | b"PFCOUNT"
+            | b"GEODIST"
+            | b"GEOHASH"
+            | b"GEOPOS"
+            | b"GEOSEARCH"
+            | b"XLEN"
+            | b"XRANGE"
+            | b"XREVRANGE"
+            | b"INFO"
+            | b"TIME"
+            | b"COMMAND"
+            | b"LASTSAVE"
+    )
+}
+
 /// The key of a request: its first argument, for commands that have one.
 pub(super) fn request_key(frame: &[u8]) -> Option<Key> {
     let mut args = Args::new(frame);
@@ -237,6 +318,28 @@ mod tests {
         for empty in [&b"\r\n"[..], b"   \r\n", b"*0\r\n"] {
             assert_eq!(plan(empty, &mut st, None), Plan::Ignore);
         }
+    }
+
+    #[test]
+    fn reads_and_writes() {
+        for r in [
+            &["GET", "k"][..],
+            &["mget", "a", "b"],
+            &["HGETALL", "h"],
+            &["INFO"],
+        ] {
+            assert!(is_read(&cmd(r)), "{r:?}");
+        }
+        for w in [
+            &["SET", "k", "v"][..],
+            &["INCR", "k"],
+            &["DEL", "k"],
+            &["LPOP", "l"],
+        ] {
+            assert!(!is_read(&cmd(w)), "{w:?}");
+        }
+        assert!(is_read(b"get k\r\n"), "inline");
+        assert!(!is_read(b"\r\n"));
     }
 
     #[test]

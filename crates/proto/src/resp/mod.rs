@@ -9,7 +9,7 @@ mod commands;
 mod split;
 mod wire;
 
-pub use commands::{arg_count, build};
+pub use commands::{arg_count, build, is_read};
 pub use wire::value_len;
 
 use crate::error::CodecError;
@@ -95,6 +95,15 @@ impl Protocol for RespProtocol {
         Ok(Some(Bytes::from(format!("-ERR {reason}\r\n"))))
     }
 
+    /// Reads are retried when their backend connection dies; writes are not.
+    fn retries_by_default(&self) -> bool {
+        true
+    }
+
+    fn repeatable(&self, frame: &[u8]) -> bool {
+        is_read(frame)
+    }
+
     /// As Redis for a bulk string or query past its limits: an error, then the connection
     /// closes (the rest of the stream cannot be trusted).
     fn oversize_answer(&self, e: &CodecError) -> Option<Oversize> {
@@ -164,6 +173,7 @@ mod tests {
             id: None,
             key: None,
             reason: "backend b1 failed: closed\r\nx",
+            request: None,
         };
         assert_eq!(
             p.error_answer(&f).unwrap().unwrap(),
