@@ -119,9 +119,30 @@ fn announce(name: &str, addr: std::net::SocketAddr) {
     std::io::stdout().flush().ok();
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error is printed as one line (`Error: …` with its causes), never
+/// with a backtrace, even where `RUST_BACKTRACE` is set: it is the user's to act on, not a
+/// crash. Exit status 1.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !line.contains(&cause) {
+                    line.push_str(": ");
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("Error: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check {
             config,

@@ -99,9 +99,36 @@ for width, raw, rest in [(4, 1, b"\x00\x00\x00\x01"), (1, 300, b"\xff"),
                          (3, 10**18, b"9999999999999999999")]:
     write("proxy_id", f"w{width}_{raw}", bytes([width - 1]) + struct.pack("<Q", raw) + rest)
 
+# --- dns ----------------------------------------------------------------------------------
+def dns_query(ident, name, qtype=1, flags=0x0100, qd=1):
+    m = struct.pack(">HHHHHH", ident, flags, qd, 0, 0, 0)
+    for label in name.split("."):
+        m += bytes([len(label)]) + label.encode()
+    m += b"\0" + struct.pack(">HH", qtype, 1)
+    return struct.pack(">H", len(m)) + m
+
+
+def dns_guard(min_frame=0, offset=0, mask=0, value=0):
+    return bytes([min_frame, offset, mask, value])
+
+
+queries = dns_query(1, "www.example.test") + dns_query(2, "WWW.Example.TEST", 28) \
+    + dns_query(3, "other.test")
+write("dns", "queries_keyed_dns_like_guard",
+      bytes([2]) + max_frame(4096) + dns_guard(14, 4, 0xF8, 0) + reads(1, 10, 30) + queries)
+write("dns", "qr_set_after_good",
+      bytes([0]) + max_frame(4096) + dns_guard() + reads(7)
+      + dns_query(1, "a.test") + dns_query(2, "b.test", flags=0x8100))
+write("dns", "short_and_update",
+      bytes([0]) + max_frame(512) + dns_guard(14) + reads(3)
+      + dns_query(9, "c.test", flags=0x2800) + b"\x00\x04abcd")
+write("dns", "answers",
+      bytes([1]) + max_frame(4096) + dns_guard() + reads(2, 2)
+      + dns_query(1, "a.test", flags=0x8180) + dns_query(2, "b.test", flags=0x8182))
+
 # --- config -------------------------------------------------------------------------------
 os.makedirs(os.path.join(HERE, "config"), exist_ok=True)
-for name in ("orders", "lines", "telemetry"):
+for name in ("orders", "lines", "telemetry", "dns"):
     shutil.copy(os.path.join(ROOT, "examples", name + ".toml"), os.path.join(HERE, "config", name + ".toml"))
 write("config", "minimal_delimiter.toml", b'''workers = 1
 [[listener]]

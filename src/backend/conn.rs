@@ -3,7 +3,7 @@
 //! correlator of what awaits answers, and the one-way messages not yet written. Its task
 //! ([`super::task`]) moves the bytes.
 
-use super::inflight::{OneWay, Pending, Placed, Settled, Unwritten};
+use super::inflight::{Kept, OneWay, Pending, Placed, Settled, Unwritten};
 use super::probation::Probation;
 use super::upstream::Upstream;
 use bytes::BytesMut;
@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-use switchyard_core::correlate::Correlator;
+use switchyard_core::correlate::{Correlator, IdMap};
 use switchyard_core::{Backend, BackendFault, Fault, ReplySink, Ticket};
 use switchyard_proto::{Correlation, IdFormat, Span};
 use tokio::sync::Notify;
@@ -41,8 +41,10 @@ pub(super) struct State {
     written_total: u64,
     pub(super) corr: Correlator<Pending>,
     oneway: VecDeque<OneWay>,
-    /// Bytes of requests in flight kept for a re-send or an error answer (at most
-    /// `max_queued`).
+    /// Copies of requests in flight kept for a re-send or an error answer, by the stream
+    /// offset of their first byte (empty on listeners that keep none).
+    kept: IdMap<Kept>,
+    /// Their bytes (at most `max_queued`).
     kept_bytes: usize,
 }
 
@@ -95,6 +97,7 @@ impl BackendConn {
                 written_total: 0,
                 corr: Correlator::new(correlation, id_space),
                 oneway: VecDeque::new(),
+                kept: IdMap::default(),
                 kept_bytes: 0,
             }),
             notify: Notify::new(),
@@ -165,6 +168,7 @@ impl BackendConn {
         // A copy is kept of what may be re-sent, or what the error answer repeats, within
         // the bound: past it, requests go without (not retried; a plainer error answer).
         let keep = (retry || self.keep_requests) && s.kept_bytes + frame.len() <= self.max_queued;
+        let keep = keep && ticket.is_some();
         let pending = |ticket: Ticket, len: u32| Pending {
             sink: sink.clone(),
             ticket,
@@ -174,22 +178,13 @@ impl BackendConn {
                 len,
                 id_at: None,
             },
-            kept: None,
-            retry,
         };
         let awaits = match (ticket, self.correlation, id) {
             (Some(ticket), Correlation::InOrder, _) => {
-                let mut p = pending(ticket, frame.len() as u32);
-                if keep {
-                    p.kept = Some(frame.into());
-                    s.kept_bytes += frame.len();
-                }
-                if let Err(p) = s.corr.register(p) {
-                    s.kept_bytes -= p.kept_len();
+                if let Err(p) = s.corr.register(pending(ticket, frame.len() as u32)) {
                     drop(s);
-                    p.fail(&Fault::Internal(
-                        "an in_order request was not recorded".into(),
-                    ));
+                    let internal = Fault::Internal("an in_order request was not recorded".into());
+                    p.fail(&internal, None);
                     return;
                 }
                 s.wbuf.extend_from_slice(frame);
@@ -203,7 +198,7 @@ impl BackendConn {
                     Err(p) => {
                         // The caller checked has_room(); keep the books straight anyway.
                         drop(s);
-                        p.fail(&BackendFault::NoFreeId.into());
+                        p.fail(&BackendFault::NoFreeId.into(), None);
                         return;
                     }
                 };
@@ -216,16 +211,13 @@ impl BackendConn {
                 );
                 let id_len = s.wbuf.len() - len_before - start_at;
                 s.wbuf.extend_from_slice(&frame[end_at..]);
-                let len = s.wbuf.len() - len_before;
-                let kept: Option<Box<[u8]>> = keep.then(|| s.wbuf[len_before..].into());
-                s.kept_bytes += kept.as_ref().map_or(0, |k| k.len());
+                let len = (s.wbuf.len() - len_before) as u32;
                 if let Some(p) = s.corr.get_mut(pid) {
-                    p.placed.len = len as u32;
+                    p.placed.len = len;
                     p.placed.id_at = Some(Span {
                         offset: span.offset,
                         len: id_len as u32,
                     });
-                    p.kept = kept;
                 }
                 true
             }
@@ -253,17 +245,28 @@ impl BackendConn {
                 false
             }
         };
+        if keep && awaits {
+            let bytes: Box<[u8]> = s.wbuf[len_before..].into();
+            s.kept_bytes += bytes.len();
+            s.kept.insert(start, Kept { bytes, retry });
+        }
         s.queued_total += (s.wbuf.len() - len_before) as u64;
         drop(s);
         self.backend.load.on_sent(awaits);
         self.notify.notify_one();
     }
 
-    /// A request left the connection's books (answered, or timed out): its kept bytes no
-    /// longer count against the bound.
-    pub(super) fn forget(&self, p: &Pending) {
+    /// A request left the connection's books (answered, or timed out): its kept copy, if
+    /// any, leaves them too.
+    #[inline]
+    pub(super) fn forget(&self, p: &Pending) -> Option<Kept> {
         let mut s = self.state.borrow_mut();
-        s.kept_bytes = s.kept_bytes.saturating_sub(p.kept_len());
+        if s.kept.is_empty() {
+            return None;
+        }
+        let k = s.kept.remove(&p.placed.start)?;
+        s.kept_bytes -= k.bytes.len();
+        Some(k)
     }
 
     /// Records that `n` more bytes reached the socket; forgets one-way messages fully sent.
@@ -301,8 +304,16 @@ impl BackendConn {
             debug_assert_eq!(written + tail.len() as u64, s.queued_total);
             s.written_total = s.queued_total;
             s.kept_bytes = 0;
+            let mut kept = std::mem::take(&mut s.kept);
             (
-                s.corr.drain(),
+                s.corr
+                    .drain()
+                    .into_iter()
+                    .map(|p| {
+                        let k = kept.remove(&p.placed.start);
+                        (p, k)
+                    })
+                    .collect::<Vec<_>>(),
                 std::mem::take(&mut s.oneway)
                     .into_iter()
                     .collect::<Vec<_>>(),

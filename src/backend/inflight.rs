@@ -1,10 +1,10 @@
 //! What one backend connection keeps per message while it is in flight: the requests
 //! awaiting answers (their client's [`ReplySink`] and [`Ticket`], when they were sent, and
-//! where they sit in the connection's byte stream, and a copy of their bytes where they
-//! may be re-sent or their error answer repeats them) and the one-way messages not yet
-//! fully written. When the connection is lost, those never written are handed back to
-//! their clients to be routed again, those written that may be re-sent go on probation
-//! ([`super::probation`]), and the rest fail.
+//! where they sit in the connection's byte stream; a [`Kept`] copy of their bytes, beside
+//! them, where they may be re-sent or their error answer repeats them) and the one-way
+//! messages not yet fully written. When the connection is lost, those never written are
+//! handed back to their clients to be routed again, those written that may be re-sent go on
+//! probation ([`super::probation`]), and the rest fail.
 
 use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
@@ -30,23 +30,43 @@ pub(super) struct Pending {
     pub(super) ticket: Ticket,
     pub(super) sent: Instant,
     pub(super) placed: Placed,
-    /// The request as written (the proxy's id in it), kept while it is in flight if it
-    /// may be re-sent or the protocol's error answer repeats it; within the connection's
-    /// bound on kept bytes.
-    pub(super) kept: Option<Box<[u8]>>,
+}
+
+impl Pending {
+    /// Fails it with `fault`; `kept`: its bytes, if kept, for the error answer.
+    pub(super) fn fail(&self, fault: &Fault, kept: Option<&Kept>) {
+        self.sink.fail(&self.ticket, fault, kept.map(|k| &*k.bytes));
+    }
+}
+
+/// A copy of a request in flight, as written (the proxy's id in it), kept beside its
+/// [`Pending`] (by stream offset) where it may be re-sent or the protocol's error answer
+/// repeats it; within the connection's bound on kept bytes. Kept apart so that listeners
+/// that keep nothing carry nothing per request.
+#[derive(Debug)]
+pub(super) struct Kept {
+    pub(super) bytes: Box<[u8]>,
     /// Whether it may be re-sent on probation if the connection dies after writing it.
     pub(super) retry: bool,
 }
 
-impl Pending {
-    /// Fails it with `fault`, its kept bytes at hand for the error answer.
+/// A request of a dead connection, to be re-sent alone: its books and its bytes.
+#[derive(Debug)]
+pub(super) struct Retry {
+    pub(super) pending: Pending,
+    pub(super) bytes: Box<[u8]>,
+}
+
+impl Retry {
+    /// Fails it with `fault`, its bytes at hand for the error answer.
     pub(super) fn fail(&self, fault: &Fault) {
-        self.sink.fail(&self.ticket, fault, self.kept.as_deref());
+        let p = &self.pending;
+        p.sink.fail(&p.ticket, fault, Some(&self.bytes));
     }
 
-    /// Bytes it keeps.
-    pub(super) fn kept_len(&self) -> usize {
-        self.kept.as_ref().map_or(0, |k| k.len())
+    /// Its client.
+    pub(super) fn sink(&self) -> &Rc<dyn ReplySink> {
+        &self.pending.sink
     }
 }
 
@@ -95,14 +115,14 @@ pub(super) struct Settled {
     /// Never written: handed back to be routed again.
     pub(super) retried: usize,
     /// Written, and safe to re-send: for the probation, oldest first.
-    pub(super) probation: Vec<Pending>,
+    pub(super) probation: Vec<Retry>,
 }
 
 /// Hands back what was never written (if `retry`), gives what was written and may be
 /// re-sent to the probation (if `probation`), and fails the rest with `lost`; tells
 /// `on_failed` of each request that leaves the backend's books.
 pub(super) fn settle(
-    pending: Vec<Pending>,
+    pending: Vec<(Pending, Option<Kept>)>,
     oneway: Vec<OneWay>,
     unwritten: &Unwritten,
     (retry, probation): (bool, bool),
@@ -111,22 +131,25 @@ pub(super) fn settle(
 ) -> Settled {
     let mut s = Settled::default();
     let fault = lost.clone().into();
-    for p in pending {
+    for (p, kept) in pending {
         on_failed();
-        match unwritten.cut(&p.placed) {
-            Some(bytes) if retry => {
+        match (unwritten.cut(&p.placed), kept) {
+            (Some(bytes), _) if retry => {
                 s.retried += 1;
                 let (frame, id) = restore_id(bytes, &p);
                 p.sink.hand_back(Some(p.ticket), frame, id);
             }
             // Written (some of it, at least): the backend may have seen it.
-            None if probation && p.retry && p.kept.is_some() && !p.sink.is_gone() => {
+            (None, Some(k)) if probation && k.retry && !p.sink.is_gone() => {
                 p.sink.retrying(true);
-                s.probation.push(p);
+                s.probation.push(Retry {
+                    pending: p,
+                    bytes: k.bytes,
+                });
             }
-            _ => {
+            (_, kept) => {
                 s.failed += 1;
-                p.fail(&fault);
+                p.fail(&fault, kept.as_ref());
             }
         }
     }

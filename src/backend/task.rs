@@ -161,7 +161,7 @@ async fn connect_and_pump(
         protocols,
         max_frame,
         registry,
-        config.request_timeout,
+        (config.request_timeout, config.pool.quick_ack),
     )
     .await;
     let (reason, replaced, blame_backend) = match ended {
@@ -171,7 +171,11 @@ async fn connect_and_pump(
         Ended::ScriptFailed(r) => (r, true, false),
     };
     let probation = blame_backend;
-    tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, "backend connection lost");
+    // Throttled per backend and reason: a poison flood or a flapping backend must not
+    // flood the log (the next line of the kind counts the ones left out).
+    if let Some(suppressed) = crate::throttle::admit(&[&conn.backend.name, "lost", &reason]) {
+        tracing::warn!(backend = %conn.backend.name, %addr, slot = conn.slot, %reason, suppressed, "backend connection lost");
+    }
     Some(Life {
         reason,
         unwritten,
@@ -190,13 +194,17 @@ fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, b
     let max = conn.upstream.borrow().config.pool.max_queued_bytes;
     let on_probation = s.probation.len();
     let admitted = conn.probation.admit(s.probation, max, &lost.into());
-    if s.failed > 0 || s.retried > 0 || on_probation > 0 {
+    let suppressed = (s.failed > 0 || s.retried > 0 || on_probation > 0)
+        .then(|| crate::throttle::admit(&[&conn.backend.name, "lost in flight", reason]))
+        .flatten();
+    if let Some(suppressed) = suppressed {
         tracing::warn!(
             backend = %conn.backend.name,
             failed = s.failed + on_probation - admitted,
             retried = s.retried,
             probation = admitted,
             reason,
+            suppressed,
             "backend connection lost with requests in flight: failing what was sent, routing again what was not, re-sending alone what may be repeated"
         );
     }
@@ -361,7 +369,7 @@ impl<'a> Pump<'a> {
             match expired {
                 None => return Ok(()),
                 Some(Expired::Request(p)) => {
-                    conn.forget(&p);
+                    let kept = conn.forget(&p);
                     conn.backend.load.on_failed();
                     conn.report_failure("request timeout");
                     if let Some(suppressed) =
@@ -374,7 +382,7 @@ impl<'a> Pump<'a> {
                         after: timeout,
                     }
                     .into();
-                    p.fail(&fault);
+                    p.fail(&fault, kept.as_ref());
                 }
                 Some(Expired::ConnectionLost) => {
                     // An in_order connection cannot skip an answer: close and replace it.
@@ -382,15 +390,13 @@ impl<'a> Pump<'a> {
                     // loss (re-sent on probation where they may be).
                     let oldest = conn.state.borrow_mut().corr.answer(None);
                     if let Answer::Matched(p) = oldest {
-                        conn.forget(&p);
+                        let kept = conn.forget(&p);
                         conn.backend.load.on_failed();
-                        p.fail(
-                            &BackendFault::TimedOut {
-                                backend: conn.backend.name.clone(),
-                                after: timeout,
-                            }
-                            .into(),
-                        );
+                        let fault = BackendFault::TimedOut {
+                            backend: conn.backend.name.clone(),
+                            after: timeout,
+                        };
+                        p.fail(&fault.into(), kept.as_ref());
                     }
                     self.registry.flush_clients();
                     return Err(Ended::Replace(format!(
@@ -410,7 +416,7 @@ async fn pump(
     protocols: &Protocols,
     max_frame: usize,
     registry: &Registry,
-    request_timeout: Duration,
+    (request_timeout, quick_ack): (Duration, bool),
 ) -> (Ended, BytesMut) {
     let framer = match protocols.answers.framer(Direction::Answers, max_frame) {
         Ok(f) => f,
@@ -452,7 +458,15 @@ async fn pump(
             biased;
             r = rd.read_buf(&mut p.rbuf) => match r {
                 Ok(0) => Err(Ended::Lost("backend closed the connection".into())),
-                Ok(_) => p.on_read(),
+                Ok(_) => {
+                    if quick_ack && !p.conn.state.borrow().corr.is_empty() {
+                        // More answers are due: ACK these at once, or a server with Nagle's
+                        // algorithm on (nsd) holds its next answers for the ACK our kernel
+                        // delays (~40 ms).
+                        let _ = socket2::SockRef::from(rd.as_ref()).set_quickack(true);
+                    }
+                    p.on_read()
+                }
                 Err(e) => Err(Ended::Lost(format!("read failed: {e}"))),
             },
             r = wr.write(&p.out), if !p.out.is_empty() => match r {

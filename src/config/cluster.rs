@@ -59,6 +59,7 @@ pub(crate) struct RawPool {
     max_queued_bytes: Option<u64>,
     reconnect_backoff_min: Option<String>,
     reconnect_backoff_max: Option<String>,
+    quick_ack: Option<bool>,
 }
 
 /// Per-worker backend connection pool settings.
@@ -74,6 +75,8 @@ pub struct PoolConfig {
     pub reconnect_backoff_min: Duration,
     /// Largest reconnect delay.
     pub reconnect_backoff_max: Duration,
+    /// ACK each read of answers at once (`TCP_QUICKACK`) while more are due.
+    pub quick_ack: bool,
 }
 
 /// One `[[cluster]]`, validated.
@@ -201,6 +204,7 @@ pub(crate) fn validate(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid
             raw_pool.reconnect_backoff_max.as_ref(),
             Duration::from_secs(5),
         )?,
+        quick_ack: raw_pool.quick_ack.unwrap_or(true),
     };
     if pool.reconnect_backoff_max < pool.reconnect_backoff_min {
         return Err((

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod bench;
 pub mod client;
 pub mod line;
+pub mod nsd;
 pub mod proto;
 pub mod soak;
 

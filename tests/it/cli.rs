@@ -37,6 +37,24 @@ fn every_example_config_is_valid() {
     }
 }
 
+/// A user's error is one line, without a Rust backtrace, even where `RUST_BACKTRACE=1` is
+/// set (as in many developers' shells).
+#[test]
+fn a_user_error_is_one_line_without_a_backtrace() {
+    let out = Command::new(bin())
+        .args(["check", "--config", "/nonexistent/switchyard.toml"])
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "Error: /nonexistent/switchyard.toml: cannot read: No such file or directory (os error 2)"
+    );
+}
+
 #[test]
 fn check_names_the_file_the_key_and_the_problem() {
     let bs = backends(1);

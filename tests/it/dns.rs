@@ -5,7 +5,7 @@
 //! the shared connection, and costs the clients sharing it nothing; and a short `dnsperf`
 //! run.
 
-use crate::servers::{address_of, nsd, run, Server, NAMES};
+use crate::servers::{address_of, nsd, run, Nsd, NAMES};
 use crate::support::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -207,8 +207,8 @@ fn assert_all_right(reports: &[Report]) {
 }
 
 /// nsd servers, each answering (its zone loaded) before the test goes on.
-fn servers(n: usize) -> Vec<Server> {
-    let servers: Vec<Server> = (0..n).map(|_| nsd()).collect();
+fn servers(n: usize) -> Vec<Nsd> {
+    let servers: Vec<Nsd> = (0..n).map(|_| nsd()).collect();
     for s in &servers {
         eventually(
             "nsd to answer from its zone",
@@ -220,7 +220,7 @@ fn servers(n: usize) -> Vec<Server> {
 }
 
 /// One worker; `listener` is the listener's extra lines and codec table.
-fn proxy(servers: &[Server], listener: &str, cluster: &str) -> Proxy {
+fn proxy(servers: &[Nsd], listener: &str, cluster: &str) -> Proxy {
     let list: Vec<String> = servers
         .iter()
         .enumerate()
@@ -341,7 +341,7 @@ fn through_length_field_a_poison_that_kills_nsds_connection_costs_other_clients_
     let servers = servers(1);
     let listener = r#"correlation = "by_id"
 retry_on_backend_close = true
-error_reply_hex = "0000 {id} 8182 0000 0000 0000"
+error_reply_hex = "0000 {id} 8182 0000 0000 0000 0000"
 [listener.codec]
 kind = "length_field"
 length_width = 2

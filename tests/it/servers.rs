@@ -22,25 +22,10 @@ pub fn free_port() -> u16 {
 pub struct Server {
     pub addr: SocketAddr,
     child: Child,
-    /// Stopped with SIGTERM (a server whose children must go with it, as nsd's), not
-    /// SIGKILL.
-    terminate: bool,
-    /// Its files, removed on drop.
-    _files: Option<crate::support::TempFile>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.terminate {
-            let pid = self.child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let gone = crate::support::wait_for(Duration::from_secs(5), || {
-                self.child.try_wait().ok().flatten()
-            });
-            if gone.is_some() {
-                return;
-            }
-        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -85,61 +70,18 @@ pub fn redis(password: Option<&str>) -> Server {
         .expect("redis-server (apt-get install redis-server)");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "redis-server");
-    Server {
-        addr,
-        child,
-        terminate: false,
-        _files: None,
-    }
+    Server { addr, child }
 }
 
 /// Names the test zone of [`nsd`] holds: `n0.example.test` … `n{NAMES-1}.example.test`.
 pub const NAMES: u32 = 200;
 
-/// The address `nI.example.test` has in the test zone.
-pub fn address_of(i: u32) -> [u8; 4] {
-    [10, 1, (i / 256) as u8, (i % 256) as u8]
-}
+pub use switchyard::demo::nsd::{address_of, Nsd};
 
 /// `nsd` (Debian's authoritative DNS server) on a free port, TCP and UDP, serving the zone
 /// `example.test` with an A record for each of `n0` … `n199`.
-pub fn nsd() -> Server {
-    let port = free_port();
-    let mut zone = String::from(
-        "$ORIGIN example.test.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 300\n@ IN NS ns1\nns1 IN A 127.0.0.1\n",
-    );
-    for i in 0..NAMES {
-        let a = address_of(i);
-        zone.push_str(&format!("n{i} IN A {}.{}.{}.{}\n", a[0], a[1], a[2], a[3]));
-    }
-    let files = crate::support::TempFile::new("example.zone", &zone);
-    let dir = files.0.parent().unwrap().to_path_buf();
-    let d = dir.display();
-    let conf = format!(
-        "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  tcp-count: 1000\n  verbosity: 0\nremote-control:\n  control-enable: no\nzone:\n  name: example.test\n  zonefile: example.zone\n"
-    );
-    let conf_path = dir.join("nsd.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let nsd = ["nsd", "/usr/sbin/nsd"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("-v").output().is_ok())
-        .expect("nsd (apt-get install nsd)");
-    let mut child = Command::new(nsd)
-        .arg("-d")
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nsd (apt-get install nsd)");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(addr, &mut child, "nsd");
-    Server {
-        addr,
-        child,
-        terminate: true,
-        _files: Some(files),
-    }
+pub fn nsd() -> Nsd {
+    Nsd::start(NAMES).unwrap_or_else(|e| panic!("nsd: {e} (apt-get install nsd)"))
 }
 
 /// `memcached` on a free port (TCP only).
@@ -164,12 +106,7 @@ pub fn memcached() -> Server {
         .expect("memcached (apt-get install memcached)");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr, &mut child, "memcached");
-    Server {
-        addr,
-        child,
-        terminate: false,
-        _files: None,
-    }
+    Server { addr, child }
 }
 
 /// A TCP relay in front of a server that counts the bytes its clients send through, so a

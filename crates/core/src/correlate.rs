@@ -22,9 +22,10 @@ use switchyard_proto::Correlation;
 pub const MAX_TOMBSTONES: usize = 65_536;
 
 /// Hashes the proxy's own ids: small integers handed out in sequence, so a multiplication
-/// spreads them well and costs a fraction of SipHash. Nothing here hashes client input.
-#[derive(Default)]
-struct IdHasher(u64);
+/// spreads them well and costs a fraction of SipHash. Nothing here hashes client input (the
+/// proxy also keys its own stream offsets with it).
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -40,7 +41,8 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+/// A map keyed by the proxy's own numbers (ids, stream offsets), hashed with [`IdHasher`].
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// What an answer from the backend is.
 #[derive(Debug, PartialEq, Eq)]

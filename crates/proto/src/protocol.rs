@@ -228,6 +228,13 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether [`Self::error_answer`] uses the client's id even where answers come in order
+    /// (an operator's template with `{id}`, a script's `error_reply`), so the id is kept
+    /// with every request in flight, not only under `by_id`.
+    fn error_answer_needs_id(&self) -> bool {
+        false
+    }
+
     /// Whether [`Self::error_answer`] repeats part of the request (DNS: its question), so
     /// the request's bytes are kept while it is in flight ([`Failure::request`]).
     fn error_answer_needs_request(&self) -> bool {

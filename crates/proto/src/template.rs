@@ -90,6 +90,11 @@ impl Template {
         self.pieces.contains(&Piece::Key)
     }
 
+    /// Whether the answer carries the client's id.
+    pub fn uses_id(&self) -> bool {
+        self.pieces.contains(&Piece::Id)
+    }
+
     /// The answer for `f`.
     pub fn render(&self, f: &Failure<'_>) -> Bytes {
         let mut out = Vec::with_capacity(64 + f.reason.len());
@@ -221,6 +226,9 @@ impl Protocol for Templated {
     }
     fn error_answer_needs_key(&self) -> bool {
         self.template.uses_key()
+    }
+    fn error_answer_needs_id(&self) -> bool {
+        self.template.uses_id()
     }
     fn retries_by_default(&self) -> bool {
         self.inner.retries_by_default()

@@ -103,7 +103,12 @@ pub fn check_frames(
             buf.len()
         );
         let frame = &buf[used..used + len];
-        for span in [key_span(f), f.id].into_iter().flatten() {
+        // An integer key (a script's, or `dns`'s name hash) has no span to check.
+        let key_bytes = match f.key {
+            Some(Key::Bytes(s)) => Some(s),
+            _ => None,
+        };
+        for span in [key_bytes, f.id].into_iter().flatten() {
             assert!(
                 span.offset as usize + span.len as usize <= len,
                 "span {span:?} outside a {len}-byte frame"

@@ -2,7 +2,7 @@
 //! re-sends each alone on its own connection (a fresh one, or the lane's last while it is
 //! still open), then settles it: answered, held as a suspect, or failed.
 
-use super::{judge, lost, stop, BackendConn, Pending, JUDGE_WAIT, KILLS_IN_A_ROW};
+use super::{judge, lost, stop, BackendConn, Retry, JUDGE_WAIT, KILLS_IN_A_ROW};
 use crate::backend::handshake;
 use crate::registry::Registry;
 use bytes::{Buf, BytesMut};
@@ -50,9 +50,9 @@ pub(super) async fn lane(
 ) {
     let mut link: Option<LaneConn> = None;
     // A request whose reused connection died: it goes again alone on a fresh one.
-    let mut unsure: Option<Pending> = None;
+    let mut unsure: Option<Retry> = None;
     while let Some(p) = unsure.take().or_else(|| conn.probation.next()) {
-        let client = p.sink.client_id();
+        let client = p.sink().client_id();
         let done = match try_one(&conn, &mut link, p, &protocols, max_frame, &registry).await {
             Tried::Done => true,
             Tried::Again(p) => {
@@ -63,7 +63,7 @@ pub(super) async fn lane(
                 // The backend cannot be reached: nothing waiting can be tried now.
                 for rest in conn.probation.take_all() {
                     rest.fail(&fault);
-                    rest.sink.retrying(false);
+                    rest.sink().retrying(false);
                 }
                 conn.probation.release(client);
                 registry.flush_clients();
@@ -94,7 +94,7 @@ enum Tried {
     /// Answered, failed or held as a suspect: the lane goes on to the next.
     Done,
     /// Its reused connection died: it goes again, alone on a fresh connection.
-    Again(Pending),
+    Again(Retry),
     /// The backend cannot be reached (it failed with this).
     Unreachable(Fault),
 }
@@ -103,21 +103,21 @@ enum Tried {
 async fn try_one(
     conn: &Rc<BackendConn>,
     link: &mut Option<LaneConn>,
-    p: Pending,
+    p: Retry,
     protocols: &Protocols,
     max_frame: usize,
     registry: &Registry,
 ) -> Tried {
-    if p.sink.is_gone() {
-        p.sink.retrying(false);
+    if p.sink().is_gone() {
+        p.sink().retrying(false);
         return Tried::Done;
     }
-    if conn.probation.suspected(p.sink.client_id()) {
+    if conn.probation.suspected(p.sink().client_id()) {
         p.fail(&lost(
             conn,
             "not re-sent: another request of this client closed the backend's connection again when re-sent alone",
         ));
-        p.sink.retrying(false);
+        p.sink().retrying(false);
         return Tried::Done;
     }
     if link.as_mut().is_some_and(|l| !still_open(l)) {
@@ -167,7 +167,7 @@ async fn try_one(
         }
         Outcome::Untried(fault) => {
             p.fail(&fault);
-            p.sink.retrying(false);
+            p.sink().retrying(false);
             return Tried::Unreachable(fault);
         }
         Outcome::Failed(fault) => {
@@ -175,7 +175,7 @@ async fn try_one(
             p.fail(&fault);
         }
     }
-    p.sink.retrying(false);
+    p.sink().retrying(false);
     Tried::Done
 }
 
@@ -248,20 +248,16 @@ enum Short {
 async fn exchange(
     conn: &BackendConn,
     l: &mut LaneConn,
-    p: &Pending,
+    p: &Retry,
     protocols: &Protocols,
     registry: &Registry,
 ) -> Outcome {
     let fresh = l.served == 0;
-    let Some(request) = p.kept.as_deref() else {
-        return Outcome::Untried(Fault::Internal(
-            "a request on probation kept no bytes".into(),
-        ));
-    };
+    let request = &*p.bytes;
     let by_id = protocols.correlation == Correlation::ById;
     let answer_ids = protocols.answers.capabilities().id_format;
     // The id the request carries (the dead connection's proxy id): its answer has it.
-    let want = p.placed.id_at.filter(|_| by_id).and_then(|at| {
+    let want = p.pending.placed.id_at.filter(|_| by_id).and_then(|at| {
         parse_proxy_id(
             protocols.requests.capabilities().id_format,
             at.slice(request),
@@ -295,8 +291,8 @@ async fn exchange(
                 if !found && (!by_id || id == want) {
                     found = true;
                     conn.backend.on_answer(sent.elapsed());
-                    p.sink.answer(&p.ticket, frame, f.id);
-                    registry.defer_flush(&p.sink);
+                    p.sink().answer(&p.pending.ticket, frame, f.id);
+                    registry.defer_flush(p.sink());
                 } else {
                     crate::backend::task::route_push(conn, registry, frame, &f);
                 }

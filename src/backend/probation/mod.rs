@@ -39,7 +39,7 @@
 mod lane;
 
 use super::conn::BackendConn;
-use super::inflight::Pending;
+use super::inflight::Retry;
 use crate::registry::Registry;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -64,7 +64,7 @@ const JUDGE_WAIT: Duration = Duration::from_secs(1);
 /// One shared connection's probation: what waits to be re-sent, and the storm guard.
 #[derive(Debug, Default)]
 pub(crate) struct Probation {
-    queue: RefCell<VecDeque<Pending>>,
+    queue: RefCell<VecDeque<Retry>>,
     queued_bytes: Cell<usize>,
     lanes: Cell<usize>,
     kills_in_a_row: Cell<u32>,
@@ -76,7 +76,7 @@ pub(crate) struct Probation {
     hold_off: Cell<Duration>,
     /// Requests that killed a fresh probation connection alone, with how it ended: judged
     /// when the lanes are done.
-    suspects: RefCell<Vec<(Pending, String)>>,
+    suspects: RefCell<Vec<(Retry, String)>>,
     /// The backend's answers counted (by every worker) when the lanes started.
     answered_at_start: Cell<u64>,
     /// Clients with a request on a lane now (at most [`LANES`]).
@@ -94,14 +94,14 @@ impl Probation {
     /// request of each client in turn (each client's in its own order), so that a client
     /// with many requests in flight (a garbage sender's frames, say) does not make a run of
     /// deaths in a row that looks like a backend closing on everything.
-    pub(super) fn admit(&self, requests: Vec<Pending>, max_bytes: usize, lost: &Fault) -> usize {
+    pub(super) fn admit(&self, requests: Vec<Retry>, max_bytes: usize, lost: &Fault) -> usize {
         let mut q = self.queue.borrow_mut();
         let mut taken = 0;
         for p in interleave(requests) {
-            let len = p.kept_len();
+            let len = p.bytes.len();
             if self.queued_bytes.get() + len > max_bytes {
                 p.fail(lost);
-                p.sink.retrying(false);
+                p.sink().retrying(false);
                 continue;
             }
             self.queued_bytes.set(self.queued_bytes.get() + len);
@@ -117,21 +117,23 @@ impl Probation {
         self.suspects
             .borrow()
             .iter()
-            .any(|(p, _)| p.sink.client_id() == client)
+            .any(|(p, _)| p.sink().client_id() == client)
     }
 
     /// The oldest waiting request of a client none of whose requests is on a lane now
     /// (so one client's requests go one after another: a garbage sender's frames cannot
     /// kill several lanes at once, and a client's retried requests keep their order); the
     /// client is marked busy until [`Self::release`].
-    fn next(&self) -> Option<Pending> {
+    fn next(&self) -> Option<Retry> {
         let mut q = self.queue.borrow_mut();
         let mut busy = self.busy.borrow_mut();
-        let i = q.iter().position(|p| !busy.contains(&p.sink.client_id()))?;
+        let i = q
+            .iter()
+            .position(|p| !busy.contains(&p.sink().client_id()))?;
         let p = q.remove(i)?;
-        busy.push(p.sink.client_id());
+        busy.push(p.sink().client_id());
         self.queued_bytes
-            .set(self.queued_bytes.get().saturating_sub(p.kept_len()));
+            .set(self.queued_bytes.get().saturating_sub(p.bytes.len()));
         Some(p)
     }
 
@@ -157,7 +159,7 @@ impl Probation {
     }
 
     /// Every waiting request, busy clients' too (probation is over for them).
-    fn take_all(&self) -> Vec<Pending> {
+    fn take_all(&self) -> Vec<Retry> {
         self.queued_bytes.set(0);
         self.queue.borrow_mut().drain(..).collect()
     }
@@ -185,11 +187,11 @@ impl Probation {
 }
 
 /// `requests` reordered one of each client in turn, each client's in their order.
-fn interleave(requests: Vec<Pending>) -> Vec<Pending> {
+fn interleave(requests: Vec<Retry>) -> Vec<Retry> {
     let mut index: HashMap<u64, usize> = HashMap::new();
-    let mut by_client: Vec<(u64, VecDeque<Pending>)> = Vec::new();
+    let mut by_client: Vec<(u64, VecDeque<Retry>)> = Vec::new();
     for p in requests {
-        let id = p.sink.client_id();
+        let id = p.sink().client_id();
         let i = *index.entry(id).or_insert_with(|| {
             by_client.push((id, VecDeque::new()));
             by_client.len() - 1
@@ -269,7 +271,7 @@ fn judge(conn: &BackendConn, registry: &Registry) {
                 ),
             ));
         }
-        p.sink.retrying(false);
+        p.sink().retrying(false);
     }
     registry.flush_clients();
 }
@@ -284,17 +286,17 @@ fn lost(conn: &BackendConn, reason: &str) -> Fault {
 }
 
 /// `p` killed a fresh probation connection alone: it is the poison.
-fn blame(conn: &BackendConn, p: &Pending, reason: &str) {
+fn blame(conn: &BackendConn, p: &Retry, reason: &str) {
     let fault = ClientFault::Poison {
         backend: conn.backend.name.clone(),
         reason: reason.to_string(),
     };
-    let client = p.sink.peer().to_string();
+    let client = p.sink().peer().to_string();
     if let Some(suppressed) = crate::throttle::admit(&[&conn.backend.name, "poison", &client]) {
         tracing::warn!(
             backend = %conn.backend.name,
             client = %client,
-            conn = p.sink.client_id(),
+            conn = p.sink().client_id(),
             reason,
             suppressed,
             "a request closed its backend connection again when sent alone: failing it, never to be sent again"
@@ -302,7 +304,7 @@ fn blame(conn: &BackendConn, p: &Pending, reason: &str) {
     }
     let fault = fault.into();
     p.fail(&fault);
-    p.sink.end_after_answers(&fault);
+    p.sink().end_after_answers(&fault);
 }
 
 /// The backend closed [`KILLS_IN_A_ROW`] fresh connections in a row, each on one request
@@ -320,7 +322,7 @@ fn stop(conn: &BackendConn, reason: &str, registry: &Registry) {
     let suspects = std::mem::take(&mut *p.suspects.borrow_mut());
     for rest in suspects.into_iter().map(|(p, _)| p).chain(p.take_all()) {
         rest.fail(&fault);
-        rest.sink.retrying(false);
+        rest.sink().retrying(false);
         failed += 1;
     }
     registry

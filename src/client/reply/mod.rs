@@ -50,6 +50,9 @@ pub(crate) struct Client {
     protocol: Arc<dyn Protocol>,
     /// Answers go out in request order (`in_order`); otherwise as they come (`by_id`).
     ordered: bool,
+    /// The client's id is kept with each request: always out of order (it is restored on
+    /// the answer), in order only when the error answer carries it.
+    keep_ids: bool,
     max_reply_buffer: usize,
     out: Output,
     order: RefCell<Window>,
@@ -92,6 +95,7 @@ impl Client {
         Client {
             gid,
             peer,
+            keep_ids: !ordered || protocol.error_answer_needs_id(),
             protocol,
             ordered,
             max_reply_buffer,
@@ -172,7 +176,7 @@ impl Client {
             client: self.gid,
             seq: self.begin_request(),
             part: None,
-            orig_id: id.map(SmallBytes::new),
+            orig_id: id.filter(|_| self.keep_ids).map(SmallBytes::new),
             key: key
                 .filter(|_| self.protocol.error_answer_needs_key())
                 .map(SmallBytes::new),

@@ -41,7 +41,8 @@ pub(super) trait Load: Send {
 
 pub(super) fn load_for(mode: Mode, client: u64) -> Box<dyn Load> {
     match mode {
-        Mode::ById | Mode::Lua => Box::new(Demo::new(client, false)),
+        Mode::ById | Mode::Lua | Mode::Poison => Box::new(Demo::new(client, false)),
+        Mode::Dns => Box::new(Dns::new(client)),
         Mode::InOrder => Box::new(Demo::new(client, true)),
         Mode::None => Box::new(Demo::new(client, false)),
         Mode::Delimiter => Box::new(Lines::new(client)),
@@ -225,6 +226,135 @@ impl Load for Redis {
 
     fn in_flight(&self) -> usize {
         self.expected.len()
+    }
+}
+
+/// Names in the DNS mode's zone.
+pub(super) const DNS_NAMES: u32 = 1000;
+
+/// DNS queries for names of the test zone, ids counting from 0 on every client (so they
+/// collide across clients); each answer must carry its query's id, NOERROR and the name's
+/// address.
+struct Dns {
+    client: u64,
+    waiting: HashMap<u16, u32>,
+}
+
+impl Dns {
+    fn new(client: u64) -> Self {
+        Dns {
+            client,
+            waiting: HashMap::new(),
+        }
+    }
+}
+
+/// The first A record's address in DNS message `m` (without its length) and its rcode.
+fn dns_answer(m: &[u8]) -> Option<(u16, u8, [u8; 4])> {
+    let skip_name = |mut i: usize| -> Option<usize> {
+        loop {
+            let len = *m.get(i)? as usize;
+            if len & 0xc0 == 0xc0 {
+                return Some(i + 2);
+            }
+            i += 1 + len;
+            if len == 0 {
+                return Some(i);
+            }
+        }
+    };
+    let id = u16::from_be_bytes([*m.first()?, *m.get(1)?]);
+    let rcode = m.get(3)? & 0x0f;
+    let at = skip_name(12)? + 4; // the question
+    let rr = skip_name(at)?;
+    let rdata = m.get(rr + 10..rr + 14)?;
+    Some((id, rcode, [rdata[0], rdata[1], rdata[2], rdata[3]]))
+}
+
+impl Load for Dns {
+    fn request(&mut self, n: u64, out: &mut Vec<u8>) {
+        let i = ((self.client * 7919 + n * 13) % u64::from(DNS_NAMES)) as u32;
+        let id = n as u16;
+        out.extend_from_slice(&switchyard_proto::dns::query(
+            id,
+            &format!("n{i}.example.test"),
+            1,
+        ));
+        self.waiting.insert(id, i);
+    }
+
+    fn answer_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+        let Some(head) = buf.get(..2) else {
+            return Ok(None);
+        };
+        let len = 2 + usize::from(u16::from_be_bytes([head[0], head[1]]));
+        Ok((buf.len() >= len).then_some(len))
+    }
+
+    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+        let (id, rcode, a) = dns_answer(&answer[2..]).ok_or("a DNS answer without an A record")?;
+        match self.waiting.remove(&id) {
+            Some(i) if rcode == 0 && a == crate::demo::nsd::address_of(i) => Ok(()),
+            Some(i) => Err(format!(
+                "query n{i} (id {id}) got rcode {rcode}, address {a:?}"
+            )),
+            None => Err(format!("answer id {id} matches no query")),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+/// Waits (10 s at most) until the DNS server at `addr` answers a query from its zone.
+pub(super) fn wait_dns_answers(addr: SocketAddr) -> Result<(), super::DemoError> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let answered = (|| -> std::io::Result<bool> {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.write_all(&switchyard_proto::dns::query(1, "n0.example.test", 1))?;
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf)?;
+            Ok(n > 4 && buf[5] & 0x0f == 0)
+        })();
+        if answered.unwrap_or(false) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(super::DemoError::Check(format!(
+        "nsd at {addr} did not answer from its zone"
+    )))
+}
+
+/// The poison mode's poisoner: every 250 ms, on a connection of its own, a request whose
+/// payload makes the demo backend close its connection; each must be answered (with the
+/// listener's error answer). Runs until the counters say stop.
+pub(super) fn poisoner(addr: SocketAddr, counters: &Counters) {
+    use std::io::{Read, Write};
+    let mut n = 0u32;
+    while !counters.stop.load(Ordering::Relaxed) {
+        let got = (|| -> std::io::Result<usize> {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            let mut req = Vec::new();
+            proto::write_request(&mut req, 7, n, b"POISON from the soak's poisoner");
+            s.write_all(&req)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut head = [0u8; 4];
+            s.read_exact(&mut head)?;
+            Ok(u32::from_be_bytes(head) as usize)
+        })();
+        if let Err(e) = got {
+            counters.fail(format!(
+                "the poisoner's request {n} got no error answer: {e}"
+            ));
+            return;
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

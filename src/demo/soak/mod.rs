@@ -17,13 +17,15 @@
 //! Modes: the demo protocol under `length_field` with each correlation (`by_id`,
 //! `in_order`, `none` with every answer delivered as a push by session key), a line
 //! protocol under `delimiter` (text ids rewritten), the demo protocol framed by a Lua script,
-//! and `resp` in front of a real redis-server.
+//! `resp` in front of a real redis-server, `dns` in front of real nsd servers, and the demo
+//! protocol with poison isolation at work (a poisoner killing shared connections four times
+//! a second while every other answer must come).
 
 mod load;
 mod mode;
 mod setup;
 
-use load::{client, load_for, Counters};
+use load::{client, load_for, poisoner, Counters};
 pub use mode::Mode;
 use setup::{cpu_ns, rss_kib, start_backends, start_proxy};
 
@@ -205,6 +207,10 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
                 Ok(())
             })?
     };
+    let poison = (mode == Mode::Poison).then(|| {
+        let (counters, addr) = (counters.clone(), proxy.addr);
+        std::thread::spawn(move || poisoner(addr, &counters))
+    });
     let started = Instant::now();
     std::thread::sleep(args.warmup);
     println!(
@@ -244,11 +250,17 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
         {
             counters.stop.store(true, Ordering::Relaxed);
             let _ = load.join();
+            if let Some(p) = poison {
+                let _ = p.join();
+            }
             return Ok((windows, Some(Verdict::Wrong(e))));
         }
     }
     counters.stop.store(true, Ordering::Relaxed);
     let _ = load.join();
+    if let Some(p) = poison {
+        let _ = p.join();
+    }
     let error = counters
         .error
         .lock()

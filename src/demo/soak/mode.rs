@@ -16,16 +16,25 @@ pub enum Mode {
     Lua,
     /// Redis: `resp` in front of a real redis-server, SET and GET.
     Resp,
+    /// DNS: the built-in `dns` codec in front of three real nsd servers, maglev on the
+    /// question name; every client's ids count from 0, so they collide across clients.
+    Dns,
+    /// Demo protocol, `length_field`, `by_id`, `retry_on_backend_close = true`: besides the
+    /// clients, a poisoner sends four requests a second that make their backend close the
+    /// shared connection; every client's answer must still come (poison isolation).
+    Poison,
 }
 
 impl Mode {
-    pub(super) const ALL: [Mode; 6] = [
+    pub(super) const ALL: [Mode; 8] = [
         Mode::ById,
         Mode::InOrder,
         Mode::None,
         Mode::Delimiter,
         Mode::Lua,
         Mode::Resp,
+        Mode::Dns,
+        Mode::Poison,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -36,6 +45,8 @@ impl Mode {
             Mode::Delimiter => "delimiter by_id (text ids)",
             Mode::Lua => "lua binary64.lua by_id",
             Mode::Resp => "resp, redis-server",
+            Mode::Dns => "dns, nsd",
+            Mode::Poison => "length_field by_id + poison",
         }
     }
 }

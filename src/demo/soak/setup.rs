@@ -4,6 +4,7 @@
 use super::mode::Mode;
 use crate::demo::backend::TestBackend;
 use crate::demo::line::LineBackend;
+use crate::demo::nsd::Nsd;
 use crate::demo::DemoError;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ pub(super) enum Backends {
     Demo(#[allow(dead_code)] Vec<TestBackend>),
     Line(#[allow(dead_code)] Vec<LineBackend>),
     Redis(Child),
+    Dns(#[allow(dead_code)] Vec<Nsd>),
 }
 
 impl Drop for Backends {
@@ -37,6 +39,18 @@ pub(super) fn free_port() -> std::io::Result<u16> {
 
 pub(super) fn start_backends(mode: Mode) -> Result<(Backends, Vec<SocketAddr>), DemoError> {
     match mode {
+        Mode::Dns => {
+            let servers: Vec<Nsd> = (0..3)
+                .map(|_| Nsd::start(super::load::DNS_NAMES))
+                .collect::<Result<_, _>>()
+                .map_err(|e| DemoError::Check(format!("cannot start nsd: {e}")))?;
+            let addrs = servers.iter().map(|s| s.addr).collect();
+            // nsd listens before its zone is loaded: wait for an answer from each.
+            for &a in &addrs {
+                super::load::wait_dns_answers(a)?;
+            }
+            Ok((Backends::Dns(servers), addrs))
+        }
         Mode::Delimiter => {
             let b: Vec<LineBackend> = (1..=3)
                 .map(|i| LineBackend::start(&format!("b{i}")))
@@ -96,7 +110,12 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
         .map(|(i, a)| format!("{{ address = \"{a}\", name = \"b{}\" }}", i + 1))
         .collect();
     let (correlation, codec, policy) = match mode {
-        Mode::ById => ("by_id", DEMO_CODEC.to_string(), "least_outstanding"),
+        Mode::ById | Mode::Poison => ("by_id", DEMO_CODEC.to_string(), "least_outstanding"),
+        Mode::Dns => (
+            "by_id",
+            "kind = \"dns\"\nkey = \"qname\"".to_string(),
+            "maglev",
+        ),
         Mode::InOrder => ("in_order", DEMO_CODEC.to_string(), "round_robin"),
         Mode::None => ("none", DEMO_CODEC.to_string(), "round_robin"),
         Mode::Delimiter => (
@@ -111,14 +130,20 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
         ),
         Mode::Resp => ("in_order", "kind = \"resp\"".to_string(), "ketama"),
     };
-    let persistence = if mode == Mode::Resp {
+    let persistence = if matches!(mode, Mode::Resp | Mode::Dns) {
         ""
     } else {
         "[cluster.persistence]\nttl = \"10m\"\n"
     };
+    // The poisoner's requests fail with an error answer (the demo answer named ERR).
+    let listener = if mode == Mode::Poison {
+        "retry_on_backend_close = true\nerror_reply_hex = \"00000000 {key} {id} 03 455252 {reason}\"\n"
+    } else {
+        ""
+    };
     format!(
         "workers = 1\nshutdown_timeout = \"2s\"\n\n[[listener]]\nname = \"soak\"\nlisten = \"127.0.0.1:0\"\ncluster = \"soak\"\n\
-         correlation = \"{correlation}\"\n[listener.codec]\n{codec}\n\n[[cluster]]\nname = \"soak\"\npolicy = \"{policy}\"\n\
+         correlation = \"{correlation}\"\n{listener}[listener.codec]\n{codec}\n\n[[cluster]]\nname = \"soak\"\npolicy = \"{policy}\"\n\
          backends = [{}]\n{persistence}",
         list.join(", ")
     )
@@ -177,8 +202,15 @@ pub(super) fn start_proxy(
         Some(b) => b.to_path_buf(),
         None => std::env::current_exe()?,
     };
+    // The poison mode kills connections on purpose, four times a second: its warnings are
+    // the expected ones.
+    let log = if mode == Mode::Poison {
+        "error"
+    } else {
+        "warn"
+    };
     let mut child = Command::new(bin)
-        .args(["--log", "warn", "run", "--config"])
+        .args(["--log", log, "run", "--config"])
         .arg(&path)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

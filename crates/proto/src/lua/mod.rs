@@ -170,6 +170,10 @@ impl Protocol for LuaProtocol {
     fn error_answer_needs_key(&self) -> bool {
         self.spec.info.has_error_reply
     }
+
+    fn error_answer_needs_id(&self) -> bool {
+        self.spec.info.has_error_reply
+    }
 }
 
 /// Size of one frame record in the `out` buffer.
