@@ -11,13 +11,17 @@ and a large count; the difference over the difference in messages is the cost pe
 without start-up and shutdown. Counts are exact for a given interleaving of reads; two runs
 of one build agree within about 1%.
 
-    python3 bench/instructions.py --bin A [--bin B ...] [--mode bench|byid|byid-shared]
-                                  [--small 40000] [--large 200000]
+    python3 bench/instructions.py --bin A [--bin B ...] [--mode bench|byid|byid-shared|resp]
+                                  [--small 40000] [--large 200000] [--listener-extra LINES]
 
 Modes: `bench` is `switchyard bench`'s listener (`in_order`, round_robin, no pins); `byid`
 is `by_id` with least_outstanding and pins, each connection its own key; `byid-shared`
-the same with all connections sending the same 997 keys (push ownership changes hands).
-Needs valgrind (Debian) and python3; everything on 127.0.0.1, every run bounded by its count.
+the same with all connections sending the same 997 keys (push ownership changes hands);
+`resp` is Redis (`resp`, ketama) in front of three redis-servers, each connection sending
+pipelined GETs of 1 000 keys. `--listener-extra` adds lines to the listener's table (such as
+`retry_on_backend_close = false`), for the cost of a setting within one build.
+Needs valgrind (Debian), python3 and, for `resp`, redis-server; everything on 127.0.0.1,
+every run bounded by its count.
 """
 import argparse, glob, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
 
@@ -26,9 +30,17 @@ from loopback import free_port, wait_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWITCHYARD = os.path.join(ROOT, "target", "release", "switchyard")
 CONNS, DEPTH, PAYLOAD = 8, 32, b"x" * 48
+EXTRA = ""
 
 
 def config(mode, listen, backends):
+    if mode == "resp":
+        listed = ", ".join(f'{{ address = "127.0.0.1:{p}", name = "r{i}" }}' for i, p in enumerate(backends))
+        return (
+            f'workers = 1\nshutdown_timeout = "2s"\n\n[[listener]]\nname = "ir"\nlisten = "127.0.0.1:{listen}"\n'
+            f'cluster = "ir"\n{EXTRA}[listener.codec]\nkind = "resp"\n\n'
+            f'[[cluster]]\nname = "ir"\npolicy = "ketama"\nbackends = [{listed}]\n'
+        )
     correlation, policy, pins = {
         "bench": ("in_order", "round_robin", ""),
         "byid": ("by_id", "least_outstanding", '[cluster.persistence]\nttl = "10m"\n'),
@@ -37,13 +49,44 @@ def config(mode, listen, backends):
     listed = ", ".join(f'{{ address = "127.0.0.1:{p}", name = "b{i}" }}' for i, p in enumerate(backends))
     return (
         f'workers = 1\nshutdown_timeout = "2s"\n\n[[listener]]\nname = "ir"\nlisten = "127.0.0.1:{listen}"\n'
-        f'cluster = "ir"\ncorrelation = "{correlation}"\n[listener.codec]\nkind = "length_field"\n'
+        f'cluster = "ir"\ncorrelation = "{correlation}"\n{EXTRA}[listener.codec]\nkind = "length_field"\n'
         'length_width = 4\nkey = { offset = 4, width = 8 }\nid = { offset = 12, width = 4 }\n\n'
         f'[[cluster]]\nname = "ir"\npolicy = "{policy}"\nbackends = [{listed}]\n{pins}'
     )
 
 
+def resp_client(port, c, count, errors):
+    """Pipelined GETs of keys that do not exist: every answer is `$-1\\r\\n`."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.settimeout(60)
+        sent = got = 0
+        buf = b""
+        while got < count:
+            out = []
+            while sent < count and sent - got < DEPTH:
+                key = f"k{(c * 7919 + sent) % 1000}".encode()
+                out.append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
+                sent += 1
+            if out:
+                s.sendall(b"".join(out))
+            data = s.recv(65536)
+            if not data:
+                errors.append(f"connection {c} closed after {got} answers")
+                return
+            buf += data
+            n = buf.count(b"\r\n")
+            got += n
+            buf = buf[buf.rfind(b"\r\n") + 2:] if n else buf
+        s.close()
+    except OSError as e:
+        errors.append(f"connection {c}: {e}")
+
+
 def client(port, c, count, shared, errors):
+    if shared == "resp":
+        return resp_client(port, c, count, errors)
     try:
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -77,14 +120,21 @@ def client(port, c, count, shared, errors):
 def count(binary, mode, messages, workdir):
     """The worker thread's instructions for one run of `messages` messages."""
     backends = [free_port() for _ in range(3)]
-    procs = [
-        subprocess.Popen([SWITCHYARD, "backend", "--listen", f"127.0.0.1:{p}", "--name", f"b{i}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for i, p in enumerate(backends)
-    ]
+    if mode == "resp":
+        procs = [
+            subprocess.Popen(["redis-server", "--port", str(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for p in backends
+        ]
+    else:
+        procs = [
+            subprocess.Popen([SWITCHYARD, "backend", "--listen", f"127.0.0.1:{p}", "--name", f"b{i}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, p in enumerate(backends)
+        ]
     try:
         for p, proc in zip(backends, procs):
-            wait_port(p, proc, "switchyard backend")
+            wait_port(p, proc, "backend")
         listen = free_port()
         cfg = os.path.join(workdir, "ir.toml")
         with open(cfg, "w") as f:
@@ -97,7 +147,8 @@ def count(binary, mode, messages, workdir):
         wait_port(listen, proxy, binary, timeout=60)
         errors = []
         per = messages // CONNS
-        threads = [threading.Thread(target=client, args=(listen, c, per, mode == "byid-shared", errors))
+        shared = "resp" if mode == "resp" else mode == "byid-shared"
+        threads = [threading.Thread(target=client, args=(listen, c, per, shared, errors))
                    for c in range(CONNS)]
         for t in threads:
             t.start()
@@ -127,10 +178,13 @@ def count(binary, mode, messages, workdir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", action="append", required=True, help="a switchyard binary (repeat to compare)")
-    ap.add_argument("--mode", default="bench", choices=["bench", "byid", "byid-shared"])
+    ap.add_argument("--mode", default="bench", choices=["bench", "byid", "byid-shared", "resp"])
+    ap.add_argument("--listener-extra", default="", help="lines added to the listener's table")
     ap.add_argument("--small", type=int, default=40000)
     ap.add_argument("--large", type=int, default=200000)
     args = ap.parse_args()
+    global EXTRA
+    EXTRA = args.listener_extra.replace("\\n", "\n") + ("\n" if args.listener_extra else "")
     if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
         sys.exit("valgrind not found: apt-get install valgrind")
     results = []

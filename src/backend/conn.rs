@@ -3,7 +3,7 @@
 //! correlator of what awaits answers, and the one-way messages not yet written. Its task
 //! ([`super::task`]) moves the bytes.
 
-use super::inflight::{Kept, OneWay, Pending, Placed, Settled, Unwritten};
+use super::inflight::{Kept, KeptStore, OneWay, Pending, Placed, Settled, Unwritten};
 use super::probation::Probation;
 use super::upstream::Upstream;
 use bytes::BytesMut;
@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
-use switchyard_core::correlate::{Correlator, IdMap};
+use switchyard_core::correlate::Correlator;
 use switchyard_core::{Backend, BackendFault, Fault, ReplySink, Ticket};
 use switchyard_proto::{Correlation, IdFormat, Span};
 use tokio::sync::Notify;
@@ -41,11 +41,9 @@ pub(super) struct State {
     written_total: u64,
     pub(super) corr: Correlator<Pending>,
     oneway: VecDeque<OneWay>,
-    /// Copies of requests in flight kept for a re-send or an error answer, by the stream
-    /// offset of their first byte (empty on listeners that keep none).
-    kept: IdMap<Kept>,
-    /// Their bytes (at most `max_queued`).
-    kept_bytes: usize,
+    /// Copies of requests in flight kept for a re-send or an error answer (at most
+    /// `max_queued` bytes; empty on listeners that keep none).
+    kept: KeptStore,
 }
 
 /// A shared backend connection.
@@ -97,8 +95,7 @@ impl BackendConn {
                 written_total: 0,
                 corr: Correlator::new(correlation, id_space),
                 oneway: VecDeque::new(),
-                kept: IdMap::default(),
-                kept_bytes: 0,
+                kept: KeptStore::default(),
             }),
             notify: Notify::new(),
             retired: Cell::new(false),
@@ -167,7 +164,7 @@ impl BackendConn {
         let len_before = s.wbuf.len();
         // A copy is kept of what may be re-sent, or what the error answer repeats, within
         // the bound: past it, requests go without (not retried; a plainer error answer).
-        let keep = (retry || self.keep_requests) && s.kept_bytes + frame.len() <= self.max_queued;
+        let keep = (retry || self.keep_requests) && s.kept.bytes() + frame.len() <= self.max_queued;
         let keep = keep && ticket.is_some();
         let pending = |ticket: Ticket, len: u32| Pending {
             sink: sink.clone(),
@@ -246,9 +243,9 @@ impl BackendConn {
             }
         };
         if keep && awaits {
-            let bytes: Box<[u8]> = s.wbuf[len_before..].into();
-            s.kept_bytes += bytes.len();
-            s.kept.insert(start, Kept { bytes, retry });
+            let in_order = self.correlation == Correlation::InOrder;
+            let State { wbuf, kept, .. } = &mut *s;
+            kept.keep(in_order, start, &wbuf[len_before..], retry);
         }
         s.queued_total += (s.wbuf.len() - len_before) as u64;
         drop(s);
@@ -256,17 +253,18 @@ impl BackendConn {
         self.notify.notify_one();
     }
 
-    /// A request left the connection's books (answered, or timed out): its kept copy, if
-    /// any, leaves them too.
+    /// A request was answered: its kept copy, if any, is dropped.
     #[inline]
-    pub(super) fn forget(&self, p: &Pending) -> Option<Kept> {
+    pub(super) fn forget(&self, p: &Pending) {
         let mut s = self.state.borrow_mut();
-        if s.kept.is_empty() {
-            return None;
+        if s.kept.bytes() > 0 {
+            s.kept.release(p.placed.start, false);
         }
-        let k = s.kept.remove(&p.placed.start)?;
-        s.kept_bytes -= k.bytes.len();
-        Some(k)
+    }
+
+    /// A request failed in place (timed out): its kept copy, if any, for its error answer.
+    pub(super) fn take_kept(&self, p: &Pending) -> Option<Kept> {
+        self.state.borrow_mut().kept.release(p.placed.start, true)
     }
 
     /// Records that `n` more bytes reached the socket; forgets one-way messages fully sent.
@@ -303,14 +301,13 @@ impl BackendConn {
             let written = s.written_total;
             debug_assert_eq!(written + tail.len() as u64, s.queued_total);
             s.written_total = s.queued_total;
-            s.kept_bytes = 0;
-            let mut kept = std::mem::take(&mut s.kept);
+            let mut kept = s.kept.drain();
             (
                 s.corr
                     .drain()
                     .into_iter()
                     .map(|p| {
-                        let k = kept.remove(&p.placed.start);
+                        let k = kept.release(p.placed.start, true);
                         (p, k)
                     })
                     .collect::<Vec<_>>(),

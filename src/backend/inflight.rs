@@ -7,8 +7,10 @@
 //! probation ([`super::probation`]), and the rest fail.
 
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
+use switchyard_core::correlate::IdMap;
 use switchyard_core::{BackendFault, Fault, ReplySink, Ticket};
 use switchyard_proto::Span;
 
@@ -48,6 +50,84 @@ pub(super) struct Kept {
     pub(super) bytes: Box<[u8]>,
     /// Whether it may be re-sent on probation if the connection dies after writing it.
     pub(super) retry: bool,
+}
+
+/// One connection's kept copies, by the stream offset of their request's first byte. Under
+/// `in_order` answers come in request order, so the copies sit in one buffer in that order
+/// and leave it from the front (no allocation per request); under `by_id` they come in any
+/// order, so each is a box of its own in a map. Empty, and costing one check per answer, on
+/// listeners that keep nothing.
+#[derive(Debug, Default)]
+pub(super) struct KeptStore {
+    by_offset: IdMap<Kept>,
+    /// `in_order`: (stream offset, length, retry) of each copy in `fifo_bytes`, in order.
+    fifo: VecDeque<(u64, u32, bool)>,
+    /// The copies, from `fifo_head` on.
+    fifo_bytes: Vec<u8>,
+    fifo_head: usize,
+    /// Bytes kept in all.
+    bytes: usize,
+}
+
+impl KeptStore {
+    /// Bytes kept in all.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Keeps a copy of `request`, written at stream offset `start`; `in_order`: its answer
+    /// comes after those of every copy kept before.
+    pub(super) fn keep(&mut self, in_order: bool, start: u64, request: &[u8], retry: bool) {
+        self.bytes += request.len();
+        if in_order {
+            self.fifo.push_back((start, request.len() as u32, retry));
+            if self.fifo_head > 0 && self.fifo_head * 2 >= self.fifo_bytes.len() {
+                // Most of the buffer is released: move what is left to the front.
+                self.fifo_bytes.drain(..self.fifo_head);
+                self.fifo_head = 0;
+            }
+            self.fifo_bytes.extend_from_slice(request);
+        } else {
+            let bytes = request.into();
+            self.by_offset.insert(start, Kept { bytes, retry });
+        }
+    }
+
+    /// The copy of the request at `start`, if kept, leaves the store: returned with
+    /// `copy_out` (for an error answer or a re-send), dropped otherwise (it was answered).
+    pub(super) fn release(&mut self, start: u64, copy_out: bool) -> Option<Kept> {
+        if self.bytes == 0 {
+            return None;
+        }
+        if let Some(&(at, len, retry)) = self.fifo.front() {
+            if at == start {
+                self.fifo.pop_front();
+                self.bytes -= len as usize;
+                let (from, to) = (self.fifo_head, self.fifo_head + len as usize);
+                let kept = copy_out.then(|| Kept {
+                    bytes: self.fifo_bytes[from..to].into(),
+                    retry,
+                });
+                self.fifo_head = to;
+                if self.fifo.is_empty() {
+                    self.fifo_head = 0;
+                    self.fifo_bytes.clear();
+                    if self.fifo_bytes.capacity() > 256 << 10 {
+                        self.fifo_bytes = Vec::new(); // a burst's memory back
+                    }
+                }
+                return kept;
+            }
+        }
+        let k = self.by_offset.remove(&start)?;
+        self.bytes -= k.bytes.len();
+        Some(k)
+    }
+
+    /// Empties the store (the connection is gone), leaving what is kept to `take`.
+    pub(super) fn drain(&mut self) -> KeptStore {
+        std::mem::take(self)
+    }
 }
 
 /// A request of a dead connection, to be re-sent alone: its books and its bytes.
@@ -134,10 +214,11 @@ pub(super) fn settle(
     for (p, kept) in pending {
         on_failed();
         match (unwritten.cut(&p.placed), kept) {
-            (Some(bytes), _) if retry => {
+            (Some(bytes), kept) if retry => {
                 s.retried += 1;
                 let (frame, id) = restore_id(bytes, &p);
-                p.sink.hand_back(Some(p.ticket), frame, id);
+                let repeatable = kept.is_some_and(|k| k.retry);
+                p.sink.hand_back(Some(p.ticket), frame, id, repeatable);
             }
             // Written (some of it, at least): the backend may have seen it.
             (None, Some(k)) if probation && k.retry && !p.sink.is_gone() => {
@@ -156,7 +237,7 @@ pub(super) fn settle(
     for o in oneway {
         if let Some(frame) = unwritten.cut(&o.placed).filter(|_| retry) {
             s.retried += 1;
-            o.sink.hand_back(None, frame, None);
+            o.sink.hand_back(None, frame, None, false);
         }
     }
     s

@@ -369,7 +369,7 @@ impl<'a> Pump<'a> {
             match expired {
                 None => return Ok(()),
                 Some(Expired::Request(p)) => {
-                    let kept = conn.forget(&p);
+                    let kept = conn.take_kept(&p);
                     conn.backend.load.on_failed();
                     conn.report_failure("request timeout");
                     if let Some(suppressed) =
@@ -390,7 +390,7 @@ impl<'a> Pump<'a> {
                     // loss (re-sent on probation where they may be).
                     let oldest = conn.state.borrow_mut().corr.answer(None);
                     if let Answer::Matched(p) = oldest {
-                        let kept = conn.forget(&p);
+                        let kept = conn.take_kept(&p);
                         conn.backend.load.on_failed();
                         let fault = BackendFault::TimedOut {
                             backend: conn.backend.name.clone(),

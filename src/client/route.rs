@@ -52,6 +52,10 @@ struct Request<'f> {
     ticket: Option<Ticket>,
     /// No answer will come.
     one_way: bool,
+    /// It may reach a backend twice (a read, or any request of a protocol the proxy does
+    /// not interpret): re-sent on probation if its connection dies, on a listener that
+    /// retries.
+    repeatable: bool,
 }
 
 /// One client's routing, for one pass of its task (one clock read).
@@ -76,6 +80,7 @@ impl Router<'_> {
                 id: r.id,
                 one_way: r.ticket.is_none(),
                 ticket: r.ticket.clone(),
+                repeatable: r.repeatable,
             };
             if let Step::Blocked(b) = self.send(req, None)? {
                 self.client.untake_requeued(r);
@@ -176,9 +181,8 @@ impl Router<'_> {
             PoolTarget::Conn(conn) => {
                 route.claim(lctx.cluster(), client.gid);
                 let ticket = awaits.then(|| client.ticket(req.ticket, id, key));
-                let retry = ticket.is_some()
-                    && lctx.config.retry_on_backend_close
-                    && lctx.config.protocols.requests.repeatable(req.frame);
+                let retry =
+                    ticket.is_some() && req.repeatable && lctx.config.retry_on_backend_close;
                 conn.send(req.frame, req.id, ticket, retry, self.sink, self.now);
                 Ok(Step::Sent)
             }
@@ -237,7 +241,14 @@ impl Router<'_> {
         }
         let protocol = &self.lctx.config.protocols.requests;
         match protocol.plan(frame, proto) {
-            Plan::Forward => self.send(Request::new(frame, f), None),
+            Plan::Forward => self.send(
+                Request {
+                    repeatable: false,
+                    ..Request::new(frame, f)
+                },
+                None,
+            ),
+            Plan::ForwardRead => self.send(Request::new(frame, f), None),
             Plan::ForwardOneWay => self.send(
                 Request {
                     one_way: true,
@@ -284,6 +295,7 @@ impl Router<'_> {
                             id: None,
                             ticket: Some(ticket.clone()),
                             one_way: false,
+                            repeatable: merge.reads(),
                         };
                         match self.send(req, route)? {
                             Step::Sent => continue,
@@ -295,6 +307,7 @@ impl Router<'_> {
                         frame: part.frame,
                         id: None,
                         ticket: Some(ticket),
+                        repeatable: merge.reads(),
                     });
                 }
                 // The request is consumed; parts left wait in the retry queue, and the
@@ -346,6 +359,7 @@ impl<'f> Request<'f> {
             id: f.id,
             ticket: None,
             one_way: false,
+            repeatable: true,
         }
     }
 }

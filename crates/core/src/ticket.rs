@@ -79,8 +79,15 @@ pub trait ReplySink {
     /// what it sent, and is closed for `fault` (its request closed a backend connection).
     fn end_after_answers(&self, fault: &Fault);
     /// The request of `ticket` (or a one-way message, without one) was never written:
-    /// route it again. `request` has the client's own id back in place, at `id_at`.
-    fn hand_back(&self, ticket: Option<Ticket>, request: Bytes, id_at: Option<Span>);
+    /// route it again. `request` has the client's own id back in place, at `id_at`;
+    /// `repeatable`: it may still be re-sent on probation once written (it was sent so).
+    fn hand_back(
+        &self,
+        ticket: Option<Ticket>,
+        request: Bytes,
+        id_at: Option<Span>,
+        repeatable: bool,
+    );
     /// A message a backend sent unasked, for the session this client owns; `false` if the
     /// client is gone.
     fn push(&self, frame: &[u8]) -> bool;

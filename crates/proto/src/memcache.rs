@@ -63,12 +63,6 @@ impl Protocol for MemcacheProtocol {
         Ok(Some(Bytes::from(format!("SERVER_ERROR {reason}\r\n"))))
     }
 
-    /// On a listener that retries (`retry_on_backend_close = true`; off by default for
-    /// memcached): only reads, `get` and `gets`.
-    fn repeatable(&self, frame: &[u8]) -> bool {
-        frame.starts_with(b"get ") || frame.starts_with(b"gets ")
-    }
-
     fn oversize_answer(&self, e: &CodecError) -> Option<Oversize> {
         Some(match *e {
             // Its length is known: swallowed, as memcached does, and the connection goes on.
@@ -384,7 +378,7 @@ pub fn plan(frame: &[u8], _state: &mut ConnState) -> Plan {
                 return reply("CLIENT_ERROR bad command line format\r\n");
             }
             if toks.len() == 2 {
-                return Plan::Forward;
+                return Plan::ForwardRead;
             }
             let parts = toks[1..]
                 .iter()
@@ -591,7 +585,7 @@ mod tests {
     #[test]
     fn plans() {
         let mut st = ConnState::default();
-        assert_eq!(plan(b"get a\r\n", &mut st), Plan::Forward);
+        assert_eq!(plan(b"get a\r\n", &mut st), Plan::ForwardRead);
         let Plan::Split(parts, Merge::MemcacheValues) = plan(b"gets a bb\r\n", &mut st) else {
             panic!()
         };

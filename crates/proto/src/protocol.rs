@@ -90,6 +90,15 @@ pub enum Merge {
     MemcacheValues,
 }
 
+impl Merge {
+    /// Whether the parts of a request split this way only read (MGET, memcached's get), so
+    /// they may be re-sent; the integer sums (DEL, UNLINK, TOUCH, and EXISTS with them) and
+    /// MSET may write.
+    pub fn reads(self) -> bool {
+        matches!(self, Merge::Array | Merge::MemcacheValues)
+    }
+}
+
 /// One part of a split request: its bytes and where its key sits in them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
@@ -124,6 +133,12 @@ impl Part {
 pub enum Plan {
     /// Forward the frame as it is (balanced by its key, if it has one).
     Forward,
+    /// Forward it; it only reads (Redis `GET`, memcached `get`), so on a listener that
+    /// retries (`retry_on_backend_close`) it may reach a backend twice. A plain
+    /// [`Plan::Forward`] of an interpreted protocol is never re-sent (it may write); the
+    /// requests of protocols the proxy does not interpret all may be, once the operator
+    /// turned retries on.
+    ForwardRead,
     /// Forward it, but no answer will come (memcache `noreply`).
     ForwardOneWay,
     /// Answer it from the proxy with these bytes.
@@ -246,14 +261,6 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
     /// `true` for protocols whose requests are safe to repeat (DNS queries, Redis reads).
     fn retries_by_default(&self) -> bool {
         false
-    }
-
-    /// Whether this request may reach a backend twice, on a listener that retries: a read
-    /// (Redis `GET`, memcached `get`) may, a write may not. Protocols that do not
-    /// interpret their requests say `true`: the operator who turned retries on declared
-    /// every request safe to repeat.
-    fn repeatable(&self, _frame: &[u8]) -> bool {
-        true
     }
 
     /// How the protocol answers a request over `max_frame_size` (the framer's error

@@ -233,9 +233,7 @@ impl Protocol for Templated {
     fn retries_by_default(&self) -> bool {
         self.inner.retries_by_default()
     }
-    fn repeatable(&self, frame: &[u8]) -> bool {
-        self.inner.repeatable(frame)
-    }
+
     fn oversize_answer(&self, e: &CodecError) -> Option<Oversize> {
         self.inner.oversize_answer(e)
     }

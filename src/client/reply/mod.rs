@@ -38,6 +38,8 @@ pub(crate) struct Requeued {
     pub(crate) ticket: Option<Ticket>,
     /// Its key, where known (else the listener's protocol finds it again).
     pub(crate) key: Option<Key>,
+    /// It may reach a backend twice (a read): re-sent on probation if its connection dies.
+    pub(crate) repeatable: bool,
 }
 
 /// One client connection as the backend side sees it.
@@ -463,7 +465,13 @@ impl ReplySink for Client {
 
     /// A joined request comes back as the parts it was joined from, each to be placed by
     /// its own key again.
-    fn hand_back(&self, ticket: Option<Ticket>, request: Bytes, id_at: Option<Span>) {
+    fn hand_back(
+        &self,
+        ticket: Option<Ticket>,
+        request: Bytes,
+        id_at: Option<Span>,
+        repeatable: bool,
+    ) {
         if self.gone() {
             return;
         }
@@ -483,6 +491,7 @@ impl ReplySink for Client {
                             part: Some(i),
                             ..t.clone()
                         }),
+                        repeatable,
                     });
                 }
             }
@@ -491,6 +500,7 @@ impl ReplySink for Client {
                 id: id_at,
                 ticket,
                 key: None,
+                repeatable,
             }),
         }
         drop(q);

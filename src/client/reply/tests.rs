@@ -65,7 +65,7 @@ fn a_joined_part_is_answered_per_member_and_handed_back_split() {
         key: None,
     };
     // Handed back unwritten: it comes back as its two parts, keyed by their own keys.
-    c.hand_back(Some(part(0)), joined.frame.clone(), None);
+    c.hand_back(Some(part(0)), joined.frame.clone(), None, true);
     let back: Vec<Requeued> = std::iter::from_fn(|| c.take_requeued()).collect();
     assert_eq!(back.len(), 2);
     assert_eq!(back[0].frame, members[0].1.frame);

@@ -26,15 +26,38 @@ enum Cmd {
     Unsupported,
 }
 
+/// A command name in upper case (every name in the tables fits in 24 bytes).
+struct Upper {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl Upper {
+    fn of(name: &[u8]) -> Option<Upper> {
+        let mut buf = [0u8; 24];
+        if name.len() > buf.len() {
+            return None;
+        }
+        for (d, s) in buf.iter_mut().zip(name) {
+            *d = s.to_ascii_uppercase();
+        }
+        Some(Upper {
+            buf,
+            len: name.len(),
+        })
+    }
+
+    fn name(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 fn classify(name: &[u8]) -> Option<Cmd> {
-    let mut up = [0u8; 24];
-    if name.len() > up.len() {
-        return None;
-    }
-    for (d, s) in up.iter_mut().zip(name) {
-        *d = s.to_ascii_uppercase();
-    }
-    Some(match &up[..name.len()] {
+    classify_upper(&Upper::of(name)?)
+}
+
+fn classify_upper(up: &Upper) -> Option<Cmd> {
+    Some(match up.name() {
         b"PING" | b"ECHO" | b"QUIT" | b"AUTH" | b"HELLO" => Cmd::Local,
         b"MGET" => Cmd::MultiKey(Merge::Array),
         b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" => Cmd::MultiKey(Merge::SumIntegers),
@@ -73,23 +96,12 @@ fn classify(name: &[u8]) -> Option<Cmd> {
     })
 }
 
-/// Whether a request only reads (it may reach a server twice without changing what it
+/// Whether a command only reads (it may reach a server twice without changing what it
 /// holds): Redis's read-only commands of the table above, by the `readonly` flag of Redis's
 /// own command table.
-pub fn is_read(frame: &[u8]) -> bool {
-    let Some((s, l)) = Args::new(frame).next() else {
-        return false;
-    };
-    let name = &frame[s..s + l];
-    let mut up = [0u8; 24];
-    if name.len() > up.len() {
-        return false;
-    }
-    for (d, s) in up.iter_mut().zip(name) {
-        *d = s.to_ascii_uppercase();
-    }
+fn is_read(up: &Upper) -> bool {
     matches!(
-        &up[..name.len()],
+        up.name(),
         b"GET"
             | b"MGET"
             | b"EXISTS"
@@ -218,8 +230,18 @@ pub fn plan(frame: &[u8], state: &mut ConnState, password: Option<&[u8]>) -> Pla
     if password.is_some() && !state.authenticated && !is("AUTH") && !is("QUIT") {
         return error("NOAUTH Authentication required.");
     }
-    let Some(cmd) = classify(name) else {
+    let Some(upper) = Upper::of(name) else {
         return error(&format!("ERR unknown or unsupported command '{}'", lower()));
+    };
+    let Some(cmd) = classify_upper(&upper) else {
+        return error(&format!("ERR unknown or unsupported command '{}'", lower()));
+    };
+    let forward = || {
+        if is_read(&upper) {
+            Plan::ForwardRead
+        } else {
+            Plan::Forward
+        }
     };
     match cmd {
         Cmd::Local => match String::from_utf8_lossy(name).to_ascii_uppercase().as_str() {
@@ -250,11 +272,11 @@ pub fn plan(frame: &[u8], state: &mut ConnState, password: Option<&[u8]>) -> Pla
             "ERR command '{}' is not supported by this proxy: it needs connection state that shared backend connections cannot keep",
             lower()
         )),
-        Cmd::Key | Cmd::Keyless => Plan::Forward,
+        Cmd::Key | Cmd::Keyless => forward(),
         Cmd::MultiKey(merge) => {
             let keys: Vec<&[u8]> = args.map(|(s, l)| &frame[s..s + l]).collect();
             if keys.len() <= 1 {
-                return Plan::Forward;
+                return forward();
             }
             Plan::Split(keys.iter().map(|k| build(name, &[k])).collect(), merge)
         }
@@ -289,7 +311,7 @@ mod tests {
             plan(b"ping\r\n", &mut st, None),
             Plan::Reply(Bytes::from_static(b"+PONG\r\n"))
         );
-        assert_eq!(plan(&cmd(&["GET", "k"]), &mut st, None), Plan::Forward);
+        assert_eq!(plan(&cmd(&["GET", "k"]), &mut st, None), Plan::ForwardRead);
         let Plan::Reply(e) = plan(&cmd(&["MULTI"]), &mut st, None) else {
             panic!()
         };
@@ -322,13 +344,15 @@ mod tests {
 
     #[test]
     fn reads_and_writes() {
+        let mut st = ConnState::default();
         for r in [
             &["GET", "k"][..],
-            &["mget", "a", "b"],
+            &["mget", "a"],
             &["HGETALL", "h"],
             &["INFO"],
+            &["exists", "k"],
         ] {
-            assert!(is_read(&cmd(r)), "{r:?}");
+            assert_eq!(plan(&cmd(r), &mut st, None), Plan::ForwardRead, "{r:?}");
         }
         for w in [
             &["SET", "k", "v"][..],
@@ -336,10 +360,17 @@ mod tests {
             &["DEL", "k"],
             &["LPOP", "l"],
         ] {
-            assert!(!is_read(&cmd(w)), "{w:?}");
+            assert_eq!(plan(&cmd(w), &mut st, None), Plan::Forward, "{w:?}");
         }
-        assert!(is_read(b"get k\r\n"), "inline");
-        assert!(!is_read(b"\r\n"));
+        assert_eq!(plan(b"get k\r\n", &mut st, None), Plan::ForwardRead, "inline");
+        let Plan::Split(_, merge) = plan(&cmd(&["MGET", "a", "b"]), &mut st, None) else {
+            panic!()
+        };
+        assert!(merge.reads());
+        let Plan::Split(_, merge) = plan(&cmd(&["DEL", "a", "b"]), &mut st, None) else {
+            panic!()
+        };
+        assert!(!merge.reads());
     }
 
     #[test]
@@ -359,7 +390,7 @@ mod tests {
         );
         assert_eq!(
             plan(&cmd(&["GET", "k"]), &mut st, Some(b"s3cret")),
-            Plan::Forward
+            Plan::ForwardRead
         );
     }
 }

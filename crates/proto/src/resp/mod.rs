@@ -9,7 +9,7 @@ mod commands;
 mod split;
 mod wire;
 
-pub use commands::{arg_count, build, is_read};
+pub use commands::{arg_count, build};
 pub use wire::value_len;
 
 use crate::error::CodecError;
@@ -95,13 +95,10 @@ impl Protocol for RespProtocol {
         Ok(Some(Bytes::from(format!("-ERR {reason}\r\n"))))
     }
 
-    /// Reads are retried when their backend connection dies; writes are not.
+    /// Reads (planned as [`Plan::ForwardRead`]) are retried when their backend connection
+    /// dies; writes are not.
     fn retries_by_default(&self) -> bool {
         true
-    }
-
-    fn repeatable(&self, frame: &[u8]) -> bool {
-        is_read(frame)
     }
 
     /// As Redis for a bulk string or query past its limits: an error, then the connection
