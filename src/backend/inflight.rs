@@ -47,10 +47,15 @@ impl Pending {
 /// that keep nothing carry nothing per request.
 #[derive(Debug)]
 pub(super) struct Kept {
-    pub(super) bytes: Box<[u8]>,
+    pub(super) bytes: Vec<u8>,
     /// Whether it may be re-sent on probation if the connection dies after writing it.
     pub(super) retry: bool,
 }
+
+/// Spare copy buffers a `by_id` connection keeps for reuse, at most.
+const SPARE_BUFFERS: usize = 64;
+/// The largest spare buffer kept (a bigger request's is freed once answered).
+const SPARE_CAPACITY: usize = 2048;
 
 /// One connection's kept copies, by the stream offset of their request's first byte. Under
 /// `in_order` answers come in request order, so the copies sit in one buffer in that order
@@ -60,6 +65,9 @@ pub(super) struct Kept {
 #[derive(Debug, Default)]
 pub(super) struct KeptStore {
     by_offset: IdMap<Kept>,
+    /// `by_id`: buffers of answered copies, for the next ones (no allocation per request
+    /// once warm): at most [`SPARE_BUFFERS`], none over [`SPARE_CAPACITY`] bytes.
+    spare: Vec<Vec<u8>>,
     /// `in_order`: (stream offset, length, retry) of each copy in `fifo_bytes`, in order.
     fifo: VecDeque<(u64, u32, bool)>,
     /// The copies, from `fifo_head` on.
@@ -88,7 +96,8 @@ impl KeptStore {
             }
             self.fifo_bytes.extend_from_slice(request);
         } else {
-            let bytes = request.into();
+            let mut bytes = self.spare.pop().unwrap_or_default();
+            bytes.extend_from_slice(request);
             self.by_offset.insert(start, Kept { bytes, retry });
         }
     }
@@ -105,7 +114,7 @@ impl KeptStore {
                 self.bytes -= len as usize;
                 let (from, to) = (self.fifo_head, self.fifo_head + len as usize);
                 let kept = copy_out.then(|| Kept {
-                    bytes: self.fifo_bytes[from..to].into(),
+                    bytes: self.fifo_bytes[from..to].to_vec(),
                     retry,
                 });
                 self.fifo_head = to;
@@ -121,7 +130,15 @@ impl KeptStore {
         }
         let k = self.by_offset.remove(&start)?;
         self.bytes -= k.bytes.len();
-        Some(k)
+        if copy_out {
+            return Some(k);
+        }
+        let mut spare = k.bytes;
+        if self.spare.len() < SPARE_BUFFERS && spare.capacity() <= SPARE_CAPACITY {
+            spare.clear();
+            self.spare.push(spare);
+        }
+        None
     }
 
     /// Empties the store (the connection is gone), leaving what is kept to `take`.
@@ -134,7 +151,7 @@ impl KeptStore {
 #[derive(Debug)]
 pub(super) struct Retry {
     pub(super) pending: Pending,
-    pub(super) bytes: Box<[u8]>,
+    pub(super) bytes: Vec<u8>,
 }
 
 impl Retry {
@@ -260,5 +277,71 @@ fn restore_id(bytes: Bytes, p: &Pending) -> (Bytes, Option<Span>) {
             (f.freeze(), Some(span))
         }
         _ => (bytes, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_copies_leave_from_the_front_and_account_their_bytes() {
+        let mut k = KeptStore::default();
+        k.keep(true, 0, b"first", true);
+        k.keep(true, 10, b"third", false); // the request at 5 kept nothing
+        assert_eq!(k.bytes(), 10);
+        assert!(k.release(0, false).is_none(), "dropped: it was answered");
+        assert!(k.release(5, true).is_none(), "nothing kept at 5");
+        let third = k.release(10, true).unwrap();
+        assert_eq!((&third.bytes[..], third.retry), (&b"third"[..], false));
+        assert_eq!(k.bytes(), 0);
+        assert!(k.fifo.is_empty() && k.fifo_bytes.is_empty() && k.fifo_head == 0);
+    }
+
+    #[test]
+    fn in_order_buffer_is_reused_not_grown_with_messages_served() {
+        let mut k = KeptStore::default();
+        let mut outstanding = VecDeque::new();
+        for i in 0..100_000u64 {
+            k.keep(true, i * 16, b"0123456789abcdef", true);
+            outstanding.push_back(i * 16);
+            if i % 4 == 3 {
+                // Answers come in order, three at a time: some are always outstanding.
+                for _ in 0..3 {
+                    k.release(outstanding.pop_front().unwrap(), false);
+                }
+            }
+            assert!(
+                k.fifo_bytes.len() <= 2 * 16 * (outstanding.len() + 4),
+                "the buffer holds about what is outstanding"
+            );
+        }
+        assert_eq!(k.bytes(), 16 * outstanding.len());
+    }
+
+    #[test]
+    fn by_id_copies_come_out_in_any_order_and_their_buffers_are_reused() {
+        let mut k = KeptStore::default();
+        for start in 0..10u64 {
+            k.keep(false, start * 100, &[start as u8; 40], true);
+        }
+        let five = k.release(500, true).unwrap();
+        assert_eq!(five.bytes, vec![5u8; 40]);
+        for start in [9u64, 0, 3] {
+            assert!(k.release(start * 100, false).is_none());
+        }
+        assert_eq!(k.spare.len(), 3, "answered copies' buffers kept for reuse");
+        k.keep(false, 2_000, b"again", false);
+        assert_eq!(k.spare.len(), 2);
+        assert_eq!(k.bytes(), 6 * 40 + 5);
+        for _ in 0..(SPARE_BUFFERS + 10) {
+            k.keep(false, 9_999, &[1; 8], true);
+            k.release(9_999, false);
+        }
+        assert!(k.spare.len() <= SPARE_BUFFERS);
+        k.keep(false, 7, &vec![0; SPARE_CAPACITY + 1], true);
+        let before = k.spare.len();
+        k.release(7, false);
+        assert_eq!(k.spare.len(), before, "a large buffer is freed, not kept");
     }
 }

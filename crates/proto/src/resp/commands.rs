@@ -362,7 +362,11 @@ mod tests {
         ] {
             assert_eq!(plan(&cmd(w), &mut st, None), Plan::Forward, "{w:?}");
         }
-        assert_eq!(plan(b"get k\r\n", &mut st, None), Plan::ForwardRead, "inline");
+        assert_eq!(
+            plan(b"get k\r\n", &mut st, None),
+            Plan::ForwardRead,
+            "inline"
+        );
         let Plan::Split(_, merge) = plan(&cmd(&["MGET", "a", "b"]), &mut st, None) else {
             panic!()
         };
