@@ -65,6 +65,9 @@ pub(crate) struct BackendConn {
     pub(super) probation: Probation,
     pub(super) notify: Notify,
     pub(super) retired: Cell<bool>,
+    /// Reads of answers are ACKed at once (`pool.quick_ack`: set from the start, or once
+    /// answers stalled; kept across reconnects).
+    pub(super) quick_ack: Cell<bool>,
     /// The cluster as of the last reload.
     pub(super) upstream: RefCell<Upstream>,
 }
@@ -99,6 +102,7 @@ impl BackendConn {
             }),
             notify: Notify::new(),
             retired: Cell::new(false),
+            quick_ack: Cell::new(false),
             upstream: RefCell::new(upstream),
         }
     }

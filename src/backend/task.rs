@@ -5,6 +5,7 @@
 
 use super::conn::{BackendConn, Status};
 use super::handshake;
+use crate::config::QuickAck;
 use crate::registry::Registry;
 use bytes::{Buf, BytesMut};
 use std::rc::Rc;
@@ -19,6 +20,10 @@ use tokio::net::TcpStream;
 
 /// Read size for answers.
 const READ_CHUNK: usize = 64 << 10;
+
+/// A gap between reads of answers, with answers due all along, that looks like the
+/// server waiting for a delayed ACK (Linux delays one by 40 ms to 200 ms).
+const STALL: Duration = Duration::from_millis(30);
 
 /// A connection that lived shorter than this and died counts as a failed attempt (back-off
 /// applies), so a backend that accepts and closes at once is not hammered.
@@ -254,6 +259,8 @@ struct Pump<'a> {
     frames: FrameSet,
     request_timeout: Duration,
     armed: bool,
+    /// When the last read of answers came.
+    last_read: Instant,
 }
 
 impl<'a> Pump<'a> {
@@ -287,6 +294,27 @@ impl<'a> Pump<'a> {
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
             self.rbuf.reserve(READ_CHUNK);
         }
+    }
+
+    /// Answers came (`pool.quick_ack = "auto"`): if they came a delayed ACK's time after
+    /// the previous read while answers were due all along, the server is holding its
+    /// answers for our ACK (Nagle's algorithm on its side): ACK at once from now on.
+    fn watch_for_stall(&mut self) {
+        let now = Instant::now();
+        let gap = now.saturating_duration_since(self.last_read);
+        if gap >= STALL {
+            let due_since = self.conn.state.borrow().corr.oldest().map(|p| p.sent);
+            if due_since.is_some_and(|sent| sent <= self.last_read) {
+                self.conn.quick_ack.set(true);
+                tracing::info!(
+                    backend = %self.conn.backend.name,
+                    slot = self.conn.slot,
+                    gap = ?gap,
+                    "answers stalled while more were due (the server waits for our ACKs): ACKing each read at once from now on (pool.quick_ack)"
+                );
+            }
+        }
+        self.last_read = now;
     }
 
     /// Answers arrived: each goes to its request's client (or as a push), then every client
@@ -416,8 +444,13 @@ async fn pump(
     protocols: &Protocols,
     max_frame: usize,
     registry: &Registry,
-    (request_timeout, quick_ack): (Duration, bool),
+    (request_timeout, quick_ack): (Duration, QuickAck),
 ) -> (Ended, BytesMut) {
+    match quick_ack {
+        QuickAck::Always => conn.quick_ack.set(true),
+        QuickAck::Never => conn.quick_ack.set(false),
+        QuickAck::Auto => {}
+    }
     let framer = match protocols.answers.framer(Direction::Answers, max_frame) {
         Ok(f) => f,
         Err(e) => {
@@ -437,6 +470,7 @@ async fn pump(
         frames: FrameSet::new(),
         request_timeout,
         armed: false,
+        last_read: Instant::now(),
     };
     let (mut rd, mut wr) = stream.split();
     let timer = tokio::time::sleep(request_timeout);
@@ -459,7 +493,10 @@ async fn pump(
             r = rd.read_buf(&mut p.rbuf) => match r {
                 Ok(0) => Err(Ended::Lost("backend closed the connection".into())),
                 Ok(_) => {
-                    if quick_ack && !p.conn.state.borrow().corr.is_empty() {
+                    if quick_ack == QuickAck::Auto && !conn.quick_ack.get() {
+                        p.watch_for_stall();
+                    }
+                    if conn.quick_ack.get() && !conn.state.borrow().corr.is_empty() {
                         // More answers are due: ACK these at once, or a server with Nagle's
                         // algorithm on (nsd) holds its next answers for the ACK our kernel
                         // delays (~40 ms).

@@ -59,7 +59,7 @@ pub(crate) struct RawPool {
     max_queued_bytes: Option<u64>,
     reconnect_backoff_min: Option<String>,
     reconnect_backoff_max: Option<String>,
-    quick_ack: Option<bool>,
+    quick_ack: Option<String>,
 }
 
 /// Per-worker backend connection pool settings.
@@ -75,8 +75,20 @@ pub struct PoolConfig {
     pub reconnect_backoff_min: Duration,
     /// Largest reconnect delay.
     pub reconnect_backoff_max: Duration,
-    /// ACK each read of answers at once (`TCP_QUICKACK`) while more are due.
-    pub quick_ack: bool,
+    /// When reads of answers are ACKed at once (`TCP_QUICKACK`) while more are due.
+    pub quick_ack: QuickAck,
+}
+
+/// `pool.quick_ack`: when a backend connection ACKs each read of answers at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuickAck {
+    /// From the first time answers stall about a delayed ACK's time (the server holds them
+    /// for our ACK: Nagle's algorithm on its side), for the rest of the connection's life.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// One `[[cluster]]`, validated.
@@ -204,7 +216,17 @@ pub(crate) fn validate(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid
             raw_pool.reconnect_backoff_max.as_ref(),
             Duration::from_secs(5),
         )?,
-        quick_ack: raw_pool.quick_ack.unwrap_or(true),
+        quick_ack: match raw_pool.quick_ack.as_deref() {
+            None | Some("auto") => QuickAck::Auto,
+            Some("always") => QuickAck::Always,
+            Some("never") => QuickAck::Never,
+            Some(o) => {
+                return Err((
+                    key("pool.quick_ack"),
+                    format!("must be `auto`, `always` or `never`, got `{o}`"),
+                ))
+            }
+        },
     };
     if pool.reconnect_backoff_max < pool.reconnect_backoff_min {
         return Err((

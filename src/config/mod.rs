@@ -11,7 +11,7 @@ mod health;
 mod listener;
 mod values;
 
-pub use cluster::{ClusterConfig, PoolConfig};
+pub use cluster::{ClusterConfig, PoolConfig, QuickAck};
 pub use health::{Expect, HealthConfig};
 pub use listener::{ClientLimits, ListenerConfig};
 

@@ -131,3 +131,54 @@ fn key_hashing_clusters_fail_a_down_servers_keys_by_default() {
         assert_eq!(c.clusters[0].balance.on_backend_down, want, "{policy}");
     }
 }
+
+#[test]
+fn poison_isolation_settings_are_checked() {
+    // Retries where nothing is awaited make no sense.
+    let none = GOOD.replace(
+        "correlation = \"by_id\"",
+        "correlation = \"none\"\nretry_on_backend_close = true",
+    );
+    let e = err(&none);
+    assert!(
+        e.contains("listener.orders.retry_on_backend_close: with correlation = \"none\""),
+        "{e}"
+    );
+    // Generic codecs do not retry unless told; dns does.
+    let c = parse(GOOD, Path::new("sy.toml")).unwrap();
+    assert!(!c.listeners[0].retry_on_backend_close);
+    let dns = GOOD.replace(
+        "kind = \"length_field\"\nlength_offset = 0\nlength_width = 4\nlength_adjust = 0\nendian = \"big\"\nkey = { offset = 4, width = 8 }\nid = { offset = 12, width = 4 }",
+        "kind = \"dns\"",
+    );
+    let c = parse(&dns, Path::new("sy.toml")).unwrap();
+    assert!(c.listeners[0].retry_on_backend_close);
+    let e = err(&dns.replace("correlation = \"by_id\"", "correlation = \"in_order\""));
+    assert!(
+        e.contains("listener.orders.correlation: the dns codec's answers come in any order"),
+        "{e}"
+    );
+    let e = err(&dns.replace("kind = \"dns\"", "kind = \"dns\"\nkey = \"name\""));
+    assert!(
+        e.contains("listener.orders.codec.key: must be \"qname\""),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "max_entries = 1000000",
+        "max_entries = 1000000\n[cluster.pool]\nquick_ack = \"sometimes\"",
+    ));
+    assert!(
+        e.contains(
+            "cluster.orders.pool.quick_ack: must be `auto`, `always` or `never`, got `sometimes`"
+        ),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "id = { offset = 12, width = 4 }",
+        "id = { offset = 12, width = 4 }\nmust = { offset = 4, mask = 0x80, value = 0x81 }",
+    ));
+    assert!(
+        e.contains("listener.orders.codec.must.value: 0x81 has bits outside mask 0x80"),
+        "{e}"
+    );
+}

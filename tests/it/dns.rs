@@ -452,3 +452,28 @@ fn dnsperf_over_tcp_through_the_proxy_loses_nothing() {
     assert_eq!(field("Queries lost:"), 0, "{out}");
     assert!(out.contains("NOERROR 4000"), "{out}");
 }
+
+/// nsd leaves Nagle's algorithm on: on a connection many clients pipeline over, its answers
+/// wait for the proxy's delayed ACKs. The proxy notices the stall and ACKs each read at once
+/// from then on (`pool.quick_ack = "auto"`).
+#[test]
+fn answers_held_for_a_delayed_ack_turn_quick_acks_on() {
+    let servers = servers(1);
+    let p = proxy(
+        &servers,
+        DNS_CODEC,
+        "[cluster.pool]\nconnections_per_backend = 1",
+    );
+    assert_all_right(&clients_for(
+        p.addr("dns"),
+        4,
+        1 << 30,
+        32,
+        Some(Duration::from_secs(3)),
+    ));
+    let log = p.stderr();
+    assert!(
+        log.contains("answers stalled while more were due"),
+        "the stall was seen and quick ACKs turned on: {log}"
+    );
+}
