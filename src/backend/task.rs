@@ -299,8 +299,7 @@ impl<'a> Pump<'a> {
     /// Answers came (`pool.quick_ack = "auto"`): if they came a delayed ACK's time after
     /// the previous read while answers were due all along, the server is holding its
     /// answers for our ACK (Nagle's algorithm on its side): ACK at once from now on.
-    fn watch_for_stall(&mut self) {
-        let now = Instant::now();
+    fn watch_for_stall(&mut self, now: Instant) {
         let gap = now.saturating_duration_since(self.last_read);
         if gap >= STALL {
             let due_since = self.conn.state.borrow().corr.oldest().map(|p| p.sent);
@@ -319,7 +318,7 @@ impl<'a> Pump<'a> {
 
     /// Answers arrived: each goes to its request's client (or as a push), then every client
     /// given answers is written to once.
-    fn on_read(&mut self) -> Result<(), Ended> {
+    fn on_read(&mut self, now: Instant) -> Result<(), Ended> {
         match self.framer.scan(&self.rbuf, &mut self.frames) {
             Ok(()) => {}
             Err(CodecError::Script(e)) => {
@@ -330,7 +329,6 @@ impl<'a> Pump<'a> {
             Err(e) => return Err(Ended::Lost(format!("bad answer from backend: {e}"))),
         }
         let was_full = !self.conn.has_room();
-        let now = Instant::now();
         let mut frames = std::mem::take(&mut self.frames);
         for f in frames.drain(..) {
             let len = f.len as usize;
@@ -493,8 +491,9 @@ async fn pump(
             r = rd.read_buf(&mut p.rbuf) => match r {
                 Ok(0) => Err(Ended::Lost("backend closed the connection".into())),
                 Ok(_) => {
+                    let now = Instant::now();
                     if quick_ack == QuickAck::Auto && !conn.quick_ack.get() {
-                        p.watch_for_stall();
+                        p.watch_for_stall(now);
                     }
                     if conn.quick_ack.get() && !conn.state.borrow().corr.is_empty() {
                         // More answers are due: ACK these at once, or a server with Nagle's
@@ -502,7 +501,7 @@ async fn pump(
                         // delays (~40 ms).
                         let _ = socket2::SockRef::from(rd.as_ref()).set_quickack(true);
                     }
-                    p.on_read()
+                    p.on_read(now)
                 }
                 Err(e) => Err(Ended::Lost(format!("read failed: {e}"))),
             },
