@@ -19,46 +19,12 @@ round by round: the before/after comparison of a change.
 Needs redis-server, redis-tools, memcached, libmemcached-tools and nutcracker (Debian), and
 target/release/switchyard (cargo build --release).
 """
-import argparse, os, re, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, re, statistics, subprocess, sys
 
-from loopback import free_port, wait_port
+from loopback import Procs, cpu_seconds, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWITCHYARD = os.path.join(ROOT, "target", "release", "switchyard")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-class Procs:
-    def __init__(self):
-        self.procs = []
-        self.tmp = tempfile.mkdtemp(prefix="sy-bench-")
-
-    def start(self, args, port, what):
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(p)
-        wait_port(port, p, what)
-        return p
-
-    def file(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def start_targets(procs, proto):

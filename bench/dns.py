@@ -16,47 +16,13 @@ on 127.0.0.1; every run bounded by its time (`-l`).
 Needs nsd, dnsperf and dnsdist (Debian) and target/release/switchyard (cargo build
 --release).
 """
-import argparse, os, re, signal, statistics, subprocess, sys, tempfile
+import argparse, os, re, statistics, subprocess, sys
 
-from loopback import free_port, wait_port
+from loopback import Procs, cpu_seconds, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWITCHYARD = os.path.join(ROOT, "target", "release", "switchyard")
-TICK = os.sysconf("SC_CLK_TCK")
 NAMES = 1000
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-class Procs:
-    def __init__(self):
-        self.procs = []
-        self.tmp = tempfile.mkdtemp(prefix="sy-dns-bench-")
-
-    def start(self, args, port, what):
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(p)
-        wait_port(port, p, what)
-        return p
-
-    def file(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def nsd(procs, i):
@@ -168,7 +134,7 @@ def main():
     ap.add_argument("--baseline", help="an older switchyard binary, run with a length_field listener")
     args = ap.parse_args()
     BASELINE = args.baseline
-    procs = Procs()
+    procs = Procs("sy-dns-bench-")
     DATA = procs.file("queries.txt", "".join(f"n{k}.example.test A\n" for k in range(NAMES)))
     runs = {}
     try:

@@ -55,8 +55,38 @@ def config(mode, listen, backends):
     )
 
 
-def resp_client(port, c, count, errors):
-    """Pipelined GETs of keys that do not exist: every answer is `$-1\\r\\n`."""
+def demo_request(c, sent, shared):
+    key = (c * 1000003 + sent) % 997 if shared else c
+    return struct.pack(">IQI", 12 + len(PAYLOAD), key, sent) + PAYLOAD
+
+
+def demo_answers(buf):
+    """Whole demo-protocol answers at the head of `buf`: (how many, the rest)."""
+    n = 0
+    while len(buf) >= 4:
+        size = 4 + struct.unpack(">I", buf[:4])[0]
+        if len(buf) < size:
+            break
+        buf = buf[size:]
+        n += 1
+    return n, buf
+
+
+def resp_request(c, sent, _shared):
+    """A GET of a key that does not exist: every answer is `$-1\\r\\n`."""
+    key = f"k{(c * 7919 + sent) % 1000}".encode()
+    return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+
+
+def resp_answers(buf):
+    n = buf.count(b"\r\n")
+    return n, (buf[buf.rfind(b"\r\n") + 2:] if n else buf)
+
+
+def client(port, c, count, mode, errors):
+    """One connection: `count` requests of `mode`, at most DEPTH in flight, every answer read."""
+    request, answers = (resp_request, resp_answers) if mode == "resp" else (demo_request, demo_answers)
+    shared = mode == "byid-shared"
     try:
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -66,8 +96,7 @@ def resp_client(port, c, count, errors):
         while got < count:
             out = []
             while sent < count and sent - got < DEPTH:
-                key = f"k{(c * 7919 + sent) % 1000}".encode()
-                out.append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
+                out.append(request(c, sent, shared))
                 sent += 1
             if out:
                 s.sendall(b"".join(out))
@@ -75,43 +104,8 @@ def resp_client(port, c, count, errors):
             if not data:
                 errors.append(f"connection {c} closed after {got} answers")
                 return
-            buf += data
-            n = buf.count(b"\r\n")
+            n, buf = answers(buf + data)
             got += n
-            buf = buf[buf.rfind(b"\r\n") + 2:] if n else buf
-        s.close()
-    except OSError as e:
-        errors.append(f"connection {c}: {e}")
-
-
-def client(port, c, count, shared, errors):
-    if shared == "resp":
-        return resp_client(port, c, count, errors)
-    try:
-        s = socket.create_connection(("127.0.0.1", port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.settimeout(60)
-        sent = got = 0
-        buf = b""
-        while got < count:
-            out = []
-            while sent < count and sent - got < DEPTH:
-                key = (c * 1000003 + sent) % 997 if shared else c
-                out.append(struct.pack(">IQI", 12 + len(PAYLOAD), key, sent) + PAYLOAD)
-                sent += 1
-            if out:
-                s.sendall(b"".join(out))
-            data = s.recv(65536)
-            if not data:
-                errors.append(f"connection {c} closed after {got} answers")
-                return
-            buf += data
-            while len(buf) >= 4:
-                n = struct.unpack(">I", buf[:4])[0]
-                if len(buf) < 4 + n:
-                    break
-                buf = buf[4 + n :]
-                got += 1
         s.close()
     except OSError as e:
         errors.append(f"connection {c}: {e}")
@@ -147,8 +141,7 @@ def count(binary, mode, messages, workdir):
         wait_port(listen, proxy, binary, timeout=60)
         errors = []
         per = messages // CONNS
-        shared = "resp" if mode == "resp" else mode == "byid-shared"
-        threads = [threading.Thread(target=client, args=(listen, c, per, shared, errors))
+        threads = [threading.Thread(target=client, args=(listen, c, per, mode, errors))
                    for c in range(CONNS)]
         for t in threads:
             t.start()

@@ -477,3 +477,40 @@ fn answers_held_for_a_delayed_ack_turn_quick_acks_on() {
         "the stall was seen and quick ACKs turned on: {log}"
     );
 }
+
+/// EDNS (an OPT record, here with the TCP keep-alive option of RFC 7828) passes through
+/// untouched both ways: through the proxy, the answer is nsd's own answer to the same
+/// query, byte for byte, but for the id.
+#[test]
+fn edns_and_tcp_keepalive_pass_through_untouched() {
+    let servers = servers(1);
+    let p = proxy(&servers, DNS_CODEC, "");
+    let mut q = query(0x4242, "n7.example.test", 1);
+    q[13] = 1; // ARCOUNT 1: the OPT record below
+               // root name, type OPT (41), UDP size 4096, no extended rcode/flags, one option:
+               // edns-tcp-keepalive (11), empty in a query.
+    q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 4, 0, 11, 0, 0]);
+    let len = (q.len() - 2) as u16;
+    q[..2].copy_from_slice(&len.to_be_bytes());
+    let ask = |addr: SocketAddr| -> Vec<u8> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&q).unwrap();
+        let mut buf = Vec::new();
+        loop {
+            if let Some(mut m) = read_messages(&mut s, &mut buf).and_then(|m| m.into_iter().next())
+            {
+                return std::mem::take(&mut m);
+            }
+        }
+    };
+    let direct = ask(servers[0].addr);
+    let proxied = ask(p.addr("dns"));
+    assert_eq!(&proxied[..2], &[0x42, 0x42], "the client's id");
+    assert_eq!(proxied, direct, "nsd's answer, untouched");
+    let opt = [0, 0, 41];
+    assert!(
+        proxied.windows(3).any(|w| w == opt),
+        "the answer carries nsd's OPT record: {proxied:02x?}"
+    );
+}

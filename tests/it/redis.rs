@@ -38,6 +38,27 @@ ttl = "1h"
     ))
 }
 
+/// One worker, a `resp` listener over the cluster of `backends` (TOML inline tables), with
+/// `cluster` lines added to the cluster's table.
+fn one_worker_proxy(backends: &[String], cluster: &str) -> Proxy {
+    Proxy::start(&format!(
+        r#"workers = 1
+[[listener]]
+name = "redis"
+listen = "127.0.0.1:0"
+cluster = "redis"
+[listener.codec]
+kind = "resp"
+
+[[cluster]]
+name = "redis"
+backends = [{}]
+{cluster}
+"#,
+        backends.join(", ")
+    ))
+}
+
 /// The number after `prefix` on its line of `INFO section` (up to a comma), or 0.
 fn info_number(server: &Server, section: &str, prefix: &str) -> u64 {
     let info = redis_cli(server.addr, &["INFO", section]);
@@ -195,22 +216,7 @@ fn multi_key_commands_go_once_to_each_backend() {
         .enumerate()
         .map(|(i, s)| format!("{{ address = \"{}\", name = \"r{i}\" }}", s.addr))
         .collect();
-    let proxy = Proxy::start(&format!(
-        r#"workers = 1
-[[listener]]
-name = "redis"
-listen = "127.0.0.1:0"
-cluster = "redis"
-[listener.codec]
-kind = "resp"
-
-[[cluster]]
-name = "redis"
-policy = "ketama"
-backends = [{}]
-"#,
-        list.join(", ")
-    ));
+    let proxy = one_worker_proxy(&list, "policy = \"ketama\"");
     let p = proxy.addr("redis");
     let keys: Vec<String> = (0..30).map(|i| format!("user:{i}")).collect();
     let mut mset = vec!["MSET".to_string()];
@@ -467,22 +473,8 @@ fn a_request_redis_closes_on_costs_the_clients_sharing_its_connection_nothing() 
     use std::io::{BufRead, BufReader, Read, Write};
     use std::time::{Duration, Instant};
     let server = redis(None);
-    let proxy = Proxy::start(&format!(
-        r#"workers = 1
-[[listener]]
-name = "redis"
-listen = "127.0.0.1:0"
-cluster = "redis"
-[listener.codec]
-kind = "resp"
-
-[[cluster]]
-name = "redis"
-backends = [{{ address = "{}" }}]
-pool = {{ connections_per_backend = 1 }}
-"#,
-        server.addr
-    ));
+    let backend = format!("{{ address = \"{}\" }}", server.addr);
+    let proxy = one_worker_proxy(&[backend], "pool = { connections_per_backend = 1 }");
     let p = proxy.addr("redis");
     for i in 0..50 {
         assert_eq!(

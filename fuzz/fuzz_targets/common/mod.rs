@@ -207,6 +207,23 @@ pub fn assert_same(chunked: &Outcome<'_>, whole: &Outcome<'_>, sizes: &[usize]) 
     );
 }
 
+/// Scans `stream` with fresh framers from `framer` in the reads `sizes` cut it into, in one
+/// read, and a byte at a time (its first 1 024 bytes), checking every frame with `check`;
+/// all three must find the same frames and agree on whether the stream is bad.
+pub fn assert_read_independent(
+    framer: &dyn Fn() -> Box<dyn Framer>,
+    stream: &[u8],
+    sizes: &[usize],
+    max_frame: usize,
+    check: &dyn Fn(&[u8], &Frame),
+) {
+    let got = scan_chunked(&mut *framer(), stream, sizes, max_frame, check);
+    let want = scan_whole(&mut *framer(), stream, max_frame, check);
+    assert_same(&got, &want, sizes);
+    let one_by_one = scan_bytewise(&mut *framer(), stream, max_frame, check);
+    assert_same(&one_by_one, &want, &[1]);
+}
+
 /// The `resp` and `memcache` targets: the protocol's framer in both directions (the first
 /// input byte picks one), `max_frame` and read sizes from the input, the rest as the
 /// stream; for requests, the proxy's plan for every frame (a split request's parts must
@@ -267,9 +284,5 @@ pub fn planned_protocol(data: &[u8], protocol: Arc<dyn Protocol>) {
         }
     };
     let framer = || protocol.framer(direction, max_frame).expect("builds");
-    let got = scan_chunked(&mut *framer(), stream, &sizes, max_frame, &check);
-    let want = scan_whole(&mut *framer(), stream, max_frame, &check);
-    assert_same(&got, &want, &sizes);
-    let one_by_one = scan_bytewise(&mut *framer(), stream, max_frame, &check);
-    assert_same(&one_by_one, &want, &[1]);
+    assert_read_independent(&framer, stream, &sizes, max_frame, &check);
 }

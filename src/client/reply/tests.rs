@@ -153,3 +153,20 @@ fn answers_held_for_reordering_count_against_the_bound() {
     c.answer(&first, b"x", None);
     assert_eq!(output(&c), b"");
 }
+
+#[test]
+fn an_in_order_client_holds_new_requests_while_one_is_on_probation() {
+    let c = client(1 << 20);
+    assert!(!c.held_for_retry());
+    c.retrying(true);
+    c.retrying(true);
+    assert!(c.held_for_retry(), "its next request must not overtake the retry");
+    c.retrying(false);
+    assert!(c.held_for_retry(), "one is still on probation");
+    c.retrying(false);
+    assert!(!c.held_for_retry());
+    // Answers by id carry no order to keep: nothing is held.
+    let by_id = client_of(Arc::new(MemcacheProtocol), false, 1 << 20);
+    by_id.retrying(true);
+    assert!(!by_id.held_for_retry());
+}
