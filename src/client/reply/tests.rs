@@ -160,7 +160,10 @@ fn an_in_order_client_holds_new_requests_while_one_is_on_probation() {
     assert!(!c.held_for_retry());
     c.retrying(true);
     c.retrying(true);
-    assert!(c.held_for_retry(), "its next request must not overtake the retry");
+    assert!(
+        c.held_for_retry(),
+        "its next request must not overtake the retry"
+    );
     c.retrying(false);
     assert!(c.held_for_retry(), "one is still on probation");
     c.retrying(false);
