@@ -168,8 +168,9 @@ impl BackendConn {
         let len_before = s.wbuf.len();
         // A copy is kept of what may be re-sent, or what the error answer repeats, within
         // the bound: past it, requests go without (not retried; a plainer error answer).
-        let keep = (retry || self.keep_requests) && s.kept.bytes() + frame.len() <= self.max_queued;
-        let keep = keep && ticket.is_some();
+        let keep = ticket.is_some()
+            && (retry || self.keep_requests)
+            && s.kept.bytes() + frame.len() <= self.max_queued;
         let pending = |ticket: Ticket, len: u32| Pending {
             sink: sink.clone(),
             ticket,
@@ -305,7 +306,7 @@ impl BackendConn {
             let written = s.written_total;
             debug_assert_eq!(written + tail.len() as u64, s.queued_total);
             s.written_total = s.queued_total;
-            let mut kept = s.kept.drain();
+            let mut kept = std::mem::take(&mut s.kept);
             (
                 s.corr
                     .drain()
@@ -331,6 +332,14 @@ impl BackendConn {
 
     pub(super) fn set_status(&self, status: Status) {
         self.state.borrow_mut().status = status;
+    }
+
+    /// The fault of a request lost with this connection: the backend's name and why.
+    pub(super) fn lost(&self, reason: &str) -> BackendFault {
+        BackendFault::Lost {
+            backend: self.backend.name.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Passive health: one more failure of this backend.

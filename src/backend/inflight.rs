@@ -60,7 +60,7 @@ const SPARE_CAPACITY: usize = 2048;
 /// One connection's kept copies, by the stream offset of their request's first byte. Under
 /// `in_order` answers come in request order, so the copies sit in one buffer in that order
 /// and leave it from the front (no allocation per request); under `by_id` they come in any
-/// order, so each is a box of its own in a map. Empty, and costing one check per answer, on
+/// order, so each is a buffer of its own (reused from answered ones) in a map. Empty, and costing one check per answer, on
 /// listeners that keep nothing.
 #[derive(Debug, Default)]
 pub(super) struct KeptStore {
@@ -139,11 +139,6 @@ impl KeptStore {
             self.spare.push(spare);
         }
         None
-    }
-
-    /// Empties the store (the connection is gone), leaving what is kept to `take`.
-    pub(super) fn drain(&mut self) -> KeptStore {
-        std::mem::take(self)
     }
 }
 

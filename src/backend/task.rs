@@ -56,7 +56,7 @@ pub(crate) async fn run(
         let config = conn.upstream.borrow().config.clone();
         let retry = config.retry_on_connect_failure;
         if conn.retired.get() {
-            let lost = lost(&conn, "backend removed from the cluster");
+            let lost = conn.lost("backend removed from the cluster");
             conn.settle_in_flight(&lost, BytesMut::new(), (retry, false));
             return;
         }
@@ -67,7 +67,7 @@ pub(crate) async fn run(
         let had_work = !conn.state.borrow().corr.is_empty();
         // Requests written that may be repeated go on probation, where the one that killed
         // the connection is found: until then the loss is not the backend's to count.
-        let probation = life.probation && conn.probation.open(Instant::now());
+        let probation = life.blame_backend && conn.probation.open(Instant::now());
         // A connection that served a while and was lost reconnects at once (messages may
         // queue meanwhile), as does one whose requests went on probation; otherwise it is
         // down until the back-off ends. The status is set before what was in flight is
@@ -116,11 +116,10 @@ struct Life {
     unwritten: BytesMut,
     /// It served long enough (or was replaced on purpose) to reconnect at once.
     healthy: bool,
-    /// Whether the loss counts against the backend (not when the answer script failed).
+    /// Whether the loss counts against the backend (not when the answer script failed);
+    /// only then may requests in flight go on probation (the connection died, or was
+    /// replaced after a timeout).
     blame_backend: bool,
-    /// Whether requests in flight may go on probation (the connection died, or was
-    /// replaced after a timeout; not when the answer script failed).
-    probation: bool,
 }
 
 /// Connects (with the protocol's handshake) and pumps until the connection ends; `None`
@@ -138,7 +137,6 @@ async fn connect_and_pump(
         unwritten: BytesMut::new(),
         healthy: false,
         blame_backend: true,
-        probation: false,
     };
     let attempt = tokio::time::timeout(
         config.pool.connect_timeout,
@@ -175,7 +173,6 @@ async fn connect_and_pump(
         Ended::Lost(r) => (r, false, true),
         Ended::ScriptFailed(r) => (r, true, false),
     };
-    let probation = blame_backend;
     // Throttled per backend and reason: a poison flood or a flapping backend must not
     // flood the log (the next line of the kind counts the ones left out).
     if let Some(suppressed) = crate::throttle::admit(&[&conn.backend.name, "lost", &reason]) {
@@ -186,7 +183,6 @@ async fn connect_and_pump(
         unwritten,
         healthy: replaced || since.elapsed() >= MIN_HEALTHY_LIFETIME,
         blame_backend,
-        probation,
     })
 }
 
@@ -194,7 +190,7 @@ async fn connect_and_pump(
 /// `retry.0`), puts what was sent and may be repeated on probation (if `retry.1`), fails
 /// the rest. Returns how many went on probation.
 fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, bool)) -> usize {
-    let lost = lost(conn, reason);
+    let lost = conn.lost(reason);
     let s = conn.settle_in_flight(&lost, unwritten, retry);
     let max = conn.upstream.borrow().config.pool.max_queued_bytes;
     let on_probation = s.probation.len();
@@ -214,14 +210,6 @@ fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, b
         );
     }
     admitted
-}
-
-/// The fault of requests lost with the connection to `conn`'s backend.
-fn lost(conn: &BackendConn, reason: &str) -> BackendFault {
-    BackendFault::Lost {
-        backend: conn.backend.name.clone(),
-        reason: reason.to_string(),
-    }
 }
 
 /// Routes a backend message that answers nothing (`f`, `frame`) to the client owning its

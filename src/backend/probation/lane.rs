@@ -17,7 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How one request fared on probation.
-/// How one request fared on probation.
 enum Outcome {
     Answered,
     /// The connection died with it alone in flight; `fresh`: it was the connection's first.
@@ -39,6 +38,15 @@ struct LaneConn {
     frames: FrameSet,
     /// Requests answered on it.
     served: u32,
+}
+
+impl LaneConn {
+    /// Room in the read buffer for the next read.
+    fn room(&mut self) {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 << 10);
+        }
+    }
 }
 
 /// One lane: takes waiting requests one at a time and re-sends each alone.
@@ -183,9 +191,7 @@ async fn try_one(
 /// (it may close right after an answer, as Redis does after a protocol error). Bytes that
 /// came meanwhile stay in its buffer, for the next exchange to frame.
 fn still_open(l: &mut LaneConn) -> bool {
-    if l.rbuf.capacity() - l.rbuf.len() < 4096 {
-        l.rbuf.reserve(16 << 10);
-    }
+    l.room();
     match l.stream.try_read_buf(&mut l.rbuf) {
         Ok(0) => false,
         Ok(_) => true,
@@ -302,9 +308,7 @@ async fn exchange(
             if found {
                 return Ok(());
             }
-            if l.rbuf.capacity() - l.rbuf.len() < 4096 {
-                l.rbuf.reserve(16 << 10);
-            }
+            l.room();
             match l.stream.read_buf(&mut l.rbuf).await {
                 Ok(0) => return Err(Short::Died("backend closed the connection".into())),
                 Ok(_) => {}
@@ -313,22 +317,21 @@ async fn exchange(
         }
     })
     .await;
-    match answered {
+    let short = match answered {
         Ok(Ok(())) => {
             l.served += 1;
             return Outcome::Answered;
         }
-        _ => conn.backend.load.on_failed(),
-    }
-    match answered {
         Ok(Err(Short::Died(reason))) => Outcome::Killed { reason, fresh },
         Ok(Err(Short::Failed(fault))) => Outcome::Failed(fault),
-        _ => Outcome::Failed(
+        Err(_) => Outcome::Failed(
             BackendFault::TimedOut {
                 backend: conn.backend.name.clone(),
                 after: timeout,
             }
             .into(),
         ),
-    }
+    };
+    conn.backend.load.on_failed();
+    short
 }

@@ -46,7 +46,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use switchyard_core::{BackendFault, ClientFault, Fault};
+use switchyard_core::{ClientFault, Fault};
 use switchyard_proto::Protocols;
 
 /// Probation connections per shared connection, at most, at once.
@@ -278,11 +278,7 @@ fn judge(conn: &BackendConn, registry: &Registry) {
 
 /// The fault of a request lost with its connection to `conn`'s backend.
 fn lost(conn: &BackendConn, reason: &str) -> Fault {
-    BackendFault::Lost {
-        backend: conn.backend.name.clone(),
-        reason: reason.to_string(),
-    }
-    .into()
+    conn.lost(reason).into()
 }
 
 /// `p` killed a fresh probation connection alone: it is the poison.
