@@ -158,6 +158,14 @@ fn poison_isolation_settings_are_checked() {
         e.contains("listener.orders.correlation: the dns codec's answers come in any order"),
         "{e}"
     );
+    let resp = dns.replace("kind = \"dns\"", "kind = \"resp\"");
+    let e = err(&resp);
+    assert!(
+        e.contains(
+            "listener.orders.correlation: the resp codec answers in order: only in_order fits"
+        ),
+        "{e}"
+    );
     let e = err(&dns.replace("kind = \"dns\"", "kind = \"dns\"\nkey = \"name\""));
     assert!(
         e.contains("listener.orders.codec.key: must be \"qname\""),

@@ -184,26 +184,19 @@ pub fn build_listener(
         .correlation
         .or(caps.correlation)
         .unwrap_or(Correlation::InOrder);
-    if caps.interprets {
-        if o.correlation.is_some() && correlation != Correlation::InOrder {
-            return Err((
-                "correlation".into(),
-                format!(
-                    "the {} codec answers in order: only in_order fits",
-                    codec.kind()
-                ),
-            ));
-        }
-    } else if let Some(own) = caps
-        .correlation
-        .filter(|_| requests.protocol.kind() == "dns")
-    {
-        // DNS servers answer pipelined queries in any order: only ids can match them.
+    if let Some(own) = requests.protocol.fixed_correlation() {
         if correlation != own {
-            return Err((
-                "correlation".into(),
-                "the dns codec's answers come in any order: only by_id fits".into(),
-            ));
+            let kind = codec.kind();
+            let why = match own {
+                Correlation::InOrder => {
+                    format!("the {kind} codec answers in order: only in_order fits")
+                }
+                Correlation::ById => {
+                    format!("the {kind} codec's answers come in any order: only by_id fits")
+                }
+                Correlation::None => format!("the {kind} codec answers nothing: only none fits"),
+            };
+            return Err(("correlation".into(), why));
         }
     }
     if !caps.interprets && o.password.is_some() {

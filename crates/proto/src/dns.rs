@@ -69,6 +69,11 @@ impl Protocol for DnsProtocol {
         }
     }
 
+    /// Servers answer pipelined queries in any order: only ids can match them.
+    fn fixed_correlation(&self) -> Option<Correlation> {
+        Some(Correlation::ById)
+    }
+
     fn framer(&self, d: Direction, max_frame: usize) -> Result<Box<dyn Framer>, CodecError> {
         Ok(Box::new(Dns {
             queries: d == Direction::Requests,

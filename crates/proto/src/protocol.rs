@@ -203,6 +203,16 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
     fn framer(&self, direction: Direction, max_frame: usize)
         -> Result<Box<dyn Framer>, CodecError>;
 
+    /// The only correlation that fits the protocol's answers, if one is forced on every
+    /// listener of it: in order for the protocols the proxy interprets (Redis, memcached),
+    /// by id for DNS (servers answer pipelined queries in any order). `None`: the listener
+    /// chooses (a script's own `correlation` is its default).
+    fn fixed_correlation(&self) -> Option<Correlation> {
+        self.capabilities()
+            .interprets
+            .then_some(Correlation::InOrder)
+    }
+
     /// What the proxy does with one request frame ([`Plan::Forward`] for protocols the
     /// proxy does not interpret).
     fn plan(&self, _frame: &[u8], _state: &mut ConnState) -> Plan {

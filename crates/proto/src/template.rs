@@ -8,8 +8,8 @@ use crate::error::CodecError;
 use crate::frame::{Failure, FrameSet, IdFormat};
 use crate::length_field::LengthFieldSpec;
 use crate::protocol::{
-    BackendSetup, Capabilities, ConnState, Direction, Framer, HandshakeStep, Merge, Oversize, Part,
-    Plan, Protocol,
+    BackendSetup, Capabilities, ConnState, Correlation, Direction, Framer, HandshakeStep, Merge,
+    Oversize, Part, Plan, Protocol,
 };
 use bytes::Bytes;
 use std::sync::Arc;
@@ -202,6 +202,9 @@ impl Protocol for Templated {
     }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+    fn fixed_correlation(&self) -> Option<Correlation> {
+        self.inner.fixed_correlation()
     }
     fn framer(&self, d: Direction, max: usize) -> Result<Box<dyn Framer>, CodecError> {
         self.inner.framer(d, max)
