@@ -20,10 +20,17 @@ the same with all connections sending the same 997 keys (push ownership changes 
 `resp` is Redis (`resp`, ketama) in front of three redis-servers, each connection sending
 pipelined GETs of 1 000 keys. `--listener-extra` adds lines to the listener's table (such as
 `retry_on_backend_close = false`), for the cost of a setting within one build.
+
+    python3 bench/instructions.py --cpu [--rounds 3] [--depth 4] --bin A --bin B ...
+
+`--cpu` runs the proxy without valgrind and reports, per binary, the median over the
+rounds (binaries alternated) of its user and system CPU time per message during the
+clients' run (from /proc/PID/stat): the kernel's share that callgrind does not see, such as
+a system call per read.
 Needs valgrind (Debian), python3 and, for `resp`, redis-server; everything on 127.0.0.1,
 every run bounded by its count.
 """
-import argparse, glob, os, signal, socket, struct, subprocess, sys, tempfile, threading, time
+import argparse, glob, os, signal, socket, statistics, struct, subprocess, sys, tempfile, threading, time
 
 from loopback import free_port, wait_port
 
@@ -111,8 +118,10 @@ def client(port, c, count, mode, errors):
         errors.append(f"connection {c}: {e}")
 
 
-def count(binary, mode, messages, workdir):
-    """The worker thread's instructions for one run of `messages` messages."""
+def count(binary, mode, messages, workdir, cpu=False):
+    """The worker thread's instructions for one run of `messages` messages; with `cpu`, the
+    proxy runs without valgrind and the result is its (user, system) CPU seconds over the
+    clients' run."""
     backends = [free_port() for _ in range(3)]
     if mode == "resp":
         procs = [
@@ -134,11 +143,12 @@ def count(binary, mode, messages, workdir):
         with open(cfg, "w") as f:
             f.write(config(mode, listen, backends))
         out = os.path.join(workdir, f"cg.{os.getpid()}.{time.time_ns()}")
-        proxy = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
-             binary, "--log", "warn", "run", "--config", cfg],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        under = [] if cpu else ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                                f"--callgrind-out-file={out}"]
+        proxy = subprocess.Popen(under + [binary, "--log", "warn", "run", "--config", cfg],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(listen, proxy, binary, timeout=60)
+        before = cpu_times(proxy.pid)
         errors = []
         per = messages // CONNS
         threads = [threading.Thread(target=client, args=(listen, c, per, mode, errors))
@@ -147,10 +157,13 @@ def count(binary, mode, messages, workdir):
             t.start()
         for t in threads:
             t.join()
+        after = cpu_times(proxy.pid)
         proxy.send_signal(signal.SIGTERM)
         proxy.wait(timeout=120)
         if errors:
             sys.exit(f"{binary}: {errors[0]}")
+        if cpu:
+            return (after[0] - before[0], after[1] - before[1]), per * CONNS
         # Thread 1 is main; the worker is the thread that ran the most instructions.
         totals = []
         for path in glob.glob(out + "-*"):
@@ -168,16 +181,48 @@ def count(binary, mode, messages, workdir):
             proc.wait()
 
 
+def cpu_times(pid):
+    """(user, system) CPU seconds of process `pid`."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_rounds(args, workdir):
+    """`--cpu`: binaries alternated, `--rounds` times; medians of user and system µs/message."""
+    runs = {b: [] for b in args.bin}
+    for r in range(args.rounds):
+        for b in args.bin:
+            (user, system), n = count(b, args.mode, args.large, workdir, cpu=True)
+            runs[b].append((user / n * 1e6, system / n * 1e6))
+            print(f"round {r + 1} {b}: user {runs[b][-1][0]:.2f} system {runs[b][-1][1]:.2f} µs/message",
+                  flush=True)
+    for b, v in runs.items():
+        user = statistics.median(x[0] for x in v)
+        system = statistics.median(x[1] for x in v)
+        print(f"{b}: user {user:.2f} system {system:.2f} µs/message ({args.mode}, depth {DEPTH}, "
+              f"median of {args.rounds})")
+
+
 def main():
+    global EXTRA, DEPTH
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", action="append", required=True, help="a switchyard binary (repeat to compare)")
     ap.add_argument("--mode", default="bench", choices=["bench", "byid", "byid-shared", "resp"])
     ap.add_argument("--listener-extra", default="", help="lines added to the listener's table")
     ap.add_argument("--small", type=int, default=40000)
     ap.add_argument("--large", type=int, default=200000)
+    ap.add_argument("--cpu", action="store_true", help="CPU time per message, without valgrind")
+    ap.add_argument("--rounds", type=int, default=3, help="with --cpu: rounds")
+    ap.add_argument("--depth", type=int, default=DEPTH, help="requests in flight per connection")
     args = ap.parse_args()
-    global EXTRA
+    DEPTH = args.depth
     EXTRA = args.listener_extra.replace("\\n", "\n") + ("\n" if args.listener_extra else "")
+    if args.cpu:
+        with tempfile.TemporaryDirectory() as workdir:
+            cpu_rounds(args, workdir)
+        return
     if subprocess.run(["valgrind", "--version"], capture_output=True).returncode != 0:
         sys.exit("valgrind not found: apt-get install valgrind")
     results = []
