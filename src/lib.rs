@@ -39,14 +39,18 @@
 // Items are crate-visible unless the binary, tests, benches or fuzz targets need them.
 #![warn(unreachable_pub)]
 
+mod access_log;
 mod budget;
 pub mod capture;
 pub mod config;
 pub mod demo;
 pub mod frames;
+mod metrics;
 pub mod server;
 mod throttle;
+pub mod top;
 
+mod admin;
 mod backend;
 mod client;
 mod health;

@@ -70,7 +70,7 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<List
                     if slot.active.fetch_add(1, Ordering::Relaxed) >= max {
                         slot.active.fetch_sub(1, Ordering::Relaxed);
                         drop(stream);
-                        registry.shared.stats.clients_refused.fetch_add(1, Ordering::Relaxed);
+                        slot.current().counters.refused.inc();
                         refused_since_log += 1;
                         // One line a second at most, however hard clients knock.
                         if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {

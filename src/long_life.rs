@@ -38,7 +38,7 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let shared = Arc::new(Shared::new(Vec::new(), 1 << 30));
+        let shared = Arc::new(Shared::new(Vec::new(), 1 << 30, Default::default()));
         let registry = Rc::new(Registry::new(0, shared, shutdown));
         let upstream = Upstream {
             cluster: Arc::new(Cluster::new(config.clusters[0].balance.clone())),
@@ -58,6 +58,7 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
             listener_config.protocols.requests.clone(),
             false,
             64 << 20,
+            Default::default(),
         ));
         let sink: Rc<dyn ReplySink> = client.clone();
         let _writer = client.attach(near.into_split().1);

@@ -15,8 +15,17 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `switchyard=debug` (overrides RUST_LOG).
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Log line format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +89,27 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// A live view of a running balancer in the terminal (over its admin API): traffic per
+    /// listener and backend, load, health, pins, errors, reloads. Keys: ↑/↓ select a
+    /// backend, d drain, u undrain, q quit.
+    Top(switchyard::top::TopArgs),
+    /// Where a session key is pinned: backend, since when, hit count (over the admin API).
+    Where {
+        /// The admin listener, e.g. `http://127.0.0.1:9901` or `127.0.0.1:9901`.
+        #[arg(long)]
+        admin: String,
+        /// The bearer token, if the admin listener needs one (or SWITCHYARD_ADMIN_TOKEN).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The key is given as hex digits (for binary keys).
+        #[arg(long)]
+        hex: bool,
+        /// The session key: its text, or a number for integer key fields.
+        key: String,
+    },
     /// Run a demo backend (length-field echo) on an address, for load scripts.
     Backend {
         /// Address to listen on.
@@ -91,7 +121,7 @@ enum Command {
     },
 }
 
-fn init_logging(filter: Option<&str>) {
+fn init_logging(filter: Option<&str>, format: LogFormat) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let spec = filter
@@ -102,14 +132,22 @@ fn init_logging(filter: Option<&str>) {
         eprintln!("switchyard: ignoring bad log filter `{spec}`: {e}");
         Targets::new().with_default(tracing::Level::INFO)
     });
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .with(targets)
-        .init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .with(targets)
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                fmt.json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .flatten_event(true),
+            )
+            .with(targets)
+            .init(),
+    }
 }
 
 /// A machine-readable line: scripts and tests wait for it.
@@ -124,7 +162,7 @@ fn announce(name: &str, addr: std::net::SocketAddr) {
 /// crash. Exit status 1.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log.as_deref());
+    init_logging(cli.log.as_deref(), cli.log_format);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -196,28 +234,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config, takeover } => {
             let c = switchyard::config::load(&config)?;
             let signals = Signals::register().context("registering signal handlers")?;
-            let running = switchyard::server::start_with(c, takeover)?;
+            let options = switchyard::server::Options {
+                takeover,
+                config_file: Some(config.clone()),
+            };
+            let running = switchyard::server::start_full(c, options)?;
             for (name, addr) in &running.listeners {
                 announce(name, *addr);
             }
+            if let Some(a) = running.admin {
+                println!("admin http://{a}/");
+            }
+            if let Some(a) = running.twemproxy_stats {
+                println!("twemproxy-stats {a}");
+            }
+            std::io::Write::flush(&mut std::io::stdout()).ok();
             tracing::info!(config = %config.display(), "switchyard running");
             signals.handle(|signal| match signal {
                 Signal::Reload => {
-                    match switchyard::config::load(&config) {
-                        Err(e) => {
-                            tracing::error!("reload refused, keeping the running config: {e}")
-                        }
-                        Ok(c) => match running.reload(c) {
-                            Err(e) => {
-                                tracing::error!("reload refused, keeping the running config: {e}")
-                            }
-                            Ok(fresh) => {
-                                for (name, addr) in &fresh {
-                                    announce(name, *addr);
-                                }
-                                tracing::info!(config = %config.display(), "config reloaded");
-                            }
-                        },
+                    // Logged (what changed, or why refused) and kept for the admin API.
+                    let report = running.reload_file("sighup");
+                    for (name, addr) in &report.bound {
+                        announce(name, *addr);
                     }
                     true
                 }
@@ -258,6 +296,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => Ok(switchyard::demo::run_demo(args)?),
         Command::Bench(args) => Ok(switchyard::demo::bench::run(args)?),
         Command::Soak(args) => Ok(switchyard::demo::soak::run(args)?),
+        Command::Top(args) => Ok(switchyard::top::run(args)?),
+        Command::Where {
+            admin,
+            token,
+            cluster,
+            hex,
+            key,
+        } => {
+            let text =
+                switchyard::top::where_is(&admin, token.as_deref(), cluster.as_deref(), &key, hex)?;
+            print!("{text}");
+            Ok(())
+        }
         Command::Backend { listen, name } => {
             let signals = Signals::register()?;
             let b = switchyard::demo::backend::TestBackend::start_at(&name, listen)?;

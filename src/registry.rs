@@ -5,12 +5,14 @@
 //! budget). Both halves of the proxy stand on it; it knows a client only as a
 //! [`Registered`] handle.
 
+use crate::access_log::AccessLog;
 use crate::budget::Budget;
+use crate::metrics::{Hub, WorkerCounters};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard_core::{ClientFault, Cluster, ReplySink};
@@ -18,6 +20,16 @@ use tokio::sync::{mpsc, watch, Notify};
 
 /// Bits of a client's global id that hold the per-worker counter.
 const GID_WORKER_SHIFT: u32 = 40;
+
+/// A client connection's global id as logs and the admin API show it: `w<worker>#<n>`,
+/// the worker that owns it and its number there.
+pub(crate) fn conn_name(gid: u64) -> String {
+    format!(
+        "w{}#{}",
+        gid >> GID_WORKER_SHIFT,
+        gid & ((1 << GID_WORKER_SHIFT) - 1)
+    )
+}
 
 /// Capacity of each worker's push inbox.
 pub(crate) const PUSH_INBOX: usize = 4096;
@@ -34,34 +46,15 @@ pub(crate) struct Push {
     pub(crate) frame: Bytes,
 }
 
-/// Process-wide counters.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    /// Client connections accepted.
-    pub(crate) clients_accepted: AtomicU64,
-    /// Client connections closed for a reason worth a warning.
-    pub(crate) clients_failed: AtomicU64,
-    /// Client connections closed at once because the listener was at max_connections.
-    pub(crate) clients_refused: AtomicU64,
-    /// Pushes delivered to their session's client.
-    pub(crate) pushes_delivered: AtomicU64,
-    /// Pushes dropped: no key, no live session, owner gone, or inbox full.
-    pub(crate) pushes_dropped: AtomicU64,
-    /// Requests of a dead backend connection re-sent on probation and answered.
-    pub(crate) retries_answered: AtomicU64,
-    /// Requests found to close their backend connection (poison), failed.
-    pub(crate) requests_poisoned: AtomicU64,
-    /// Probations stopped because the backend closed on every request.
-    pub(crate) probations_stopped: AtomicU64,
-}
-
 /// What all workers share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// Each worker's push inbox.
     pub(crate) push_tx: Vec<mpsc::Sender<Push>>,
-    /// Counters.
-    pub(crate) stats: Stats,
+    /// Every worker's counters, for scrapes.
+    pub(crate) metrics: Hub,
+    /// The sampled access log (off unless configured).
+    pub(crate) access: Arc<AccessLog>,
     /// Open client connections per listener name, across workers and reloads.
     pub(crate) conn_counts: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     /// Bytes all clients' input buffers hold, against `buffer_budget`.
@@ -70,10 +63,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Shared state for workers with these push inboxes and a buffer budget of `budget`.
-    pub(crate) fn new(push_tx: Vec<mpsc::Sender<Push>>, budget: usize) -> Self {
+    pub(crate) fn new(
+        push_tx: Vec<mpsc::Sender<Push>>,
+        budget: usize,
+        access: Arc<AccessLog>,
+    ) -> Self {
         Shared {
+            metrics: Hub::new(push_tx.len()),
+            access,
             push_tx,
-            stats: Stats::default(),
             conn_counts: Mutex::new(HashMap::new()),
             budget: Budget::new(budget),
         }
@@ -105,6 +103,8 @@ pub(crate) struct Registry {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Signalled when a backend connection has room again (or went up or down).
     pub(crate) capacity: Notify,
+    /// This worker's own counters.
+    pub(crate) counters: Arc<WorkerCounters>,
     clients: RefCell<HashMap<u64, Weak<dyn Registered>>>,
     next_conn: Cell<u64>,
     /// Clients given answers in the current batch, to flush at its end.
@@ -127,6 +127,7 @@ impl Registry {
     pub(crate) fn new(id: usize, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Self {
         Registry {
             id,
+            counters: shared.metrics.worker(id),
             shared,
             shutdown,
             capacity: Notify::new(),
@@ -146,16 +147,15 @@ impl Registry {
 
     /// Makes a client reachable for pushes.
     pub(crate) fn register(&self, gid: u64, client: Weak<dyn Registered>) {
-        self.shared
-            .stats
-            .clients_accepted
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.clients.inc();
         self.clients.borrow_mut().insert(gid, client);
     }
 
     /// Forgets a closed client.
     pub(crate) fn unregister(&self, gid: u64) {
-        self.clients.borrow_mut().remove(&gid);
+        if self.clients.borrow_mut().remove(&gid).is_some() {
+            self.counters.clients.dec();
+        }
     }
 
     /// Open client connections on this worker.
@@ -186,10 +186,10 @@ impl Registry {
     /// Routes a backend message that answers nothing to the client owning its session:
     /// `key` is its session key in `cluster`'s store, if it has one.
     pub(crate) fn route_push(&self, cluster: &Cluster, key: Option<u64>, frame: &[u8]) {
-        let stats = &self.shared.stats;
+        let stats = &self.counters;
         let owner = key.and_then(|k| cluster.sessions.as_ref().and_then(|t| t.owner_of(k)));
         let Some(owner) = owner else {
-            stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
+            stats.pushes_dropped.inc();
             tracing::debug!(cluster = %cluster.settings.name, "dropping a backend message with no live session");
             return;
         };
@@ -205,7 +205,7 @@ impl Registry {
         match self.shared.push_tx.get(worker).map(|tx| tx.try_send(push)) {
             Some(Ok(())) => {}
             _ => {
-                stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
+                stats.pushes_dropped.inc();
                 tracing::debug!(worker, "push inbox full; dropping a backend message");
             }
         }
@@ -216,11 +216,11 @@ impl Registry {
         let client = self.clients.borrow().get(&owner).and_then(Weak::upgrade);
         let delivered = client.is_some_and(|c| c.push(frame));
         let counter = if delivered {
-            &self.shared.stats.pushes_delivered
+            &self.counters.pushes_delivered
         } else {
-            &self.shared.stats.pushes_dropped
+            &self.counters.pushes_dropped
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
     }
 
     /// The buffer budget is spent and a client of this worker needs room: closes this
@@ -248,6 +248,7 @@ impl Registry {
             return;
         };
         let budget = &self.shared.budget;
+        self.counters.budget_closes.inc();
         victim.close_for(ClientFault::OverBudget {
             held: budget.held(),
             limit: budget.limit(),

@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+/// How often a worker measures its event loop's lag.
+const LAG_TICK: Duration = Duration::from_millis(100);
+
 /// One configuration generation: the validated config, its clusters, and the sockets bound
 /// for listeners that are new in it.
 #[derive(Debug)]
@@ -70,6 +73,10 @@ fn context(
         upstream,
         pool,
         picker: RefCell::new(picker),
+        counters: registry.shared.metrics.listener(registry.id, &cfg.name),
+        name: cfg.name.as_str().into(),
+        sample_every: registry.shared.access.every(),
+        sample_in: std::cell::Cell::new(1 + registry.id as u32),
         registry: registry.clone(),
     })
 }
@@ -144,6 +151,23 @@ pub(crate) async fn run(
         loop {
             every.tick().await;
             crate::throttle::flush();
+        }
+    });
+    // The event loop's lag: how late a 100 ms tick fires, worst of each second.
+    let lag = registry.counters.clone();
+    tokio::task::spawn_local(async move {
+        let mut tick = tokio::time::interval(LAG_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut worst = Duration::ZERO;
+        let mut n = 0u32;
+        loop {
+            let due = tick.tick().await;
+            worst = worst.max(Instant::now().saturating_duration_since(due.into_std()));
+            n += 1;
+            if n == 10 {
+                lag.loop_lag_ns.set(worst.as_nanos() as u64);
+                (worst, n) = (Duration::ZERO, 0);
+            }
         }
     });
     let inbox_registry = registry.clone();

@@ -13,15 +13,16 @@ use std::path::{Path, PathBuf};
 
 /// The proxy crate's layers, lowest first.
 const PROXY: &[&[&str]] = &[
-    &["budget", "throttle", "capture"],
+    &["budget", "throttle", "capture", "metrics", "access_log"],
     &["config"],
     &["registry"],
     &["backend"],
     &["client"],
     &["listener", "health"],
     &["worker"],
+    &["admin"],
     &["server"],
-    &["frames", "demo"],
+    &["frames", "demo", "top"],
 ];
 
 /// `switchyard-core`'s layers.

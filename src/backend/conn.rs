@@ -6,6 +6,7 @@
 use super::inflight::{Kept, KeptStore, OneWay, Pending, Placed, Settled, Unwritten};
 use super::probation::Probation;
 use super::upstream::Upstream;
+use crate::metrics::BackendCounters;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -70,6 +71,8 @@ pub(crate) struct BackendConn {
     pub(super) quick_ack: Cell<bool>,
     /// The cluster as of the last reload.
     pub(super) upstream: RefCell<Upstream>,
+    /// This worker's counters for the backend.
+    pub(crate) counters: Arc<BackendCounters>,
 }
 
 impl BackendConn {
@@ -81,8 +84,10 @@ impl BackendConn {
         (correlation, keep_requests): (Correlation, bool),
         (id_format, id_space): (IdFormat, u64),
         upstream: Upstream,
+        counters: Arc<BackendCounters>,
     ) -> Self {
         BackendConn {
+            counters,
             backend,
             slot,
             correlation,
@@ -254,6 +259,7 @@ impl BackendConn {
         }
         s.queued_total += (s.wbuf.len() - len_before) as u64;
         drop(s);
+        self.counters.on_request(frame.len());
         self.backend.load.on_sent(awaits);
         self.notify.notify_one();
     }

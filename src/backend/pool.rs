@@ -70,6 +70,11 @@ impl Pool {
                 switchyard_proto::id_space(ids.id_format, ids.id_width),
             ),
             upstream.clone(),
+            registry.shared.metrics.backend(
+                registry.id,
+                &upstream.cluster.settings.name,
+                &backend.name,
+            ),
         ));
         tokio::task::spawn_local(task::run(
             c.clone(),

@@ -145,13 +145,19 @@ async fn connect_and_pump(
     .await;
     let stream = match attempt {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Some(failed(e)),
+        Ok(Err(e)) => {
+            conn.counters.connect_failures.inc();
+            return Some(failed(e));
+        }
         Err(_) => {
+            conn.counters.connect_failures.inc();
             let t = config.pool.connect_timeout;
             return Some(failed(format!("connect timed out after {t:?}")));
         }
     };
     let _ = stream.set_nodelay(true);
+    conn.counters.connects.inc();
+    conn.counters.open.inc();
     conn.set_status(Status::Connected);
     if !conn.backend.set_up(true) {
         tracing::info!(backend = %conn.backend.name, %addr, "backend is up");
@@ -167,6 +173,10 @@ async fn connect_and_pump(
         (config.request_timeout, config.pool.quick_ack),
     )
     .await;
+    conn.counters.open.dec();
+    if !matches!(ended, Ended::Retired) {
+        conn.counters.losses.inc();
+    }
     let (reason, replaced, blame_backend) = match ended {
         Ended::Retired => return None,
         Ended::Replace(r) => (r, true, true),
@@ -192,6 +202,7 @@ async fn connect_and_pump(
 fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, bool)) -> usize {
     let lost = conn.lost(reason);
     let s = conn.settle_in_flight(&lost, unwritten, retry);
+    conn.counters.failures[0].add(s.failed as u64);
     let max = conn.upstream.borrow().config.pool.max_queued_bytes;
     let on_probation = s.probation.len();
     let admitted = conn.probation.admit(s.probation, max, &lost.into());
@@ -310,11 +321,15 @@ impl<'a> Pump<'a> {
         match self.framer.scan(&self.rbuf, &mut self.frames) {
             Ok(()) => {}
             Err(CodecError::Script(e)) => {
+                self.conn.counters.codec_errors[3].inc();
                 return Err(Ended::ScriptFailed(format!(
                     "the answer script failed: {e}"
-                )))
+                )));
             }
-            Err(e) => return Err(Ended::Lost(format!("bad answer from backend: {e}"))),
+            Err(e) => {
+                self.conn.counters.codec_errors[crate::metrics::codec_index(&e)].inc();
+                return Err(Ended::Lost(format!("bad answer from backend: {e}")));
+            }
         }
         let was_full = !self.conn.has_room();
         let mut frames = std::mem::take(&mut self.frames);
@@ -347,15 +362,20 @@ impl<'a> Pump<'a> {
         match answer {
             Answer::Matched(p) => {
                 conn.forget(&p);
-                conn.backend
-                    .on_answer(now.saturating_duration_since(p.sent));
+                let latency = now.saturating_duration_since(p.sent);
+                conn.counters.on_answer(frame.len(), Some(latency));
+                conn.backend.on_answer(latency);
                 p.sink.answer(&p.ticket, frame, f.id);
                 self.registry.defer_flush(&p.sink);
             }
             Answer::Late => {
+                conn.counters.on_answer(frame.len(), None);
                 tracing::debug!(backend = %conn.backend.name, "dropping the late answer of a timed-out request");
             }
-            Answer::Unmatched => route_push(conn, self.registry, frame, f),
+            Answer::Unmatched => {
+                conn.counters.on_answer(frame.len(), None);
+                route_push(conn, self.registry, frame, f);
+            }
         }
     }
 
@@ -384,6 +404,7 @@ impl<'a> Pump<'a> {
                 None => return Ok(()),
                 Some(Expired::Request(p)) => {
                     let kept = conn.take_kept(&p);
+                    conn.counters.failures[1].inc();
                     conn.backend.load.on_failed();
                     conn.report_failure("request timeout");
                     if let Some(suppressed) =
@@ -405,6 +426,7 @@ impl<'a> Pump<'a> {
                     let oldest = conn.state.borrow_mut().corr.answer(None);
                     if let Answer::Matched(p) = oldest {
                         let kept = conn.take_kept(&p);
+                        conn.counters.failures[1].inc();
                         conn.backend.load.on_failed();
                         let fault = BackendFault::TimedOut {
                             backend: conn.backend.name.clone(),

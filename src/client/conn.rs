@@ -12,6 +12,7 @@ use super::reply::Client;
 use super::route::{Blocked, Router};
 use crate::budget::Charge;
 use crate::config::ClientLimits;
+use crate::metrics::ListenerCounters;
 use crate::registry::{Registered, Registry};
 use bytes::{Buf, BufMut, BytesMut};
 use std::net::SocketAddr;
@@ -58,26 +59,25 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<Listener
         config.protocols.requests.clone(),
         config.correlation() == Correlation::InOrder,
         config.limits.max_reply_buffer,
+        own.counters.clone(),
     ));
+    own.counters.opened.inc();
+    own.counters.open.inc();
     let handle: Rc<dyn Registered> = client.clone();
     registry.register(client.gid, Rc::downgrade(&handle) as Weak<dyn Registered>);
     drop(handle);
-    let span = tracing::info_span!("client", listener = %config.name, %peer, conn = client.gid);
+    let span = tracing::info_span!("client", listener = %config.name, %peer, conn = %crate::registry::conn_name(client.gid));
     let reason = drive(stream, &client, &slot, own.clone())
         .instrument(span.clone())
         .await;
     client.close();
     registry.unregister(client.gid);
+    client.counters.on_close(&reason);
     let _e = span.enter();
     let CloseReason::Fault(fault) = reason else {
         tracing::debug!(%reason, "client connection closed");
         return;
     };
-    registry
-        .shared
-        .stats
-        .clients_failed
-        .fetch_add(1, Ordering::Relaxed);
     let text = fault.to_string();
     if let Some(suppressed) = crate::throttle::admit(&[&config.name, "close", &text]) {
         let party = fault.party();
@@ -93,6 +93,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<Listener
 /// them, and what the framer refused.
 struct Input<'b> {
     buf: BytesMut,
+    /// The listener's counters, for the requests framed.
+    counters: &'b ListenerCounters,
     /// The buffer's share of the process-wide budget; released when the task ends.
     charge: Charge<'b>,
     frames: FrameSet,
@@ -119,6 +121,7 @@ impl Input<'_> {
         if let Err(e) = framer.scan(&self.buf, &mut self.frames) {
             self.refused = Some(e);
         }
+        self.counters.messages_in.add(self.frames.len() as u64);
         true
     }
 
@@ -257,6 +260,7 @@ impl ClientConn<'_> {
     /// answer, then skip them or close; or close at once. Returns whether skipping found
     /// new frames to route.
     fn on_refused(&mut self, e: CodecError) -> Result<bool, CloseReason> {
+        self.client.counters.codec_errors[crate::metrics::codec_index(&e)].inc();
         match self.protocol.oversize_answer(&e) {
             Some(Oversize {
                 answer,
@@ -394,6 +398,7 @@ impl ClientConn<'_> {
             return Ok(());
         }
         self.just_read = true;
+        self.client.counters.bytes_in.add(n as u64);
         self.input.scan(&mut *self.framer);
         Ok(())
     }
@@ -433,6 +438,7 @@ async fn drive(
         framer,
         input: Input {
             buf: BytesMut::new(),
+            counters: &client.counters,
             charge: Charge::new(&registry.shared.budget),
             frames: Vec::new(),
             cursor: 0,

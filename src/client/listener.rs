@@ -4,8 +4,9 @@
 
 use crate::backend::{Pool, Upstream};
 use crate::config::ListenerConfig;
+use crate::metrics::ListenerCounters;
 use crate::registry::Registry;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -24,6 +25,14 @@ pub(crate) struct ListenerCtx {
     pub(crate) picker: RefCell<Box<dyn Policy>>,
     /// The worker's clients, pushes and flush batch.
     pub(crate) registry: Rc<Registry>,
+    /// The listener's counters on this worker (the same block across reloads).
+    pub(crate) counters: Arc<ListenerCounters>,
+    /// The listener's name, for access log records.
+    pub(crate) name: Arc<str>,
+    /// The access log follows one request in this many (0: it is off).
+    pub(crate) sample_every: u32,
+    /// Requests until the next one the access log follows.
+    pub(crate) sample_in: Cell<u32>,
 }
 
 impl std::fmt::Debug for ListenerCtx {
@@ -36,6 +45,22 @@ impl std::fmt::Debug for ListenerCtx {
 }
 
 impl ListenerCtx {
+    /// Whether the access log follows this request: one in `every` (the log's rate).
+    #[inline]
+    pub(crate) fn sample_now(&self) -> bool {
+        let every = self.sample_every;
+        if every == 0 {
+            return false;
+        }
+        let n = self.sample_in.get();
+        if n > 1 {
+            self.sample_in.set(n - 1);
+            return false;
+        }
+        self.sample_in.set(every);
+        true
+    }
+
     /// The cluster.
     pub(crate) fn cluster(&self) -> &Cluster {
         &self.upstream.cluster

@@ -5,6 +5,7 @@
 
 use super::listener::ListenerCtx;
 use super::reply::{Client, Members, Requeued};
+use crate::access_log::Sample;
 use crate::backend::PoolTarget;
 use bytes::{Buf, BytesMut};
 use std::rc::Rc;
@@ -143,6 +144,29 @@ impl Router<'_> {
         Ok(None)
     }
 
+    /// The access log follows request `seq` to its answer.
+    #[cold]
+    fn sample(
+        &self,
+        seq: u64,
+        key: Option<switchyard_proto::Key>,
+        frame: &[u8],
+        conn: &crate::backend::BackendConn,
+    ) {
+        let log = self.lctx.registry.shared.access.clone();
+        self.client.start_sample(
+            log,
+            Sample {
+                seq,
+                at: self.now,
+                listener: self.lctx.name.clone(),
+                key: key.map(|k| k.display(frame).to_string()),
+                backend: conn.backend.name.as_str().into(),
+                client: crate::registry::conn_name(self.client.gid),
+            },
+        );
+    }
+
     /// Sends one request: to `route` if it was decided already, else where the core says.
     fn send(&self, req: Request<'_>, route: Option<Route>) -> Result<Step, Fault> {
         let client = self.client;
@@ -181,6 +205,11 @@ impl Router<'_> {
             PoolTarget::Conn(conn) => {
                 route.claim(lctx.cluster(), client.gid);
                 let ticket = awaits.then(|| client.ticket(req.ticket, id, key));
+                if let Some(t) = ticket.as_ref().filter(|t| t.part.is_none()) {
+                    if lctx.sample_now() && !client.sampling() {
+                        self.sample(t.seq, req.key, req.frame, &conn);
+                    }
+                }
                 let retry =
                     ticket.is_some() && req.repeatable && lctx.config.retry_on_backend_close;
                 conn.send(req.frame, req.id, ticket, retry, self.sink, self.now);
@@ -204,6 +233,23 @@ impl Router<'_> {
             let reach = lctx.pool.reach(self.client.gid);
             cluster.route_at(key_bytes, &mut **picker, &reach, self.ms)
         };
+        if key_bytes.is_some() && cluster.sessions.is_some() {
+            let outcome = match routed {
+                Routed::To(Route {
+                    how: How::Pinned, ..
+                }) => Some(0),
+                Routed::To(Route {
+                    how: How::Placed, ..
+                }) => Some(1),
+                Routed::To(_) => Some(2),
+                Routed::PinnedDown(_) => Some(3),
+                Routed::Unavailable => Some(4),
+                Routed::Busy => None,
+            };
+            if let Some(i) = outcome {
+                lctx.counters.pins[i].inc();
+            }
+        }
         let name = |i: Option<usize>| {
             i.map_or_else(
                 || "a removed backend".to_string(),

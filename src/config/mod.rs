@@ -6,12 +6,16 @@
 //! [`health`] (active probes and outlier ejection); [`values`] reads durations, sizes and
 //! addresses.
 
+mod admin;
 mod cluster;
+mod diff;
 mod health;
 mod listener;
 mod values;
 
+pub use admin::{AccessLogConfig, AdminConfig};
 pub use cluster::{ClusterConfig, PoolConfig, QuickAck};
+pub use diff::changes;
 pub use health::{Expect, HealthConfig};
 pub use listener::{ClientLimits, ListenerConfig};
 
@@ -31,6 +35,7 @@ struct RawConfig {
     listener: Vec<listener::RawListener>,
     #[serde(default)]
     cluster: Vec<cluster::RawCluster>,
+    admin: Option<admin::RawAdmin>,
 }
 
 /// The whole, validated configuration.
@@ -46,6 +51,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Clusters, in file order.
     pub clusters: Vec<ClusterConfig>,
+    /// The admin listener, if configured (changes apply on restart).
+    pub admin: Option<AdminConfig>,
 }
 
 /// Why a configuration was refused.
@@ -166,12 +173,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         }
         listeners.push(listener);
     }
+    let admin = raw.admin.map(|a| admin::validate(a, base)).transpose()?;
     Ok(Config {
         workers,
         shutdown_timeout,
         buffer_budget,
         listeners,
         clusters,
+        admin,
     })
 }
 

@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// (e.g. examples/scripts/binary64.lua).
     #[arg(long)]
     pub script: Option<PathBuf>,
+    /// Also measure the proxy with its admin listener on and `/metrics` and
+    /// `/api/overview` scraped every second during the phase (metrics on versus off).
+    #[arg(long)]
+    pub scraped: bool,
 }
 
 struct Phase {
@@ -52,6 +56,7 @@ fn bench_config(
     backends: &[SocketAddr],
     workers: usize,
     script: Option<&std::path::Path>,
+    admin: bool,
 ) -> Result<Config, DemoError> {
     let codec = match script {
         None => "kind = \"length_field\"\nlength_width = 4\nkey = { offset = 4, width = 8 }\nid = { offset = 12, width = 4 }".to_string(),
@@ -63,8 +68,13 @@ fn bench_config(
         .collect();
     let text = format!(
         "workers = {workers}\n[[listener]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\ncluster = \"bench\"\ncorrelation = \"in_order\"\n\
-         [listener.codec]\n{codec}\n[[cluster]]\nname = \"bench\"\npolicy = \"round_robin\"\nbackends = [{}]\n",
-        list.join(", ")
+         [listener.codec]\n{codec}\n[[cluster]]\nname = \"bench\"\npolicy = \"round_robin\"\nbackends = [{}]\n{}",
+        list.join(", "),
+        if admin {
+            "[admin]\nlisten = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        }
     );
     crate::config::parse(&text, std::path::Path::new("<bench>"))
         .map_err(|e| DemoError::Check(e.to_string()))
@@ -80,9 +90,15 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
         ("direct to 3 backends".into(), None),
         (
             "switchyard, native length_field".into(),
-            Some(bench_config(&addrs, args.workers, None)?),
+            Some(bench_config(&addrs, args.workers, None, false)?),
         ),
     ];
+    if args.scraped {
+        targets.push((
+            "switchyard, native, scraped 1/s".into(),
+            Some(bench_config(&addrs, args.workers, None, true)?),
+        ));
+    }
     if let Some(script) = &args.script {
         let script = std::fs::canonicalize(script)?;
         targets.push((
@@ -93,7 +109,7 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
                     .map(|f| f.to_string_lossy())
                     .unwrap_or_default()
             ),
-            Some(bench_config(&addrs, args.workers, Some(&script))?),
+            Some(bench_config(&addrs, args.workers, Some(&script), false)?),
         ));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -117,7 +133,9 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
                     // A fresh proxy per phase, so its worker threads' CPU time is its own.
                     let running = crate::server::start(config.clone())?;
                     let proxy = running.listeners[0].1;
+                    let scraper = running.admin.map(Scraper::start);
                     let p = phase(&rt, &args, |_| proxy, true);
+                    drop(scraper);
                     running.shutdown();
                     running.join();
                     p?
@@ -156,6 +174,42 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
         );
     }
     Ok(())
+}
+
+/// Fetches `/metrics` and `/api/overview` once a second until dropped.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scraper {
+    fn start(admin: SocketAddr) -> Scraper {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for path in ["/metrics", "/api/overview"] {
+                    let _ = ureq::get(&format!("http://{admin}{path}"))
+                        .call()
+                        .map(|r| r.into_string());
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Scraper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn phase(

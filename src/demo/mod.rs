@@ -45,15 +45,21 @@ pub struct DemoArgs {
     /// Requests per second per client.
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
+    /// The admin listener (metrics, API, status page); `off` for none. If the address is
+    /// taken, a free port is used instead.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: String,
 }
 
 /// A ready-made config: one `by_id` listener on a free loopback port in front of
 /// `backends`, with key pinning. Written as TOML and validated like any config file, so the
 /// demo runs with the documented defaults.
+/// `extra` is TOML appended (an `[admin]` section, say).
 pub(crate) fn demo_config(
     backends: &[SocketAddr],
     workers: usize,
     policy: &str,
+    extra: &str,
 ) -> Result<Config, DemoError> {
     let list: Vec<String> = backends
         .iter()
@@ -83,6 +89,7 @@ pool = {{ connections_per_backend = 2, reconnect_backoff_max = "2s" }}
 [cluster.persistence]
 ttl = "10m"
 max_entries = 100000
+{extra}
 "#,
         list.join(", ")
     );
@@ -96,12 +103,34 @@ pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
         .map(|i| TestBackend::start(&format!("b{i}"), false))
         .collect::<Result<_, _>>()?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let running = crate::server::start(demo_config(&addrs, 1, "least_outstanding")?)?;
+    let admin = match args.admin.as_str() {
+        "off" => None,
+        a => Some(
+            a.parse::<SocketAddr>()
+                .map_err(|e| DemoError::Check(format!("--admin {a}: {e}")))?,
+        ),
+    };
+    // A taken admin port (a second demo) falls back to a free one.
+    let admin = admin.map(|a| {
+        if std::net::TcpListener::bind(a).is_ok() {
+            a
+        } else {
+            SocketAddr::new(a.ip(), 0)
+        }
+    });
+    let extra = admin.map_or(String::new(), |a| format!("[admin]\nlisten = \"{a}\"\n"));
+    let config = demo_config(&addrs, 1, "least_outstanding", &extra)?;
+    let running = crate::server::start(config)?;
     let proxy = running.listeners[0].1;
     println!(
         "Switchyard demo: proxy on {proxy}, backends b1 {} · b2 {} · b3 {}",
         addrs[0], addrs[1], addrs[2]
     );
+    if let Some(a) = running.admin {
+        println!(
+            "admin: status page http://{a}/ · metrics http://{a}/metrics · `switchyard top --admin {a}`"
+        );
+    }
     println!(
         "{} long-lived clients × {} session keys each, {} msg/s each, for {:?}; policy least_outstanding, by_id, keys pinned.\n",
         args.clients, args.keys, args.rate, args.duration
@@ -173,10 +202,59 @@ pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
     let reports = clients
         .join()
         .map_err(|_| DemoError::Check("the client thread panicked".into()))??;
+    if let Some(a) = running.admin {
+        agrees(a, &backends)?;
+    }
     running.shutdown();
     running.join();
     summarize(&backends, &reports)?;
     held_rate(offered, &per_second)
+}
+
+/// Checks that the admin API and `/metrics` counted what the backends themselves counted.
+fn agrees(admin: SocketAddr, backends: &[TestBackend]) -> Result<(), DemoError> {
+    let fetch = |path: &str| {
+        let url = format!("http://{admin}{path}");
+        ureq::get(&url)
+            .call()
+            .map_err(|e| DemoError::Check(format!("{url}: {e}")))
+    };
+    let v: serde_json::Value = fetch("/api/backends")?.into_json()?;
+    let metrics = fetch("/metrics")?.into_string()?;
+    let mut line = Vec::new();
+    for b in backends {
+        let row = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["name"] == b.name.as_str());
+        let count = |k: &str| row.and_then(|x| x[k].as_u64()).unwrap_or(0);
+        let own = b.messages();
+        let series = format!(
+            "switchyard_backend_messages_total{{cluster=\"demo\",backend=\"{}\",direction=\"request\"}} {own}\n",
+            b.name
+        );
+        if !metrics.contains(&series) {
+            return Err(DemoError::Check(format!(
+                "/metrics lacks `{}` (the backend itself served {own})",
+                series.trim_end()
+            )));
+        }
+        if count("requests") != own || count("answers") != own {
+            return Err(DemoError::Check(format!(
+                "the admin API counted {} requests to and {} answers from {}; the backend itself served {own}",
+                count("requests"),
+                count("answers"),
+                b.name
+            )));
+        }
+        line.push(format!("{} {own}", b.name));
+    }
+    println!(
+        "\nthe admin API and /metrics agree with the backends' own counts: {}",
+        line.join(" · ")
+    );
+    Ok(())
 }
 
 /// Says whether every whole second carried the offered rate (within 5%), or how far the

@@ -71,7 +71,7 @@ fn nutcracker_bin() -> Option<PathBuf> {
 
 /// The binary; an absent one fails the test with the install hint (a test that compared
 /// nothing must not report `ok`).
-fn nutcracker() -> PathBuf {
+pub(crate) fn nutcracker() -> PathBuf {
     nutcracker_bin().unwrap_or_else(|| {
         panic!(
             "nutcracker (twemproxy) is not installed, so Switchyard's ketama cannot be compared \
@@ -89,7 +89,9 @@ fn free_port() -> u16 {
 }
 
 /// A running nutcracker, killed on drop.
-struct Nutcracker {
+pub(crate) struct Nutcracker {
+    /// Its stats port.
+    pub(crate) stats: SocketAddr,
     child: Child,
     addr: SocketAddr,
     _conf: TempFile,
@@ -105,7 +107,7 @@ impl Drop for Nutcracker {
 impl Nutcracker {
     /// Starts nutcracker with one ketama/fnv1a_64 memcache pool over `servers` (the lines
     /// of its `servers:` list, e.g. `127.0.0.1:PORT:1 b1`) and waits until it accepts.
-    fn start(bin: &PathBuf, servers: &[String], hash_tag: Option<&str>) -> Nutcracker {
+    pub(crate) fn start(bin: &PathBuf, servers: &[String], hash_tag: Option<&str>) -> Nutcracker {
         // The ports are picked free and released: retry if one was taken meanwhile.
         let mut last_log = String::new();
         for _ in 0..3 {
@@ -145,6 +147,7 @@ impl Nutcracker {
             match started {
                 Some(Ok(())) => {
                     return Nutcracker {
+                        stats: format!("127.0.0.1:{stats}").parse().unwrap(),
                         child,
                         addr,
                         _conf: conf,

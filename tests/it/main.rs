@@ -3,7 +3,9 @@
 
 mod support;
 
+mod admin;
 mod bad_input;
+mod browser;
 mod chaos;
 mod cli;
 mod correlation;
@@ -26,3 +28,4 @@ mod scripts;
 mod servers;
 mod spread;
 mod timeouts;
+mod top;

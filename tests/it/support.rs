@@ -45,6 +45,10 @@ impl Drop for TempFile {
 pub struct Proxy {
     pub child: Child,
     pub addrs: HashMap<String, SocketAddr>,
+    /// The admin listener (`admin http://ADDR/`), if the config has one.
+    pub admin: Option<SocketAddr>,
+    /// The twemproxy stats port, if configured.
+    pub stats: Option<SocketAddr>,
     pub stderr_path: PathBuf,
     lines: std::sync::mpsc::Receiver<String>,
     config: TempFile,
@@ -94,6 +98,9 @@ impl Proxy {
             .spawn()
             .expect("spawn switchyard");
         let expected = config.matches("[[listener]]").count();
+        let want_admin = config.contains("[admin]");
+        let want_stats = config.contains("twemproxy_stats");
+        let (mut admin, mut stats) = (None, None);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -105,13 +112,24 @@ impl Proxy {
         });
         let mut addrs = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while addrs.len() < expected {
+        while addrs.len() < expected
+            || (want_admin && admin.is_none())
+            || (want_stats && stats.is_none())
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     let parts: Vec<&str> = line.split_whitespace().collect();
-                    if let ["listening", name, addr] = parts[..] {
-                        addrs.insert(name.to_string(), addr.parse().unwrap());
+                    match parts[..] {
+                        ["listening", name, addr] => {
+                            addrs.insert(name.to_string(), addr.parse().unwrap());
+                        }
+                        ["admin", url] => {
+                            let a = url.trim_start_matches("http://").trim_end_matches('/');
+                            admin = Some(a.parse().unwrap());
+                        }
+                        ["twemproxy-stats", addr] => stats = Some(addr.parse().unwrap()),
+                        _ => {}
                     }
                 }
                 Err(_) => {
@@ -126,6 +144,8 @@ impl Proxy {
         Proxy {
             child,
             addrs,
+            admin,
+            stats,
             stderr_path,
             lines: rx,
             config: file,
@@ -177,6 +197,11 @@ impl Proxy {
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.addrs[listener]
+    }
+
+    /// The config file it runs (rewrite it, then reload).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config.0
     }
 
     pub fn stderr(&self) -> String {

@@ -43,6 +43,19 @@ impl PolicyKind {
         })
     }
 
+    /// Its config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::RoundRobin => "round_robin",
+            PolicyKind::WeightedRoundRobin => "weighted_round_robin",
+            PolicyKind::LeastOutstanding => "least_outstanding",
+            PolicyKind::P2cEwma => "p2c_ewma",
+            PolicyKind::Random => "random",
+            PolicyKind::Ketama => "ketama",
+            PolicyKind::Maglev => "maglev",
+        }
+    }
+
     /// Whether it places keyed messages by hashing the key (no table needed).
     pub fn hashes_keys(self) -> bool {
         matches!(self, PolicyKind::Ketama | PolicyKind::Maglev)

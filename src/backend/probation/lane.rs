@@ -7,7 +7,6 @@ use crate::backend::handshake;
 use crate::registry::Registry;
 use bytes::{Buf, BytesMut};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use switchyard_core::{BackendFault, Fault};
 use switchyard_proto::{
@@ -143,11 +142,7 @@ async fn try_one(
         Outcome::Answered => {
             probation.kills_in_a_row.set(0);
             probation.hold_off.set(Duration::ZERO);
-            registry
-                .shared
-                .stats
-                .retries_answered
-                .fetch_add(1, Ordering::Relaxed);
+            conn.counters.retries_answered.inc();
         }
         Outcome::Killed { fresh: false, .. } => {
             *link = None;
@@ -169,7 +164,7 @@ async fn try_one(
             let kills = probation.killed(conn);
             probation.suspects.borrow_mut().push((p, reason.clone()));
             if kills >= KILLS_IN_A_ROW {
-                stop(conn, &reason, registry);
+                stop(conn, &reason);
             }
             return Tried::Done; // judged when the lanes are done
         }
@@ -218,13 +213,20 @@ async fn open(
     )
     .await;
     let stream = match attempt {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(lost(e)),
+        Ok(Ok(s)) => {
+            conn.counters.connects.inc();
+            s
+        }
+        Ok(Err(e)) => {
+            conn.counters.connect_failures.inc();
+            return Err(lost(e));
+        }
         Err(_) => {
+            conn.counters.connect_failures.inc();
             return Err(lost(format!(
                 "connect timed out after {:?}",
                 config.pool.connect_timeout
-            )))
+            )));
         }
     };
     let _ = stream.set_nodelay(true);
@@ -270,6 +272,7 @@ async fn exchange(
         )
     });
     conn.backend.load.on_sent(true);
+    conn.counters.on_request(request.len());
     let sent = Instant::now();
     let timeout = conn.upstream.borrow().config.request_timeout;
     let answered = tokio::time::timeout(timeout, async {
@@ -296,10 +299,13 @@ async fn exchange(
                     f.id.and_then(|s| parse_proxy_id(answer_ids, s.slice(frame)));
                 if !found && (!by_id || id == want) {
                     found = true;
-                    conn.backend.on_answer(sent.elapsed());
+                    let latency = sent.elapsed();
+                    conn.counters.on_answer(len, Some(latency));
+                    conn.backend.on_answer(latency);
                     p.sink().answer(&p.pending.ticket, frame, f.id);
                     registry.defer_flush(p.sink());
                 } else {
+                    conn.counters.on_answer(len, None);
                     crate::backend::task::route_push(conn, registry, frame, &f);
                 }
                 l.rbuf.advance(len);

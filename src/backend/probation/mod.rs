@@ -44,7 +44,6 @@ use crate::registry::Registry;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use switchyard_core::{ClientFault, Fault};
 use switchyard_proto::Protocols;
@@ -257,11 +256,7 @@ fn judge(conn: &BackendConn, registry: &Registry) {
     }
     for (p, reason) in suspects {
         if alive {
-            registry
-                .shared
-                .stats
-                .requests_poisoned
-                .fetch_add(1, Ordering::Relaxed);
+            conn.counters.poisoned.inc();
             blame(conn, &p, &reason);
         } else {
             p.fail(&lost(
@@ -305,7 +300,7 @@ fn blame(conn: &BackendConn, p: &Retry, reason: &str) {
 
 /// The backend closed [`KILLS_IN_A_ROW`] fresh connections in a row, each on one request
 /// alone: it closes on everything. What waits fails as lost; probation is held off.
-fn stop(conn: &BackendConn, reason: &str, registry: &Registry) {
+fn stop(conn: &BackendConn, reason: &str) {
     let p = &conn.probation;
     let hold = p.hold();
     let fault = lost(
@@ -321,11 +316,7 @@ fn stop(conn: &BackendConn, reason: &str, registry: &Registry) {
         rest.sink().retrying(false);
         failed += 1;
     }
-    registry
-        .shared
-        .stats
-        .probations_stopped
-        .fetch_add(1, Ordering::Relaxed);
+    conn.counters.probations_stopped.inc();
     tracing::warn!(
         backend = %conn.backend.name,
         failed,

@@ -7,10 +7,13 @@
 
 mod gather;
 mod output;
+mod sampled;
 mod window;
 
 pub(crate) use gather::Members;
 
+use crate::access_log::{AccessLog, Sample};
+use crate::metrics::ListenerCounters;
 use crate::registry::Registered;
 use bytes::Bytes;
 use gather::Splits;
@@ -72,6 +75,12 @@ pub(crate) struct Client {
     notify: Notify,
     /// Bytes of the client's input that are not yet a whole frame (set by its task).
     partial: Cell<usize>,
+    /// Its listener's counters on this worker.
+    pub(crate) counters: Arc<ListenerCounters>,
+    /// The request the access log follows, if any (at most one per client at a time).
+    sample: RefCell<Option<(Arc<AccessLog>, Sample)>>,
+    /// Whether `sample` holds one (read per answer, without a borrow).
+    sampling: Cell<bool>,
 }
 
 impl std::fmt::Debug for Client {
@@ -93,6 +102,7 @@ impl Client {
         protocol: Arc<dyn Protocol>,
         ordered: bool,
         max_reply_buffer: usize,
+        counters: Arc<ListenerCounters>,
     ) -> Self {
         Client {
             gid,
@@ -112,6 +122,9 @@ impl Client {
             closed: Cell::new(false),
             notify: Notify::new(),
             partial: Cell::new(0),
+            counters,
+            sample: RefCell::new(None),
+            sampling: Cell::new(false),
         }
     }
 
@@ -124,7 +137,7 @@ impl Client {
     /// Writes what the socket takes now; whether everything is written. A write error
     /// marks the client failed.
     pub(crate) fn flush(&self) -> bool {
-        match self.out.flush() {
+        match self.out.flush(&self.counters.bytes_out) {
             Ok(done) => done,
             Err(e) => {
                 self.mark_failed(ClientFault::Io(e).into());
@@ -301,6 +314,7 @@ impl Client {
         if self.gone() {
             return;
         }
+        self.counters.messages_out.inc();
         self.order
             .borrow_mut()
             .deliver(seq, frame, &mut self.out.buf.borrow_mut());
@@ -313,6 +327,7 @@ impl Client {
         if self.gone() {
             return;
         }
+        self.counters.messages_out.inc();
         self.out.buf.borrow_mut().extend_from_slice(frame);
         self.check_bound();
     }
@@ -324,6 +339,7 @@ impl Client {
         if self.gone() {
             return;
         }
+        self.counters.messages_out.inc();
         let start = id.offset as usize;
         let end = start + id.len as usize;
         let mut out = self.out.buf.borrow_mut();
@@ -432,6 +448,9 @@ impl ReplySink for Client {
     }
 
     fn answer(&self, ticket: &Ticket, frame: &[u8], id_at: Option<Span>) {
+        if self.sampling.get() && ticket.part.is_none() {
+            self.finish_sample(ticket.seq, None);
+        }
         match (&ticket.orig_id, id_at) {
             // In order, the backend had the client's own id: the answer carries it.
             (Some(orig), Some(span)) if !self.ordered => {
@@ -442,6 +461,9 @@ impl ReplySink for Client {
     }
 
     fn fail(&self, ticket: &Ticket, fault: &Fault, request: Option<&[u8]>) {
+        if self.sampling.get() && ticket.part.is_none() {
+            self.finish_sample(ticket.seq, Some(&fault.to_string()));
+        }
         if self.refuse(ticket, fault, request).is_err() {
             self.mark_failed(fault.clone());
         }
@@ -511,6 +533,7 @@ impl ReplySink for Client {
         if self.gone() {
             return false;
         }
+        self.counters.messages_out.inc();
         self.out.buf.borrow_mut().extend_from_slice(frame);
         self.check_bound();
         self.notify.notify_one();

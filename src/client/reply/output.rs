@@ -3,6 +3,7 @@
 //! after each read of its backend); the client task takes over only when the socket is
 //! full, and is woken for answers only when it waits on them.
 
+use crate::metrics::Counter;
 use bytes::{Buf, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -35,7 +36,8 @@ impl Output {
 
     /// Writes what the socket takes now: `Ok(true)` if all is written, `Ok(false)` if the
     /// socket is full, `Err` if it failed.
-    pub(super) fn flush(&self) -> Result<bool, String> {
+    /// `written` counts the bytes written.
+    pub(super) fn flush(&self, written: &Counter) -> Result<bool, String> {
         let Some(w) = self.writer.borrow().clone() else {
             return Ok(self.buf.borrow().is_empty());
         };
@@ -43,7 +45,10 @@ impl Output {
         while !buf.is_empty() {
             match w.try_write(&buf) {
                 Ok(0) => return Ok(false),
-                Ok(n) => buf.advance(n),
+                Ok(n) => {
+                    written.add(n as u64);
+                    buf.advance(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(format!("write to client failed: {e}")),
             }

@@ -8,7 +8,14 @@ use switchyard_proto::memcache::MemcacheProtocol;
 use switchyard_proto::Part;
 
 fn client_of(protocol: Arc<dyn Protocol>, ordered: bool, bound: usize) -> Client {
-    Client::new(1, "127.0.0.1:1".parse().unwrap(), protocol, ordered, bound)
+    Client::new(
+        1,
+        "127.0.0.1:1".parse().unwrap(),
+        protocol,
+        ordered,
+        bound,
+        Default::default(),
+    )
 }
 
 fn client(bound: usize) -> Client {

@@ -25,6 +25,7 @@ impl Window {
 
     /// The answer to request `seq`: out at once if it is the next one due (with every
     /// answer that was waiting behind it), else held.
+    #[inline]
     pub(super) fn deliver(&mut self, seq: u64, frame: &[u8], out: &mut BytesMut) {
         if seq == self.base {
             out.extend_from_slice(frame);

@@ -8,7 +8,7 @@ use super::load::Load;
 use crate::health::passive::Ejection;
 use crate::settings::BackendSettings;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// A backend and its shared live state.
 #[derive(Debug)]
@@ -27,6 +27,8 @@ pub struct Backend {
     draining: AtomicBool,
     healthy: AtomicBool,
     up: AtomicBool,
+    /// Health verdict changes: to unhealthy, to healthy.
+    health_changes: [AtomicU64; 2],
 }
 
 impl Backend {
@@ -43,6 +45,7 @@ impl Backend {
             draining: AtomicBool::new(s.drain),
             healthy: AtomicBool::new(true),
             up: AtomicBool::new(true),
+            health_changes: Default::default(),
         }
     }
 
@@ -77,7 +80,22 @@ impl Backend {
 
     /// Records the health verdict; returns the previous one.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::Relaxed)
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            self.health_changes[usize::from(healthy)].fetch_add(1, Ordering::Relaxed);
+        }
+        was
+    }
+
+    /// How many times the health verdict changed to `healthy`.
+    pub fn health_changes(&self, healthy: bool) -> u64 {
+        self.health_changes[usize::from(healthy)].load(Ordering::Relaxed)
+    }
+
+    /// Sets the relative share of traffic at run time (an operator's change, until the
+    /// next reload applies the config's).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// Healthy and not ejected at time `now_ms`: may carry messages.

@@ -1,6 +1,8 @@
 //! Load measurement: one backend's requests awaiting answers (across all workers), a
-//! peak-sensitive latency EWMA, and counters. Written by the backend connections as
-//! messages go out and answers come back; read by the policies. Atomics only, no locks.
+//! peak-sensitive latency EWMA, and the answers it gave (which poison isolation reads as a
+//! sign of life). Written by the backend connections as messages go out and answers come
+//! back; read by the policies. Atomics only, no locks. Counting for operators is not here:
+//! it is per worker, in the proxy's metrics, off the shared cache lines.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,9 +17,7 @@ const INITIAL_EWMA_NS: f64 = 1_000_000.0;
 pub struct Load {
     outstanding: AtomicU64,
     ewma_ns: AtomicU64,
-    sent: AtomicU64,
     answered: AtomicU64,
-    failed: AtomicU64,
 }
 
 impl Default for Load {
@@ -25,9 +25,7 @@ impl Default for Load {
         Load {
             outstanding: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(INITIAL_EWMA_NS.to_bits()),
-            sent: AtomicU64::new(0),
             answered: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
         }
     }
 }
@@ -36,7 +34,6 @@ impl Load {
     /// A message was queued to the backend; `awaits_answer` if it counts as outstanding.
     #[inline]
     pub fn on_sent(&self, awaits_answer: bool) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
         if awaits_answer {
             self.outstanding.fetch_add(1, Ordering::Relaxed);
         }
@@ -62,7 +59,6 @@ impl Load {
     /// A request to the backend failed without an answer.
     #[inline]
     pub fn on_failed(&self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
         self.dec_outstanding();
     }
 
@@ -85,19 +81,9 @@ impl Load {
         f64::from_bits(self.ewma_ns.load(Ordering::Relaxed))
     }
 
-    /// Messages sent to the backend so far.
-    pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
     /// Answers received so far.
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
-    }
-
-    /// Requests failed so far.
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
     }
 }
 
@@ -116,7 +102,7 @@ mod tests {
         l.on_failed();
         l.on_failed(); // never below zero
         assert_eq!(l.outstanding(), 0);
-        assert_eq!((l.sent(), l.answered(), l.failed()), (3, 1, 2));
+        assert_eq!(l.answered(), 1);
     }
 
     #[test]

@@ -34,10 +34,29 @@ type Map = HashMap<u64, Pin, BuildHasherDefault<IdentityHasher>>;
 #[derive(Debug, Clone, Copy)]
 struct Pin {
     backend: u32,
+    /// Messages routed by this pin (saturating).
+    hits: u32,
     /// Global id of the client connection that last sent this key (0: none).
     owner: u64,
     /// When it was last used, in [`crate::clock`] milliseconds.
     last_used: u64,
+    /// When the key was pinned to its backend (moved: when it moved).
+    since: u64,
+}
+
+/// What a store knows of one key's pin, for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinInfo {
+    /// The backend's id.
+    pub backend: u32,
+    /// The client connection that owns the session (0: none).
+    pub owner: u64,
+    /// Milliseconds since the key was pinned to this backend.
+    pub age_ms: u64,
+    /// Milliseconds since a message last used the pin.
+    pub idle_ms: u64,
+    /// Messages the pin routed (the first one included).
+    pub hits: u32,
 }
 
 /// What [`SessionTable::route`] did.
@@ -68,6 +87,7 @@ pub struct SessionTable {
     per_shard: AtomicUsize,
     len: AtomicUsize,
     evicted: AtomicUsize,
+    expired: AtomicUsize,
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -89,6 +109,7 @@ impl SessionTable {
             per_shard: AtomicUsize::new(max_entries.div_ceil(SHARDS).max(1)),
             len: AtomicUsize::new(0),
             evicted: AtomicUsize::new(0),
+            expired: AtomicUsize::new(0),
         }
     }
 
@@ -133,6 +154,7 @@ impl SessionTable {
             if now.saturating_sub(pin.last_used) < ttl {
                 if usable(pin.backend) {
                     pin.last_used = now;
+                    pin.hits = pin.hits.saturating_add(1);
                     return PinOutcome::Hit(pin.backend, pin.owner);
                 }
                 if !repin {
@@ -148,8 +170,10 @@ impl SessionTable {
         let owner = map.get(&key).map_or(0, |p| p.owner);
         let pin = Pin {
             backend,
+            hits: 1,
             owner,
             last_used: now,
+            since: now,
         };
         if map.insert(key, pin).is_none() {
             self.len.fetch_add(1, Ordering::Relaxed);
@@ -196,6 +220,21 @@ impl SessionTable {
             .map(|p| p.backend)
     }
 
+    /// What the live pin of `key` says, if there is one.
+    pub fn lookup(&self, key: u64) -> Option<PinInfo> {
+        let now = now_ms();
+        let map = self.shard(key);
+        map.get(&key)
+            .filter(|p| now.saturating_sub(p.last_used) < self.ttl_ms())
+            .map(|p| PinInfo {
+                backend: p.backend,
+                owner: p.owner,
+                age_ms: now.saturating_sub(p.since),
+                idle_ms: now.saturating_sub(p.last_used),
+                hits: p.hits,
+            })
+    }
+
     /// The client connection that last sent `key`, if the pin is live.
     pub fn owner_of(&self, key: u64) -> Option<u64> {
         let now = now_ms();
@@ -218,6 +257,7 @@ impl SessionTable {
             removed += before - map.len();
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.expired.fetch_add(removed, Ordering::Relaxed);
         removed
     }
 
@@ -234,6 +274,11 @@ impl SessionTable {
     /// Pins evicted because the table was full.
     pub fn evicted(&self) -> usize {
         self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Pins purged because they were idle past the TTL.
+    pub fn expired(&self) -> usize {
+        self.expired.load(Ordering::Relaxed)
     }
 
     /// The idle TTL.

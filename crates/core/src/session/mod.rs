@@ -10,7 +10,7 @@
 
 mod memory;
 
-pub use memory::{PinOutcome, SessionTable};
+pub use memory::{PinInfo, PinOutcome, SessionTable};
 
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
@@ -53,6 +53,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     }
     /// Applies reloaded bounds.
     fn set_limits(&self, ttl: Duration, max_entries: usize);
+    /// What the live pin of `key` says (for operators; off the data path).
+    fn lookup(&self, key: u64) -> Option<PinInfo>;
+    /// Pins dropped so far because the store was full.
+    fn evicted(&self) -> usize;
+    /// Pins dropped so far because they were idle past the TTL.
+    fn expired(&self) -> usize;
 }
 
 impl SessionStore for SessionTable {
@@ -80,6 +86,15 @@ impl SessionStore for SessionTable {
     }
     fn len(&self) -> usize {
         SessionTable::len(self)
+    }
+    fn lookup(&self, key: u64) -> Option<PinInfo> {
+        SessionTable::lookup(self, key)
+    }
+    fn evicted(&self) -> usize {
+        SessionTable::evicted(self)
+    }
+    fn expired(&self) -> usize {
+        SessionTable::expired(self)
     }
     fn set_limits(&self, ttl: Duration, max_entries: usize) {
         SessionTable::set_limits(self, ttl, max_entries)

@@ -3,11 +3,17 @@
 //! generation every worker picks up, and shuts down gracefully (stop accepting, finish
 //! in-flight messages up to `shutdown_timeout`).
 
+mod reload;
+
+use crate::access_log::AccessLog;
+pub use crate::admin::ReloadReport;
+use crate::admin::Reloads;
 use crate::backend::Upstream;
 use crate::config::Config;
 use crate::registry::{Shared, PUSH_INBOX};
 use crate::worker::{self, Generation, WorkerSockets};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -40,6 +46,17 @@ pub enum ServerError {
         /// Address from the config.
         address: SocketAddr,
     },
+    /// The admin listener or the stats port could not be bound.
+    #[error("admin: cannot bind {address}: {source}")]
+    AdminBind {
+        /// Address from the config.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] crate::access_log::OpenError),
     /// A thread or runtime could not be created.
     #[error("cannot start thread {thread}: {source}")]
     Thread {
@@ -50,15 +67,38 @@ pub enum ServerError {
     },
 }
 
+/// How to start.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Bind beside another process listening on a listener's address (see
+    /// [`start_with`]).
+    pub takeover: bool,
+    /// The config file, for reloads (SIGHUP, `POST /api/reload`).
+    pub config_file: Option<PathBuf>,
+}
+
 /// A started server.
 #[derive(Debug)]
 pub struct Running {
     /// Each listener's name and bound address, in config order, as started.
     pub listeners: Vec<(String, SocketAddr)>,
-    generation: Mutex<Arc<Generation>>,
-    generations: watch::Sender<Arc<Generation>>,
+    /// The admin listener's bound address, if configured.
+    pub admin: Option<SocketAddr>,
+    /// The twemproxy-compatible stats port's bound address, if configured.
+    pub twemproxy_stats: Option<SocketAddr>,
+    control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// What reloads change, shared by the caller's thread (signals) and the control thread
+/// (the admin API).
+#[derive(Debug)]
+struct Control {
+    generation: Mutex<Arc<Generation>>,
+    generations: watch::Sender<Arc<Generation>>,
+    reloads: Arc<Reloads>,
+    config_file: Option<PathBuf>,
 }
 
 /// Binds sockets for every listener of `config` that `previous` does not already serve on
@@ -122,8 +162,40 @@ pub fn start(config: Config) -> Result<Running, ServerError> {
 /// listener's address (the kernel then spreads new connections over both: the path of a
 /// zero-downtime upgrade, where the old process is told to drain once the new one runs).
 pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError> {
+    start_full(
+        config,
+        Options {
+            takeover,
+            config_file: None,
+        },
+    )
+}
+
+/// Binds a loopback-or-configured admin address.
+fn bind_admin(address: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let l = std::net::TcpListener::bind(address)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| ServerError::AdminBind { address, source })?;
+    Ok(l)
+}
+
+/// Like [`start_with`], with every option.
+pub fn start_full(config: Config, options: Options) -> Result<Running, ServerError> {
     let workers = config.workers;
-    let (addrs, sockets) = bind_new(&config, None, takeover)?;
+    let (addrs, sockets) = bind_new(&config, None, options.takeover)?;
+    let admin = config.admin.clone();
+    let admin_socket = admin.as_ref().map(|a| bind_admin(a.listen)).transpose()?;
+    let stats_socket = admin
+        .as_ref()
+        .and_then(|a| a.twemproxy_stats)
+        .map(bind_admin)
+        .transpose()?;
+    let local = |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let (admin_addr, stats_addr) = (local(&admin_socket), local(&stats_socket));
+    let access = match admin.as_ref().and_then(|a| a.access_log.as_ref()) {
+        Some(a) => AccessLog::open(&a.path, a.sample)?,
+        None => AccessLog::off(),
+    };
     let listeners = config
         .listeners
         .iter()
@@ -146,7 +218,11 @@ pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError
         sockets,
     });
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(PUSH_INBOX)).unzip();
-    let shared = Arc::new(Shared::new(txs, generation.config.buffer_budget));
+    let shared = Arc::new(Shared::new(
+        txs,
+        generation.config.buffer_budget,
+        Arc::new(access),
+    ));
     let (generations, gen_rx) = watch::channel(generation.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Every runtime is built before any thread starts, so a failure (e.g. no file
@@ -176,31 +252,57 @@ pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError
             .map_err(thread_error(&name))?;
         threads.push(t);
     }
+    let control_state = Arc::new(Control {
+        generation: Mutex::new(generation),
+        generations,
+        reloads: Arc::default(),
+        config_file: options.config_file,
+    });
+    let admin_state = admin.map(|a| {
+        let c = control_state.clone();
+        Arc::new(crate::admin::State::new(
+            gen_rx.clone(),
+            shared.clone(),
+            control_state.reloads.clone(),
+            Box::new(move |source| c.reload_file(source)),
+            a.token,
+            control_state
+                .config_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        ))
+    });
+    let admin_serve = admin_state
+        .zip(admin_socket)
+        .map(|(state, socket)| crate::admin::serve(state, socket, stats_socket));
     let control_rx = gen_rx;
     let control_shutdown = shutdown_rx;
     threads.push(
         std::thread::Builder::new()
             .name("sy-control".into())
-            .spawn(move || control(control_rt, control_rx, control_shutdown))
+            .spawn(move || control(control_rt, control_rx, control_shutdown, admin_serve))
             .map_err(thread_error("sy-control"))?,
     );
     Ok(Running {
         listeners,
-        generation: Mutex::new(generation),
-        generations,
+        admin: admin_addr,
+        twemproxy_stats: stats_addr,
+        control: control_state,
         shutdown,
         threads,
     })
 }
 
-/// The control thread: active health checks for the current generation, and a purge of
-/// expired session pins once a second, until shutdown.
+/// The control thread: active health checks for the current generation, a purge of
+/// expired session pins once a second, and the admin listener, until shutdown.
 fn control(
     rt: tokio::runtime::Runtime,
     mut generations: watch::Receiver<Arc<Generation>>,
     mut shutdown: watch::Receiver<bool>,
+    admin: Option<impl std::future::Future<Output = ()> + Send + 'static>,
 ) {
     rt.block_on(async move {
+        let _admin = admin.map(|a| AbortOnDrop(tokio::spawn(a)));
         let mut current = generations.borrow_and_update().clone();
         let mut checks = crate::health::Checks::start(&current.upstreams);
         let mut purge = tokio::time::interval(Duration::from_secs(1));
@@ -234,6 +336,15 @@ fn control(
     });
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Running {
     /// The bound address of the listener called `name`, in the current generation.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
@@ -247,63 +358,31 @@ impl Running {
 
     /// The current generation.
     pub(crate) fn current(&self) -> Arc<Generation> {
-        self.generation
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.control.current()
     }
 
     /// Applies a new, validated config without dropping connections: listeners are added,
     /// removed or re-bound, clusters and backends replaced (backends that stay keep their
     /// state, connections and pins). The worker count cannot change without a restart.
     /// Returns the listeners bound anew. On error nothing changes.
-    pub fn reload(&self, mut config: Config) -> Result<Vec<(String, SocketAddr)>, ServerError> {
-        let mut guard = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = guard.clone();
-        if config.workers != previous.config.workers {
-            tracing::warn!(
-                running = previous.config.workers,
-                configured = config.workers,
-                "reload: the worker count changes only on restart; keeping the running count"
-            );
-            config.workers = previous.config.workers;
+    pub fn reload(&self, config: Config) -> Result<Vec<(String, SocketAddr)>, ServerError> {
+        match self.control.swap(config) {
+            Ok(done) => {
+                let bound = done.bound.clone();
+                self.control.report("call", Ok(done));
+                Ok(bound)
+            }
+            Err(e) => {
+                self.control.report("call", Err(e.to_string()));
+                Err(e)
+            }
         }
-        let (addrs, sockets) = bind_new(&config, Some(&previous), false)?;
-        let upstreams = config
-            .clusters
-            .iter()
-            .map(|c| {
-                let old = previous
-                    .upstreams
-                    .iter()
-                    .find(|o| o.cluster.settings.name == c.name());
-                Upstream {
-                    cluster: Arc::new(Cluster::evolve(
-                        c.balance.clone(),
-                        old.map(|o| o.cluster.as_ref()),
-                    )),
-                    config: Arc::new(c.clone()),
-                }
-            })
-            .collect();
-        let fresh = config
-            .listeners
-            .iter()
-            .zip(&addrs)
-            .zip(&sockets)
-            .filter(|(_, s)| s.is_some())
-            .map(|((l, a), _)| (l.name.clone(), *a))
-            .collect();
-        let next = Arc::new(Generation {
-            number: previous.number + 1,
-            config,
-            upstreams,
-            addrs,
-            sockets,
-        });
-        *guard = next.clone();
-        let _ = self.generations.send(next);
-        Ok(fresh)
+    }
+
+    /// Reloads the config file the server was started with (SIGHUP): what changed, or why
+    /// it was refused (then nothing changes). Logged and kept for the admin API.
+    pub fn reload_file(&self, source: &'static str) -> ReloadReport {
+        self.control.reload_file(source)
     }
 
     /// Asks every worker to stop accepting and drain.
