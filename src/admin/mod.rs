@@ -5,7 +5,7 @@
 //!
 //! HTTP is hyper's HTTP/1.1 server under an axum router, with bounds an exposed port
 //! needs: request heads of at most 16 KiB (a larger one gets `431`), 5 s to send them
-//! (then the connection is closed), bodies of at most 64 KiB, at most 64 connections at
+//! (then `408` and the connection is closed), bodies of at most 64 KiB, at most 64 connections at
 //! once, 30 s per connection. With a token configured, every request but the page itself
 //! must carry `Authorization: Bearer TOKEN` (`401` otherwise).
 
@@ -192,6 +192,22 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a client too slow to send its request head gets.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// The stream and a second handle on the same socket.
+fn split_handle(
+    stream: tokio::net::TcpStream,
+) -> Option<(tokio::net::TcpStream, tokio::net::TcpStream)> {
+    let std = stream.into_std().ok()?;
+    let spare = std.try_clone().ok()?;
+    Some((
+        tokio::net::TcpStream::from_std(std).ok()?,
+        tokio::net::TcpStream::from_std(spare).ok()?,
+    ))
+}
+
 /// Serves the admin listener on `listener` and, if given, the twemproxy stats port, on
 /// the current (control) runtime, until the future is dropped.
 pub(crate) async fn serve(
@@ -231,6 +247,11 @@ pub(crate) async fn serve(
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            // A second handle on the socket, to answer 408 when hyper gives up on a head
+            // that does not come (hyper itself just closes).
+            let Some((stream, spare)) = split_handle(stream) else {
+                return;
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
@@ -239,6 +260,16 @@ pub(crate) async fn serve(
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
                 Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_timeout() => {
+                    tracing::debug!(%peer, "admin client too slow to send its request head");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        use tokio::io::AsyncWriteExt;
+                        let mut spare = spare;
+                        spare.write_all(REQUEST_TIMEOUT).await?;
+                        spare.shutdown().await
+                    })
+                    .await;
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin connection ended"),
                 Err(_) => tracing::debug!(%peer, "admin connection closed after 30 s"),
             }

@@ -126,7 +126,12 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
     );
     let mut results: Vec<Vec<Phase>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.rounds {
-        for (i, (name, config)) in targets.iter().enumerate() {
+        // The proxied targets take turns going first, so that none always runs on a box
+        // the one before it warmed or loaded.
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        order[1..].rotate_left((round - 1) % (targets.len() - 1).max(1));
+        for i in order {
+            let (name, config) = &targets[i];
             let p = match config {
                 None => phase(&rt, &args, |c| addrs[c % addrs.len()], false)?,
                 Some(config) => {

@@ -1,6 +1,7 @@
 //! `/metrics`: a [`Snapshot`] in the Prometheus (OpenMetrics) text format, encoded by
 //! `prometheus-client`. Names are `switchyard_*` with their unit; labels name listeners,
-//! clusters, backends, directions and reasons, never keys or clients.
+//! clusters, backends, directions and reasons, never keys or clients. Series with a reason
+//! or direction label are written for every value, zeros included.
 
 mod backends;
 
@@ -27,274 +28,296 @@ pub(super) fn encode(snap: Snapshot) -> Result<String, Error> {
 #[derive(Debug)]
 struct Scrape(Snapshot);
 
-/// One metric family: its descriptor and every series.
-pub(super) struct Family<'e> {
-    pub(super) enc: prometheus_client::encoding::MetricEncoder<'e>,
-}
+/// Labels of one series.
+type Labels<'a> = Vec<(&'a str, &'a str)>;
 
-pub(super) fn family<'e>(
-    enc: &'e mut DescriptorEncoder,
-    name: &'e str,
-    help: &str,
-    unit: Option<&'e Unit>,
+/// A family with one series per row: its labels and its value (a counter's, or a
+/// gauge's).
+fn family<'a>(
+    e: &mut DescriptorEncoder,
+    (name, help, unit): (&str, &str, Option<&Unit>),
     kind: MetricType,
-) -> Result<Family<'e>, Error> {
-    Ok(Family {
-        enc: enc.encode_descriptor(name, help, unit, kind)?,
-    })
+    rows: impl IntoIterator<Item = (Labels<'a>, f64)>,
+) -> Result<(), Error> {
+    let mut m = e.encode_descriptor(name, help, unit, kind)?;
+    for (labels, v) in rows {
+        match (kind, labels.is_empty()) {
+            (MetricType::Counter, true) => {
+                m.encode_counter::<NoLabelSet, _, u64>(&(v as u64), None)?
+            }
+            (MetricType::Counter, false) => {
+                ConstCounter::new(v as u64).encode(m.encode_family(&labels)?)?
+            }
+            (_, true) => m.encode_gauge(&v)?,
+            (_, false) => ConstGauge::new(v).encode(m.encode_family(&labels)?)?,
+        }
+    }
+    Ok(())
 }
 
-impl Family<'_> {
-    pub(super) fn counter(&mut self, labels: &[(&str, &str)], v: u64) -> Result<(), Error> {
-        if labels.is_empty() {
-            return self.enc.encode_counter::<NoLabelSet, _, u64>(&v, None);
-        }
-        ConstCounter::new(v).encode(self.enc.encode_family(&labels)?)
-    }
+/// A counter family whose rows each give one value per `values` label value: `label`
+/// (`direction`, `reason`, …) tells them apart.
+fn counters<'a>(
+    e: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    (label, values): (&'a str, &[&'a str]),
+    rows: impl IntoIterator<Item = (Labels<'a>, Vec<u64>)>,
+) -> Result<(), Error> {
+    let series = rows.into_iter().flat_map(|(base, counts)| {
+        values.iter().zip(counts).map(move |(value, n)| {
+            let mut labels = base.clone();
+            labels.push((label, *value));
+            (labels, n as f64)
+        })
+    });
+    family(e, (name, help, None), MetricType::Counter, series)
+}
 
-    pub(super) fn gauge(&mut self, labels: &[(&str, &str)], v: f64) -> Result<(), Error> {
-        if labels.is_empty() {
-            return self.enc.encode_gauge(&v);
-        }
-        ConstGauge::new(v).encode(self.enc.encode_family(&labels)?)
-    }
+fn listener(name: &str) -> Labels<'_> {
+    vec![("listener", name)]
+}
+
+fn cluster(name: &str) -> Labels<'_> {
+    vec![("cluster", name)]
+}
+
+/// A family of one series without labels.
+fn single(
+    e: &mut DescriptorEncoder,
+    meta: (&str, &str, Option<&Unit>),
+    kind: MetricType,
+    v: f64,
+) -> Result<(), Error> {
+    family(e, meta, kind, [(Vec::new(), v)])
 }
 
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), Error> {
         use MetricType::{Counter, Gauge};
         let v = &self.0;
-        {
-            let mut m = family(
-                &mut e,
-                "switchyard_build",
-                "The running version.",
+        let e = &mut e;
+        e.encode_descriptor(
+            "switchyard_build",
+            "The running version.",
+            None,
+            MetricType::Info,
+        )?
+        .encode_info(&[("version", v.version)])?;
+        let seconds = Some(&Unit::Seconds);
+        let bytes = Some(&Unit::Bytes);
+        single(
+            e,
+            (
+                "switchyard_start_time",
+                "Unix time the process started.",
+                seconds,
+            ),
+            Gauge,
+            v.start_time_seconds,
+        )?;
+        single(
+            e,
+            (
+                "switchyard_config_generation",
+                "Config generation running: 0 at start, one more per applied reload.",
                 None,
-                MetricType::Info,
-            )?;
-            m.enc.encode_info(&[("version", v.version)])?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_start_time",
-            "Unix time the process started.",
-            Some(&Unit::Seconds),
+            ),
             Gauge,
+            v.generation as f64,
         )?;
-        m.gauge(&[], v.start_time_seconds)?;
-        let mut m = family(
-            &mut e,
-            "switchyard_config_generation",
-            "Config generation running: 0 at start, one more per applied reload.",
-            None,
-            Gauge,
+        counters(
+            e,
+            ("switchyard_reloads", "Config reloads, by result."),
+            ("result", &["applied", "refused"]),
+            [(Vec::new(), vec![v.reloads_applied, v.reloads_refused])],
         )?;
-        m.gauge(&[], v.generation as f64)?;
-        let mut m = family(
-            &mut e,
-            "switchyard_reloads",
-            "Config reloads, by result.",
-            None,
-            Counter,
-        )?;
-        m.counter(&[("result", "applied")], v.reloads_applied)?;
-        m.counter(&[("result", "refused")], v.reloads_refused)?;
 
         // Listeners.
-        let mut m = family(&mut e, "switchyard_listener_messages", "Messages per listener: in = requests read from clients, out = answers written to them.", None, Counter)?;
-        for l in &v.listeners {
-            m.counter(&[("listener", &l.name), ("direction", "in")], l.messages_in)?;
-            m.counter(
-                &[("listener", &l.name), ("direction", "out")],
-                l.messages_out,
-            )?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_listener_bytes",
-            "Bytes per listener: in = read from clients, out = written to them.",
-            None,
-            Counter,
+        counters(e, ("switchyard_listener_messages", "Messages per listener: in = requests read from clients, out = answers written to them."),
+            ("direction", &["in", "out"]),
+            v.listeners.iter().map(|l| (listener(&l.name), vec![l.messages_in, l.messages_out])))?;
+        counters(
+            e,
+            (
+                "switchyard_listener_bytes",
+                "Bytes per listener: in = read from clients, out = written to them.",
+            ),
+            ("direction", &["in", "out"]),
+            v.listeners
+                .iter()
+                .map(|l| (listener(&l.name), vec![l.bytes_in, l.bytes_out])),
         )?;
-        for l in &v.listeners {
-            m.counter(&[("listener", &l.name), ("direction", "in")], l.bytes_in)?;
-            m.counter(&[("listener", &l.name), ("direction", "out")], l.bytes_out)?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_client_connections_opened",
-            "Client connections accepted.",
-            None,
+        family(
+            e,
+            (
+                "switchyard_client_connections_opened",
+                "Client connections accepted.",
+                None,
+            ),
             Counter,
+            v.listeners
+                .iter()
+                .map(|l| (listener(&l.name), l.connections_opened as f64)),
         )?;
-        for l in &v.listeners {
-            m.counter(&[("listener", &l.name)], l.connections_opened)?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_client_connections_refused",
-            "Client connections closed at once: the listener was at max_connections.",
-            None,
+        family(
+            e,
+            (
+                "switchyard_client_connections_refused",
+                "Client connections closed at once: the listener was at max_connections.",
+                None,
+            ),
             Counter,
+            v.listeners
+                .iter()
+                .map(|l| (listener(&l.name), l.connections_refused as f64)),
         )?;
-        for l in &v.listeners {
-            m.counter(&[("listener", &l.name)], l.connections_refused)?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_client_connections",
-            "Client connections open.",
-            None,
+        family(
+            e,
+            (
+                "switchyard_client_connections",
+                "Client connections open.",
+                None,
+            ),
             Gauge,
+            v.listeners
+                .iter()
+                .map(|l| (listener(&l.name), l.connections as f64)),
         )?;
-        for l in &v.listeners {
-            m.gauge(&[("listener", &l.name)], l.connections as f64)?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_client_connections_closed",
-            "Client connections closed, by reason (orderly ends and faults).",
-            None,
-            Counter,
+        counters(
+            e,
+            (
+                "switchyard_client_connections_closed",
+                "Client connections closed, by reason (orderly ends and faults).",
+            ),
+            ("reason", &CLOSE_REASONS),
+            v.listeners.iter().map(|l| {
+                (
+                    listener(&l.name),
+                    CLOSE_REASONS.iter().map(|r| l.closed[r]).collect(),
+                )
+            }),
         )?;
-        for l in &v.listeners {
-            for r in CLOSE_REASONS {
-                m.counter(&[("listener", &l.name), ("reason", r)], l.closed[r])?;
-            }
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_codec_errors",
-            "Client bytes the listener's codec or protocol script refused, by reason.",
-            None,
-            Counter,
+        counters(
+            e,
+            (
+                "switchyard_codec_errors",
+                "Client bytes the listener's codec or protocol script refused, by reason.",
+            ),
+            ("reason", &CODEC_REASONS),
+            v.listeners.iter().map(|l| {
+                (
+                    listener(&l.name),
+                    CODEC_REASONS.iter().map(|r| l.codec_errors[r]).collect(),
+                )
+            }),
         )?;
-        for l in &v.listeners {
-            for r in CODEC_REASONS {
-                m.counter(&[("listener", &l.name), ("reason", r)], l.codec_errors[r])?;
-            }
-        }
 
         // Clusters and pins.
-        let mut m = family(
-            &mut e,
-            "switchyard_cluster_messages",
-            "Messages per cluster: request = sent to its backends, answer = read from them.",
-            None,
-            Counter,
+        counters(
+            e,
+            (
+                "switchyard_cluster_messages",
+                "Messages per cluster: request = sent to its backends, answer = read from them.",
+            ),
+            ("direction", &["request", "answer"]),
+            v.clusters
+                .iter()
+                .map(|c| (cluster(&c.name), vec![c.messages_in, c.messages_out])),
         )?;
-        for c in &v.clusters {
-            m.counter(
-                &[("cluster", &c.name), ("direction", "request")],
-                c.messages_in,
-            )?;
-            m.counter(
-                &[("cluster", &c.name), ("direction", "answer")],
-                c.messages_out,
-            )?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_cluster_bytes",
-            "Bytes per cluster: request = sent to its backends, answer = read from them.",
-            None,
-            Counter,
+        counters(
+            e,
+            (
+                "switchyard_cluster_bytes",
+                "Bytes per cluster: request = sent to its backends, answer = read from them.",
+            ),
+            ("direction", &["request", "answer"]),
+            v.clusters
+                .iter()
+                .map(|c| (cluster(&c.name), vec![c.bytes_in, c.bytes_out])),
         )?;
-        for c in &v.clusters {
-            m.counter(
-                &[("cluster", &c.name), ("direction", "request")],
-                c.bytes_in,
-            )?;
-            m.counter(
-                &[("cluster", &c.name), ("direction", "answer")],
-                c.bytes_out,
-            )?;
-        }
         let pinned = || v.clusters.iter().filter(|c| c.pins.is_some());
-        let mut m = family(
-            &mut e,
-            "switchyard_pins",
-            "Session pins held (clusters with persistence).",
-            None,
+        family(
+            e,
+            (
+                "switchyard_pins",
+                "Session pins held (clusters with persistence).",
+                None,
+            ),
             Gauge,
+            pinned().map(|c| (cluster(&c.name), c.pins.unwrap_or(0) as f64)),
         )?;
-        for c in pinned() {
-            m.gauge(&[("cluster", &c.name)], c.pins.unwrap_or(0) as f64)?;
-        }
-        let mut m = family(&mut e, "switchyard_pin_lookups", "Keyed messages routed through the pin table, by outcome (moved: the key's backend was unusable and the pin moved).", None, Counter)?;
-        for c in pinned() {
-            let counts = [
-                c.pin_hits,
-                c.pin_new,
-                c.pin_moved,
-                c.pin_pinned_down,
-                c.pin_unavailable,
-            ];
-            for (o, n) in PIN_OUTCOMES.iter().zip(counts) {
-                m.counter(&[("cluster", &c.name), ("outcome", o)], n)?;
-            }
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_pin_evictions",
-            "Pins dropped: full = the table was at max_entries, expired = idle past the TTL.",
-            None,
-            Counter,
+        counters(e, ("switchyard_pin_lookups", "Keyed messages routed through the pin table, by outcome (moved: the key's backend was unusable and the pin moved)."),
+            ("outcome", &PIN_OUTCOMES),
+            pinned().map(|c| (cluster(&c.name), vec![c.pin_hits, c.pin_new, c.pin_moved, c.pin_pinned_down, c.pin_unavailable])))?;
+        counters(
+            e,
+            (
+                "switchyard_pin_evictions",
+                "Pins dropped: full = the table was at max_entries, expired = idle past the TTL.",
+            ),
+            ("cause", &["full", "expired"]),
+            pinned().map(|c| (cluster(&c.name), vec![c.pin_evictions, c.pin_expired])),
         )?;
-        for c in pinned() {
-            m.counter(&[("cluster", &c.name), ("cause", "full")], c.pin_evictions)?;
-            m.counter(&[("cluster", &c.name), ("cause", "expired")], c.pin_expired)?;
-        }
 
-        backends::encode(&mut e, v)?;
+        backends::encode(e, v)?;
 
         // The process.
-        let mut m = family(&mut e, "switchyard_pushes", "Backend messages that answer nothing, routed to the session's client: delivered or dropped.", None, Counter)?;
-        m.counter(&[("outcome", "delivered")], v.pushes.delivered)?;
-        m.counter(&[("outcome", "dropped")], v.pushes.dropped)?;
-        let mut m = family(
-            &mut e,
-            "switchyard_buffer_budget_used",
-            "Bytes all clients' input buffers hold.",
-            Some(&Unit::Bytes),
+        counters(e, ("switchyard_pushes", "Backend messages that answer nothing, routed to the session's client: delivered or dropped."),
+            ("outcome", &["delivered", "dropped"]),
+            [(Vec::new(), vec![v.pushes.delivered, v.pushes.dropped])])?;
+        single(
+            e,
+            (
+                "switchyard_buffer_budget_used",
+                "Bytes all clients' input buffers hold.",
+                bytes,
+            ),
             Gauge,
+            v.budget.used_bytes as f64,
         )?;
-        m.gauge(&[], v.budget.used_bytes as f64)?;
-        let mut m = family(
-            &mut e,
-            "switchyard_buffer_budget_limit",
-            "buffer_budget: bytes all clients' input buffers may hold.",
-            Some(&Unit::Bytes),
+        single(
+            e,
+            (
+                "switchyard_buffer_budget_limit",
+                "buffer_budget: bytes all clients' input buffers may hold.",
+                bytes,
+            ),
             Gauge,
+            v.budget.limit_bytes as f64,
         )?;
-        m.gauge(&[], v.budget.limit_bytes as f64)?;
-        let mut m = family(
-            &mut e,
-            "switchyard_buffer_budget_closes",
-            "Clients closed to bring the buffer budget back.",
-            None,
+        single(
+            e,
+            (
+                "switchyard_buffer_budget_closes",
+                "Clients closed to bring the buffer budget back.",
+                None,
+            ),
             Counter,
+            v.budget.clients_closed as f64,
         )?;
-        m.counter(&[], v.budget.clients_closed)?;
-        let mut m = family(
-            &mut e,
-            "switchyard_worker_loop_lag",
-            "Worst lateness of a 100 ms timer on the worker's event loop over the last second.",
-            Some(&Unit::Seconds),
+        let ids: Vec<String> = v.workers.iter().map(|w| w.id.to_string()).collect();
+        family(
+            e,
+            (
+                "switchyard_worker_loop_lag",
+                "Worst lateness of a 100 ms timer on the worker's event loop over the last second.",
+                seconds,
+            ),
             Gauge,
+            v.workers
+                .iter()
+                .zip(&ids)
+                .map(|(w, id)| (vec![("worker", id.as_str())], w.loop_lag_seconds)),
         )?;
-        for w in &v.workers {
-            m.gauge(&[("worker", &w.id.to_string())], w.loop_lag_seconds)?;
-        }
-        let mut m = family(
-            &mut e,
-            "switchyard_access_log_records",
-            "Sampled access log records: written, or dropped because the writer fell behind.",
-            None,
-            Counter,
+        counters(
+            e,
+            (
+                "switchyard_access_log_records",
+                "Sampled access log records: written, or dropped because the writer fell behind.",
+            ),
+            ("outcome", &["written", "dropped"]),
+            [(Vec::new(), vec![v.access_log.written, v.access_log.dropped])],
         )?;
-        m.counter(&[("outcome", "written")], v.access_log.written)?;
-        m.counter(&[("outcome", "dropped")], v.access_log.dropped)?;
         Ok(())
     }
 }

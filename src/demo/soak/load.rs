@@ -41,7 +41,9 @@ pub(super) trait Load: Send {
 
 pub(super) fn load_for(mode: Mode, client: u64) -> Box<dyn Load> {
     match mode {
-        Mode::ById | Mode::Lua | Mode::Poison => Box::new(Demo::new(client, false)),
+        Mode::ById | Mode::Lua | Mode::Poison | Mode::Observed => {
+            Box::new(Demo::new(client, false))
+        }
         Mode::Dns => Box::new(Dns::new(client)),
         Mode::InOrder => Box::new(Demo::new(client, true)),
         Mode::None => Box::new(Demo::new(client, false)),
@@ -355,6 +357,31 @@ pub(super) fn poisoner(addr: SocketAddr, counters: &Counters) {
         }
         n += 1;
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The observed mode's scraper: `/metrics`, `/api/overview` and a pin lookup, five times
+/// a second, each of which must answer 200. Runs until the counters say stop.
+pub(super) fn scraper(admin: SocketAddr, counters: &Counters) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    while !counters.stop.load(Ordering::Relaxed) {
+        for path in ["/metrics", "/api/overview", "/api/sessions/1"] {
+            let url = format!("http://{admin}{path}");
+            match agent.get(&url).call() {
+                Ok(r) => {
+                    let _ = r.into_string();
+                }
+                // A key without a live pin is a 404 with a JSON reason: an answer.
+                Err(ureq::Error::Status(404, _)) if path.starts_with("/api/sessions") => {}
+                Err(e) => {
+                    counters.fail(format!("scraping {url}: {e}"));
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -19,13 +19,15 @@
 //! protocol under `delimiter` (text ids rewritten), the demo protocol framed by a Lua script,
 //! `resp` in front of a real redis-server, `dns` in front of real nsd servers, and the demo
 //! protocol with poison isolation at work (a poisoner killing shared connections four times
-//! a second while every other answer must come).
+//! a second while every other answer must come), and the demo protocol with the admin
+//! listener scraped five times a second and the access log on (what observing costs over
+//! hours: the snapshot, the encoders and the log writer must not grow).
 
 mod load;
 mod mode;
 mod setup;
 
-use load::{client, load_for, poisoner, Counters};
+use load::{client, load_for, poisoner, scraper, Counters};
 pub use mode::Mode;
 use setup::{cpu_ns, rss_kib, start_backends, start_proxy};
 
@@ -207,10 +209,17 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
                 Ok(())
             })?
     };
-    let poison = (mode == Mode::Poison).then(|| {
-        let (counters, addr) = (counters.clone(), proxy.addr);
-        std::thread::spawn(move || poisoner(addr, &counters))
-    });
+    let helper = match (mode, proxy.admin) {
+        (Mode::Poison, _) => {
+            let (counters, addr) = (counters.clone(), proxy.addr);
+            Some(std::thread::spawn(move || poisoner(addr, &counters)))
+        }
+        (Mode::Observed, Some(admin)) => {
+            let counters = counters.clone();
+            Some(std::thread::spawn(move || scraper(admin, &counters)))
+        }
+        _ => None,
+    };
     let started = Instant::now();
     std::thread::sleep(args.warmup);
     println!(
@@ -250,7 +259,7 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
         {
             counters.stop.store(true, Ordering::Relaxed);
             let _ = load.join();
-            if let Some(p) = poison {
+            if let Some(p) = helper {
                 let _ = p.join();
             }
             return Ok((windows, Some(Verdict::Wrong(e))));
@@ -258,7 +267,7 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
     }
     counters.stop.store(true, Ordering::Relaxed);
     let _ = load.join();
-    if let Some(p) = poison {
+    if let Some(p) = helper {
         let _ = p.join();
     }
     let error = counters

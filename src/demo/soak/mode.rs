@@ -23,10 +23,14 @@ pub enum Mode {
     /// clients, a poisoner sends four requests a second that make their backend close the
     /// shared connection; every client's answer must still come (poison isolation).
     Poison,
+    /// Demo protocol, `length_field`, `by_id`, with the admin listener on: `/metrics`,
+    /// `/api/overview` and a pin lookup scraped five times a second, and the access log
+    /// writing one request in a hundred.
+    Observed,
 }
 
 impl Mode {
-    pub(super) const ALL: [Mode; 8] = [
+    pub(super) const ALL: [Mode; 9] = [
         Mode::ById,
         Mode::InOrder,
         Mode::None,
@@ -35,6 +39,7 @@ impl Mode {
         Mode::Resp,
         Mode::Dns,
         Mode::Poison,
+        Mode::Observed,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -47,6 +52,7 @@ impl Mode {
             Mode::Resp => "resp, redis-server",
             Mode::Dns => "dns, nsd",
             Mode::Poison => "length_field by_id + poison",
+            Mode::Observed => "length_field by_id + admin scraped",
         }
     }
 }

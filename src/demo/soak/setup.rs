@@ -110,7 +110,9 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
         .map(|(i, a)| format!("{{ address = \"{a}\", name = \"b{}\" }}", i + 1))
         .collect();
     let (correlation, codec, policy) = match mode {
-        Mode::ById | Mode::Poison => ("by_id", DEMO_CODEC.to_string(), "least_outstanding"),
+        Mode::ById | Mode::Poison | Mode::Observed => {
+            ("by_id", DEMO_CODEC.to_string(), "least_outstanding")
+        }
         Mode::Dns => (
             "by_id",
             "kind = \"dns\"\nkey = \"qname\"".to_string(),
@@ -141,10 +143,18 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
     } else {
         ""
     };
+    let admin = if mode == Mode::Observed {
+        format!(
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\n[admin.access_log]\npath = \"{}\"\nsample = 0.01\n",
+            script.with_file_name("access.log").display()
+        )
+    } else {
+        String::new()
+    };
     format!(
         "workers = 1\nshutdown_timeout = \"2s\"\n\n[[listener]]\nname = \"soak\"\nlisten = \"127.0.0.1:0\"\ncluster = \"soak\"\n\
          correlation = \"{correlation}\"\n{listener}[listener.codec]\n{codec}\n\n[[cluster]]\nname = \"soak\"\npolicy = \"{policy}\"\n\
-         backends = [{}]\n{persistence}",
+         backends = [{}]\n{persistence}{admin}",
         list.join(", ")
     )
 }
@@ -153,6 +163,8 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
 pub(super) struct ProxyProcess {
     pub(super) child: Child,
     pub(super) addr: SocketAddr,
+    /// The admin listener, in the observed mode.
+    pub(super) admin: Option<SocketAddr>,
     pub(super) _dir: TempDir,
 }
 
@@ -222,15 +234,27 @@ pub(super) fn start_proxy(
     let mut proxy = ProxyProcess {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin: None,
         _dir: dir,
     };
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
+    stdout.read_line(&mut line)?;
     match line.split_whitespace().collect::<Vec<_>>()[..] {
         ["listening", "soak", addr] => {
             proxy.addr = addr
                 .parse()
                 .map_err(|e| DemoError::Check(format!("{addr}: {e}")))?;
+            if mode == Mode::Observed {
+                let mut admin = String::new();
+                stdout.read_line(&mut admin)?;
+                let url = admin.trim().trim_start_matches("admin http://");
+                proxy.admin = Some(
+                    url.trim_end_matches('/')
+                        .parse()
+                        .map_err(|e| DemoError::Check(format!("the admin line {admin:?}: {e}")))?,
+                );
+            }
             Ok(proxy)
         }
         _ => Err(DemoError::Check(format!(
