@@ -101,15 +101,17 @@ impl AccessLog {
             .spawn(move || {
                 let mut out = std::io::BufWriter::new(out);
                 while let Ok(line) = rx.recv() {
-                    let mut n = 1;
-                    let _ = out.write_all(line.as_bytes());
+                    let mut batch = vec![line];
                     // Whatever queued meanwhile goes in the same write.
                     while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(more.as_bytes());
-                        n += 1;
+                        batch.push(more);
                     }
-                    let _ = out.flush();
-                    c.written.fetch_add(n, Ordering::Relaxed);
+                    let n = batch.len() as u64;
+                    let ok = batch.iter().all(|l| out.write_all(l.as_bytes()).is_ok())
+                        && out.flush().is_ok();
+                    // A failed write (a full disk) loses the batch: counted as dropped.
+                    let counter = if ok { &c.written } else { &c.dropped };
+                    counter.fetch_add(n, Ordering::Relaxed);
                 }
             });
         if let Err(source) = spawned {

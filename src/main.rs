@@ -237,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let options = switchyard::server::Options {
                 takeover,
                 config_file: Some(config.clone()),
+                announce: Some(std::sync::Arc::new(announce)),
             };
             let running = switchyard::server::start_full(c, options)?;
             for (name, addr) in &running.listeners {
@@ -252,11 +253,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(config = %config.display(), "switchyard running");
             signals.handle(|signal| match signal {
                 Signal::Reload => {
-                    // Logged (what changed, or why refused) and kept for the admin API.
-                    let report = running.reload_file("sighup");
-                    for (name, addr) in &report.bound {
-                        announce(name, *addr);
-                    }
+                    // Logged (what changed, or why refused), kept for the admin API, and
+                    // each listener bound anew announced.
+                    running.reload_file("sighup");
                     true
                 }
                 Signal::Terminate(name) => {

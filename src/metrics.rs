@@ -307,6 +307,9 @@ impl BackendCounters {
 pub(crate) struct WorkerCounters {
     /// Worst lateness of the worker's 100 ms tick over the last second, nanoseconds.
     pub(crate) loop_lag_ns: Counter,
+    /// When the tick last ran, in [`switchyard_core::clock`] milliseconds (a worker stuck
+    /// in one task shows as a tick long overdue, not as its last good second).
+    pub(crate) last_tick_ms: Counter,
     /// Pushes delivered to their session's client (by the owner's worker).
     pub(crate) pushes_delivered: Counter,
     /// Pushes dropped: no live session, owner gone, or inbox full.

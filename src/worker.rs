@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// How often a worker measures its event loop's lag.
-const LAG_TICK: Duration = Duration::from_millis(100);
+pub(crate) const LAG_TICK: Duration = Duration::from_millis(100);
 
 /// One configuration generation: the validated config, its clusters, and the sockets bound
 /// for listeners that are new in it.
@@ -162,6 +162,8 @@ pub(crate) async fn run(
         let mut n = 0u32;
         loop {
             let due = tick.tick().await;
+            lag.last_tick_ms
+                .set(switchyard_core::clock::now_ms().max(1));
             worst = worst.max(Instant::now().saturating_duration_since(due.into_std()));
             n += 1;
             if n == 10 {

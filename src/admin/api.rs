@@ -4,6 +4,7 @@
 use super::snapshot::Snapshot;
 use super::State;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as Ctx};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -63,8 +64,48 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// With a token configured, every request but `GET /` must carry it.
+/// A request from elsewhere than this listener's own clients: on loopback, one whose
+/// `Host` names another server (a DNS-rebinding page); anywhere, one sent by a browser
+/// page of another origin (CSRF).
+fn foreign(state: &State, headers: &axum::http::HeaderMap) -> Option<Response> {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let host = header(header::HOST).unwrap_or("");
+    if let Some(hosts) = &state.hosts {
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return Some(
+                ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!("Host {host:?} is not this admin listener ({})", hosts[0]),
+                )
+                .into_response(),
+            );
+        }
+    }
+    let origin = header(header::ORIGIN)?;
+    let own = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o.eq_ignore_ascii_case(host));
+    (!own).then(|| {
+        ApiError(
+            StatusCode::FORBIDDEN,
+            format!("a request from the page of {origin} is refused: only this listener's own page may call the API"),
+        )
+        .into_response()
+    })
+}
+
+/// On loopback, `Host` must name this listener (a DNS-rebinding page names its own); a
+/// request from a browser page of another origin is refused (CSRF); with a token
+/// configured, every request but `GET /` must carry it.
 async fn authorize(Ctx(state): Ctx<Shared>, req: Request, next: Next) -> Response {
+    if let Some(refused) = foreign(&state, req.headers()) {
+        return refused;
+    }
     let Some(token) = &state.token else {
         return next.run(req).await;
     };
@@ -143,6 +184,12 @@ struct Which {
     encoding: Option<String>,
 }
 
+/// The query string, or a JSON error saying what is wrong with it.
+fn query(q: Result<Query<Which>, QueryRejection>) -> Result<Which, ApiError> {
+    q.map(|Query(w)| w)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
 /// The byte forms `key` may stand for: its text, a decimal number's 8 big-endian bytes
 /// (integer key fields), or with `encoding=hex` the bytes its hex digits spell.
 fn key_forms(key: &str, encoding: Option<&str>) -> Result<Vec<(Vec<u8>, &'static str)>, ApiError> {
@@ -181,8 +228,9 @@ fn key_forms(key: &str, encoding: Option<&str>) -> Result<Vec<(Vec<u8>, &'static
 async fn session(
     Ctx(state): Ctx<Shared>,
     Path(key): Path<String>,
-    Query(which): Query<Which>,
+    which: Result<Query<Which>, QueryRejection>,
 ) -> ApiResult {
+    let which = query(which)?;
     let g = state.generations.borrow().clone();
     let forms = key_forms(&key, which.encoding.as_deref())?;
     let mut found = Vec::new();
@@ -292,12 +340,36 @@ fn find(
     }
 }
 
+/// A reload applied while a run-time change was being made: the reload's settings win
+/// (applied again to the backend, in case the change landed after them).
+fn raced(state: &State, number: u64, cluster: &str, b: &Backend) -> Result<(), ApiError> {
+    let g = state.generations.borrow().clone();
+    if g.number == number {
+        return Ok(());
+    }
+    let settings = g
+        .config
+        .clusters
+        .iter()
+        .filter(|c| c.name() == cluster)
+        .flat_map(|c| &c.balance.backends)
+        .find(|s| s.name == b.name && s.address == b.address);
+    if let Some(s) = settings {
+        b.update(s);
+    }
+    Err(ApiError(
+        StatusCode::CONFLICT,
+        "a reload was applied meanwhile and its settings stand: try again".into(),
+    ))
+}
+
 fn set_drain(state: &State, name: &str, which: &Which, drain: bool) -> ApiResult {
     let (number, cluster, b) = find(state, name, which.cluster.as_deref())?;
     let was = b.set_draining(drain);
     state.set_override(number, (cluster.clone(), b.name.clone()), |o| {
         o.drain = Some(drain)
     });
+    raced(state, number, &cluster, &b)?;
     tracing::info!(%cluster, backend = %b.name, draining = drain, was, "admin API: backend {}", if drain { "drained" } else { "undrained" });
     Ok(Json(json!({
         "cluster": cluster,
@@ -312,16 +384,18 @@ fn set_drain(state: &State, name: &str, which: &Which, drain: bool) -> ApiResult
 async fn drain(
     Ctx(state): Ctx<Shared>,
     Path(name): Path<String>,
-    Query(which): Query<Which>,
+    which: Result<Query<Which>, QueryRejection>,
 ) -> ApiResult {
+    let which = query(which)?;
     set_drain(&state, &name, &which, true)
 }
 
 async fn undrain(
     Ctx(state): Ctx<Shared>,
     Path(name): Path<String>,
-    Query(which): Query<Which>,
+    which: Result<Query<Which>, QueryRejection>,
 ) -> ApiResult {
+    let which = query(which)?;
     set_drain(&state, &name, &which, false)
 }
 
@@ -329,9 +403,10 @@ async fn undrain(
 async fn weight(
     Ctx(state): Ctx<Shared>,
     Path(name): Path<String>,
-    Query(which): Query<Which>,
+    which: Result<Query<Which>, QueryRejection>,
     body: Bytes,
 ) -> ApiResult {
+    let which = query(which)?;
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let from_body = if body.is_empty() {
         None
@@ -357,6 +432,7 @@ async fn weight(
     state.set_override(number, (cluster.clone(), b.name.clone()), |o| {
         o.weight = Some(w)
     });
+    raced(&state, number, &cluster, &b)?;
     tracing::info!(%cluster, backend = %b.name, weight = w, was, "admin API: backend weight set");
     Ok(Json(json!({
         "cluster": cluster,
@@ -377,7 +453,16 @@ fn u_hashes(state: &State, cluster: &str) -> bool {
 }
 
 async fn reload(Ctx(state): Ctx<Shared>) -> Response {
-    let report = (state.reload)("api");
+    // Reading the file, resolving its addresses and binding sockets block: off the control
+    // thread's event loop, which also runs health checks and the pin purge.
+    let job = tokio::task::spawn_blocking(move || (state.reload)("api"));
+    let Ok(report) = job.await else {
+        return ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the reload panicked".into(),
+        )
+        .into_response();
+    };
     let status = if report.applied {
         StatusCode::OK
     } else {
@@ -389,87 +474,5 @@ async fn reload(Ctx(state): Ctx<Shared>) -> Response {
 /// The effective config: every listener and cluster as validated, defaults filled in,
 /// secrets (the admin token, backend passwords) redacted.
 async fn config(Ctx(state): Ctx<Shared>) -> Response {
-    let g = state.generations.borrow().clone();
-    let c = &g.config;
-    let secs = |d: std::time::Duration| d.as_secs_f64();
-    let listeners: Vec<Value> = c
-        .listeners
-        .iter()
-        .zip(&g.addrs)
-        .map(|(l, a)| {
-            json!({
-                "name": l.name,
-                "listen": l.listen.to_string(),
-                "bound": a.to_string(),
-                "cluster": c.clusters[l.cluster].name(),
-                "protocol": l.protocols.requests.kind(),
-                "answer_protocol": l.protocols.answers.kind(),
-                "correlation": format!("{:?}", l.correlation()),
-                "retry_on_backend_close": l.retry_on_backend_close,
-                "max_connections": l.max_connections,
-                "limits": {
-                    "max_frame_size": l.limits.max_frame_size,
-                    "max_buffered_bytes": l.limits.max_buffered_bytes,
-                    "max_inflight": l.limits.max_inflight,
-                    "max_reply_buffer": l.limits.max_reply_buffer,
-                    "client_idle_timeout_seconds": secs(l.limits.idle_timeout),
-                    "frame_timeout_seconds": secs(l.limits.frame_timeout),
-                },
-            })
-        })
-        .collect();
-    let clusters: Vec<Value> = c
-        .clusters
-        .iter()
-        .map(|k| {
-            let b = &k.balance;
-            json!({
-                "name": k.name(),
-                "policy": b.policy.name(),
-                "backends": b.backends.iter().map(|s| json!({
-                    "name": s.name, "address": s.address.to_string(),
-                    "weight": s.weight, "drain": s.drain,
-                })).collect::<Vec<_>>(),
-                "persistence": b.persistence.map(|p| json!({
-                    "ttl_seconds": secs(p.ttl), "max_entries": p.max_entries,
-                })),
-                "request_timeout_seconds": secs(k.request_timeout),
-                "retry_on_connect_failure": k.retry_on_connect_failure,
-                "health_checks": k.health.is_some(),
-                "pool": {
-                    "connections_per_backend": k.pool.connections_per_backend,
-                    "connect_timeout_seconds": secs(k.pool.connect_timeout),
-                    "max_queued_bytes": k.pool.max_queued_bytes,
-                    "reconnect_backoff_min_seconds": secs(k.pool.reconnect_backoff_min),
-                    "reconnect_backoff_max_seconds": secs(k.pool.reconnect_backoff_max),
-                    "quick_ack": format!("{:?}", k.pool.quick_ack).to_lowercase(),
-                },
-                "backend_setup": {
-                    "password": k.backend_setup.password.as_ref().map(|_| "<redacted>"),
-                    "db": k.backend_setup.db,
-                },
-            })
-        })
-        .collect();
-    let admin = c.admin.as_ref().map(|a| {
-        json!({
-            "listen": a.listen.to_string(),
-            "token": a.token.as_ref().map(|_| "<redacted>"),
-            "twemproxy_stats": a.twemproxy_stats.map(|s| s.to_string()),
-            "access_log": a.access_log.as_ref().map(|l| json!({
-                "path": l.path.display().to_string(), "sample": l.sample,
-            })),
-        })
-    });
-    Json(json!({
-        "file": state.config_file,
-        "generation": g.number,
-        "workers": c.workers,
-        "shutdown_timeout_seconds": secs(c.shutdown_timeout),
-        "buffer_budget": c.buffer_budget,
-        "admin": admin,
-        "listeners": listeners,
-        "clusters": clusters,
-    }))
-    .into_response()
+    Json(super::effective::config(&state)).into_response()
 }

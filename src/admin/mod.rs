@@ -6,10 +6,14 @@
 //! HTTP is hyper's HTTP/1.1 server under an axum router, with bounds an exposed port
 //! needs: request heads of at most 16 KiB (a larger one gets `431`), 5 s to send them
 //! (then `408` and the connection is closed), bodies of at most 64 KiB, at most 64 connections at
-//! once, 30 s per connection. With a token configured, every request but the page itself
-//! must carry `Authorization: Bearer TOKEN` (`401` otherwise).
+//! once, one request per connection, 30 s per connection. With a token configured, every
+//! request but the page itself must carry `Authorization: Bearer TOKEN` (`401` otherwise).
+//! Against other web pages the operator's browser opens: on loopback a request must name
+//! the listener in `Host` (DNS rebinding), and a request whose `Origin` is not the
+//! listener's own is refused (cross-site requests, CSRF); both `403`.
 
 mod api;
+mod effective;
 mod prom;
 pub(crate) mod snapshot;
 mod twemproxy;
@@ -123,6 +127,9 @@ pub(crate) struct State {
     pub(crate) reload: Reloader,
     overrides: Mutex<Overrides>,
     token: Option<String>,
+    /// The `Host` values a request may name (DNS-rebinding protection), when the listener
+    /// is on loopback; `None`: any (a token guards a public listener).
+    hosts: Option<Vec<String>>,
     pub(crate) started: Instant,
     pub(crate) started_unix: f64,
     pub(crate) config_file: Option<String>,
@@ -137,7 +144,17 @@ impl State {
         reload: Reloader,
         token: Option<String>,
         config_file: Option<String>,
+        bound: std::net::SocketAddr,
     ) -> Self {
+        let port = bound.port();
+        let hosts = bound.ip().is_loopback().then(|| {
+            vec![
+                bound.to_string(),
+                format!("localhost:{port}"),
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+            ]
+        });
         let started_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -148,25 +165,31 @@ impl State {
             reload,
             overrides: Mutex::default(),
             token,
+            hosts,
             started: Instant::now(),
             started_unix,
             config_file,
         }
     }
 
-    /// The run-time changes that still hold in generation `number`.
+    /// The run-time changes that still hold in generation `number` (the current one).
     pub(crate) fn overrides(&self, number: u64) -> BTreeMap<(String, String), Override> {
         let mut o = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
-        if o.generation != number {
+        if o.generation < number {
             *o = Overrides {
                 generation: number,
                 by_backend: BTreeMap::new(),
             };
         }
-        o.by_backend.clone()
+        if o.generation == number {
+            o.by_backend.clone()
+        } else {
+            BTreeMap::new()
+        }
     }
 
-    /// Records a run-time change in generation `number`.
+    /// Records a run-time change made in generation `number`; nothing if a reload has
+    /// since replaced it (the file's settings apply again).
     pub(crate) fn set_override(
         &self,
         number: u64,
@@ -175,7 +198,9 @@ impl State {
     ) {
         let _ = self.overrides(number);
         let mut o = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
-        change(o.by_backend.entry(key).or_default());
+        if o.generation == number {
+            change(o.by_backend.entry(key).or_default());
+        }
     }
 }
 
@@ -256,7 +281,9 @@ pub(crate) async fn serve(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
-                .keep_alive(true)
+                // One request per connection: the head timeout then means exactly "a client
+                // too slow to send its request", never an idle kept-alive connection.
+                .keep_alive(false)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
                 Ok(Ok(())) => {}

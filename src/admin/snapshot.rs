@@ -338,10 +338,20 @@ impl Snapshot {
             workers: workers
                 .iter()
                 .enumerate()
-                .map(|(id, w)| WorkerView {
-                    id,
-                    clients: w.clients.get(),
-                    loop_lag_seconds: w.loop_lag_ns.get() as f64 / 1e9,
+                .map(|(id, w)| {
+                    // A tick overdue now counts as lag already.
+                    let last = w.last_tick_ms.get();
+                    let tick = crate::worker::LAG_TICK.as_millis() as u64;
+                    let overdue = if last == 0 {
+                        0
+                    } else {
+                        now_ms.saturating_sub(last).saturating_sub(tick) * 1_000_000
+                    };
+                    WorkerView {
+                        id,
+                        clients: w.clients.get(),
+                        loop_lag_seconds: w.loop_lag_ns.get().max(overdue) as f64 / 1e9,
+                    }
                 })
                 .collect(),
             budget: BudgetView {

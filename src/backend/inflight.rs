@@ -6,12 +6,13 @@
 //! handed back to their clients to be routed again, those written that may be re-sent go on
 //! probation ([`super::probation`]), and the rest fail.
 
+use crate::metrics::BackendCounters;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 use switchyard_core::correlate::IdMap;
-use switchyard_core::{BackendFault, Fault, ReplySink, Ticket};
+use switchyard_core::{BackendFault, ClientFault, Fault, ReplySink, Ticket};
 use switchyard_proto::Span;
 
 /// Where a queued message sits in the connection's byte stream, so one that was never
@@ -150,8 +151,14 @@ pub(super) struct Retry {
 }
 
 impl Retry {
-    /// Fails it with `fault`, its bytes at hand for the error answer.
-    pub(super) fn fail(&self, fault: &Fault) {
+    /// Fails it with `fault`, its bytes at hand for the error answer; counted in
+    /// `counters` (a poison request is counted as such by the probation instead).
+    pub(super) fn fail(&self, fault: &Fault, counters: &BackendCounters) {
+        match fault {
+            Fault::Backend(BackendFault::TimedOut { .. }) => counters.failures[1].inc(),
+            Fault::Client(ClientFault::Poison { .. }) => {}
+            _ => counters.failures[0].inc(),
+        }
         let p = &self.pending;
         p.sink.fail(&p.ticket, fault, Some(&self.bytes));
     }

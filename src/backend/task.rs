@@ -205,7 +205,9 @@ fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, b
     conn.counters.failures[0].add(s.failed as u64);
     let max = conn.upstream.borrow().config.pool.max_queued_bytes;
     let on_probation = s.probation.len();
-    let admitted = conn.probation.admit(s.probation, max, &lost.into());
+    let admitted = conn
+        .probation
+        .admit(s.probation, (max, &conn.counters), &lost.into());
     let suppressed = (s.failed > 0 || s.retried > 0 || on_probation > 0)
         .then(|| crate::throttle::admit(&[&conn.backend.name, "lost in flight", reason]))
         .flatten();

@@ -14,6 +14,7 @@ pub(super) struct RawAdmin {
     token: Option<String>,
     token_env: Option<String>,
     twemproxy_stats: Option<String>,
+    twemproxy_stats_public: Option<bool>,
     access_log: Option<RawAccessLog>,
 }
 
@@ -108,6 +109,17 @@ pub(super) fn validate(raw: RawAdmin, base: &std::path::Path) -> Result<AdminCon
         .twemproxy_stats
         .map(|a| resolve(&a).map_err(|e| ("admin.twemproxy_stats".to_string(), e)))
         .transpose()?;
+    if twemproxy_stats.is_some_and(|a| !a.ip().is_loopback())
+        && raw.twemproxy_stats_public != Some(true)
+    {
+        return Err((
+            "admin.twemproxy_stats".into(),
+            "is not a loopback address, and the stats port cannot ask for a token: anyone who \
+             reaches it reads every listener and backend; set twemproxy_stats_public = true to \
+             serve it there anyway"
+                .into(),
+        ));
+    }
     if twemproxy_stats.is_some_and(|a| a == listen && a.port() != 0) {
         return Err((
             "admin.twemproxy_stats".into(),

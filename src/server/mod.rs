@@ -67,14 +67,30 @@ pub enum ServerError {
     },
 }
 
+/// Told of each listener a reload binds anew (name, address), whatever asked for the
+/// reload: `run` prints its `listening NAME ADDR` line.
+pub type Announce = Arc<dyn Fn(&str, SocketAddr) + Send + Sync>;
+
 /// How to start.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Bind beside another process listening on a listener's address (see
     /// [`start_with`]).
     pub takeover: bool,
     /// The config file, for reloads (SIGHUP, `POST /api/reload`).
     pub config_file: Option<PathBuf>,
+    /// Told of listeners bound by a reload.
+    pub announce: Option<Announce>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("takeover", &self.takeover)
+            .field("config_file", &self.config_file)
+            .field("announce", &self.announce.is_some())
+            .finish()
+    }
 }
 
 /// A started server.
@@ -93,12 +109,20 @@ pub struct Running {
 
 /// What reloads change, shared by the caller's thread (signals) and the control thread
 /// (the admin API).
-#[derive(Debug)]
 struct Control {
     generation: Mutex<Arc<Generation>>,
     generations: watch::Sender<Arc<Generation>>,
     reloads: Arc<Reloads>,
     config_file: Option<PathBuf>,
+    announce: Option<Announce>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("config_file", &self.config_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Binds sockets for every listener of `config` that `previous` does not already serve on
@@ -167,6 +191,7 @@ pub fn start_with(config: Config, takeover: bool) -> Result<Running, ServerError
         Options {
             takeover,
             config_file: None,
+            announce: None,
         },
     )
 }
@@ -257,8 +282,9 @@ pub fn start_full(config: Config, options: Options) -> Result<Running, ServerErr
         generations,
         reloads: Arc::default(),
         config_file: options.config_file,
+        announce: options.announce,
     });
-    let admin_state = admin.map(|a| {
+    let admin_state = admin.zip(admin_addr).map(|(a, bound)| {
         let c = control_state.clone();
         Arc::new(crate::admin::State::new(
             gen_rx.clone(),
@@ -270,6 +296,7 @@ pub fn start_full(config: Config, options: Options) -> Result<Running, ServerErr
                 .config_file
                 .as_ref()
                 .map(|p| p.display().to_string()),
+            bound,
         ))
     });
     let admin_serve = admin_state

@@ -40,6 +40,7 @@ impl Control {
         }
         if config.admin != previous.config.admin {
             tracing::warn!("reload: the [admin] section changes only on restart; keeping the running admin listener");
+            config.admin = previous.config.admin.clone();
         }
         let (addrs, sockets) = bind_new(&config, Some(&previous), false)?;
         let upstreams = config
@@ -99,6 +100,11 @@ impl Control {
                     done.changes.join("; ")
                 };
                 tracing::info!(source, generation = done.generation, changes = %summary, "config reloaded");
+                if let Some(announce) = &self.announce {
+                    for (name, addr) in &done.bound {
+                        announce(name, *addr);
+                    }
+                }
                 ReloadReport {
                     at_unix_ms,
                     source,

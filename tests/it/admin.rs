@@ -329,6 +329,24 @@ fn drain_weight_and_reload_at_run_time() {
     // A change is POST only.
     let (status, _) = call("GET", admin, "/api/backends/b1/undrain", None);
     assert_eq!(status, 405);
+    // Another web page the operator's browser opens cannot use it: not by naming another
+    // host (DNS rebinding), not from another origin (CSRF).
+    let port = admin.port();
+    let (out, _) = raw(
+        admin,
+        format!("GET /api/config HTTP/1.1\r\nHost: evil.example:{port}\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 403"), "{out:.300}");
+    let (out, _) = raw(admin, format!("POST /api/backends/b2/drain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\n\r\n").as_bytes(), Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 403"), "{out:.300}");
+    assert_eq!(
+        backend(&get(admin, "/api/backends"), "b2")["draining"],
+        false
+    );
+    let (status, v) = call("POST", admin, "/api/backends/b2/weight?weight=abc", None);
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().is_some(), "a JSON error: {v}");
     let (status, v) = call("POST", admin, "/api/backends/nope/drain", None);
     assert_eq!(status, 404, "{v}");
     let (status, _) = call("POST", admin, "/api/backends/b1/undrain", None);
@@ -521,6 +539,25 @@ fn bad_input_to_the_admin_port_gets_a_clear_error_and_nothing_else() {
     assert!(r.answered > 5000, "{}", r.answered);
     let (status, _) = call("GET", admin, "/metrics", Some(token));
     assert_eq!(status, 200);
+}
+
+#[test]
+fn a_public_stats_port_must_be_asked_for() {
+    let cfg = TempFile::new(
+        "c.toml",
+        "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\ncluster = \"c\"\n[listener.codec]\nkind = \"length_field\"\nlength_width = 4\n[[cluster]]\nname = \"c\"\nbackends = [{ address = \"127.0.0.1:1\", name = \"b\" }]\n[admin]\nlisten = \"127.0.0.1:9901\"\ntwemproxy_stats = \"0.0.0.0:22222\"\n",
+    );
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg.0)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("admin.twemproxy_stats") && err.contains("twemproxy_stats_public"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -725,4 +762,39 @@ fn json_logs_name_connections_readably_and_reloads_say_what_changed() {
         }
     }
     assert_eq!(seen, (true, true), "{lines}");
+}
+
+#[test]
+fn an_api_reload_binds_and_announces_new_listeners() {
+    let s = Scenario::new();
+    let bs = backends(1);
+    let base = s.toml(&bs);
+    let cfg = format!("{base}\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let mut proxy = Proxy::start(&cfg);
+    let admin = proxy.admin.unwrap();
+    // A second listener, the same codec, on a free port.
+    let listener = base[base.find("[[listener]]").unwrap()..base.find("[[cluster]]").unwrap()]
+        .replace("name = \"app\"", "name = \"extra\"");
+    let two = base.replacen("[[cluster]]", &format!("{listener}[[cluster]]"), 1);
+    std::fs::write(
+        proxy.config_path(),
+        format!("{two}\n[admin]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let (status, v) = call("POST", admin, "/api/reload", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["changes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("listener extra added"),
+        "{v}"
+    );
+    let (name, addr) = proxy
+        .next_listening(Duration::from_secs(5))
+        .expect("a listening line for the new listener");
+    assert_eq!(name, "extra");
+    assert_eq!(v["bound"][0][1], addr.to_string());
+    let mut c = TcpStream::connect(addr).unwrap();
+    assert_eq!(round_trip(&mut c, 5, 1, b"hello"), 1);
 }

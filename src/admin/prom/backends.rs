@@ -1,7 +1,7 @@
 //! The backend families of `/metrics`: traffic, failures, connections, health, poison
 //! isolation, and the answer-latency histogram, per cluster and backend.
 
-use super::{counters, family, Labels};
+use super::{counters, esc, family, Labels};
 use crate::admin::snapshot::{BackendView, Snapshot};
 use crate::metrics::{CODEC_REASONS, FAILURE_REASONS, LATENCY_BUCKETS};
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -18,10 +18,7 @@ fn flag(on: bool) -> f64 {
 }
 
 fn labels(b: &BackendView) -> Labels<'_> {
-    vec![
-        ("cluster", b.cluster.as_str()),
-        ("backend", b.name.as_str()),
-    ]
+    vec![("cluster", esc(&b.cluster)), ("backend", esc(&b.name))]
 }
 
 /// Encodes every backend family of `v`.

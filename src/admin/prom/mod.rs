@@ -13,6 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use std::borrow::Cow;
 use std::fmt::Error;
 
 /// Encodes `snap`.
@@ -28,8 +29,21 @@ pub(super) fn encode(snap: Snapshot) -> Result<String, Error> {
 #[derive(Debug)]
 struct Scrape(Snapshot);
 
-/// Labels of one series.
-type Labels<'a> = Vec<(&'a str, &'a str)>;
+/// Labels of one series: names, and values escaped for the text format.
+type Labels<'a> = Vec<(&'a str, Cow<'a, str>)>;
+
+/// A label value as the text format needs it: `\`, `"` and newlines escaped (the encoder
+/// writes values as they are, and names in the config are free text).
+fn esc(v: &str) -> Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(v);
+    }
+    Cow::Owned(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
+}
 
 /// A family with one series per row: its labels and its value (a counter's, or a
 /// gauge's).
@@ -66,7 +80,7 @@ fn counters<'a>(
     let series = rows.into_iter().flat_map(|(base, counts)| {
         values.iter().zip(counts).map(move |(value, n)| {
             let mut labels = base.clone();
-            labels.push((label, *value));
+            labels.push((label, Cow::Borrowed(*value)));
             (labels, n as f64)
         })
     });
@@ -74,11 +88,11 @@ fn counters<'a>(
 }
 
 fn listener(name: &str) -> Labels<'_> {
-    vec![("listener", name)]
+    vec![("listener", esc(name))]
 }
 
 fn cluster(name: &str) -> Labels<'_> {
-    vec![("cluster", name)]
+    vec![("cluster", esc(name))]
 }
 
 /// A family of one series without labels.
@@ -102,7 +116,7 @@ impl Collector for Scrape {
             None,
             MetricType::Info,
         )?
-        .encode_info(&[("version", v.version)])?;
+        .encode_info(&[("version", esc(v.version))])?;
         let seconds = Some(&Unit::Seconds);
         let bytes = Some(&Unit::Bytes);
         single(
@@ -304,10 +318,12 @@ impl Collector for Scrape {
                 seconds,
             ),
             Gauge,
-            v.workers
-                .iter()
-                .zip(&ids)
-                .map(|(w, id)| (vec![("worker", id.as_str())], w.loop_lag_seconds)),
+            v.workers.iter().zip(&ids).map(|(w, id)| {
+                (
+                    vec![("worker", Cow::Borrowed(id.as_str()))],
+                    w.loop_lag_seconds,
+                )
+            }),
         )?;
         counters(
             e,
@@ -319,5 +335,14 @@ impl Collector for Scrape {
             [(Vec::new(), vec![v.access_log.written, v.access_log.dropped])],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::esc("b1"), "b1");
+        assert_eq!(super::esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -69,7 +69,7 @@ pub(super) async fn lane(
             Tried::Unreachable(fault) => {
                 // The backend cannot be reached: nothing waiting can be tried now.
                 for rest in conn.probation.take_all() {
-                    rest.fail(&fault);
+                    rest.fail(&fault, &conn.counters);
                     rest.sink().retrying(false);
                 }
                 conn.probation.release(client);
@@ -120,10 +120,13 @@ async fn try_one(
         return Tried::Done;
     }
     if conn.probation.suspected(p.sink().client_id()) {
-        p.fail(&lost(
-            conn,
-            "not re-sent: another request of this client closed the backend's connection again when re-sent alone",
-        ));
+        p.fail(
+            &lost(
+                conn,
+                "not re-sent: another request of this client closed the backend's connection again when re-sent alone",
+            ),
+            &conn.counters,
+        );
         p.sink().retrying(false);
         return Tried::Done;
     }
@@ -154,7 +157,7 @@ async fn try_one(
         } if !probation.open(Instant::now()) => {
             // Probation stopped meanwhile (the backend closes on everything).
             *link = None;
-            p.fail(&lost(conn, &reason));
+            p.fail(&lost(conn, &reason), &conn.counters);
         }
         Outcome::Killed {
             reason,
@@ -169,13 +172,13 @@ async fn try_one(
             return Tried::Done; // judged when the lanes are done
         }
         Outcome::Untried(fault) => {
-            p.fail(&fault);
+            p.fail(&fault, &conn.counters);
             p.sink().retrying(false);
             return Tried::Unreachable(fault);
         }
         Outcome::Failed(fault) => {
             *link = None;
-            p.fail(&fault);
+            p.fail(&fault, &conn.counters);
         }
     }
     p.sink().retrying(false);

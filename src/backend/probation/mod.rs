@@ -40,6 +40,7 @@ mod lane;
 
 use super::conn::BackendConn;
 use super::inflight::Retry;
+use crate::metrics::BackendCounters;
 use crate::registry::Registry;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -93,13 +94,18 @@ impl Probation {
     /// request of each client in turn (each client's in its own order), so that a client
     /// with many requests in flight (a garbage sender's frames, say) does not make a run of
     /// deaths in a row that looks like a backend closing on everything.
-    pub(super) fn admit(&self, requests: Vec<Retry>, max_bytes: usize, lost: &Fault) -> usize {
+    pub(super) fn admit(
+        &self,
+        requests: Vec<Retry>,
+        (max_bytes, counters): (usize, &BackendCounters),
+        lost: &Fault,
+    ) -> usize {
         let mut q = self.queue.borrow_mut();
         let mut taken = 0;
         for p in interleave(requests) {
             let len = p.bytes.len();
             if self.queued_bytes.get() + len > max_bytes {
-                p.fail(lost);
+                p.fail(lost, counters);
                 p.sink().retrying(false);
                 continue;
             }
@@ -259,12 +265,15 @@ fn judge(conn: &BackendConn, registry: &Registry) {
             conn.counters.poisoned.inc();
             blame(conn, &p, &reason);
         } else {
-            p.fail(&lost(
-                conn,
-                &format!(
-                    "{reason}, again when re-sent alone, and the backend answered nothing since"
+            p.fail(
+                &lost(
+                    conn,
+                    &format!(
+                        "{reason}, again when re-sent alone, and the backend answered nothing since"
+                    ),
                 ),
-            ));
+                &conn.counters,
+            );
         }
         p.sink().retrying(false);
     }
@@ -294,7 +303,7 @@ fn blame(conn: &BackendConn, p: &Retry, reason: &str) {
         );
     }
     let fault = fault.into();
-    p.fail(&fault);
+    p.fail(&fault, &conn.counters);
     p.sink().end_after_answers(&fault);
 }
 
@@ -312,7 +321,7 @@ fn stop(conn: &BackendConn, reason: &str) {
     let mut failed = 0;
     let suspects = std::mem::take(&mut *p.suspects.borrow_mut());
     for rest in suspects.into_iter().map(|(p, _)| p).chain(p.take_all()) {
-        rest.fail(&fault);
+        rest.fail(&fault, &conn.counters);
         rest.sink().retrying(false);
         failed += 1;
     }
