@@ -6,11 +6,14 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Where the admin listener binds unless `listen` says otherwise: loopback.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9901";
+
 /// `[admin]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
-    listen: String,
+    listen: Option<String>,
     token: Option<String>,
     token_env: Option<String>,
     twemproxy_stats: Option<String>,
@@ -63,7 +66,8 @@ impl std::fmt::Debug for AdminConfig {
 /// address other than loopback needs a token, from `token` or the variable `token_env`
 /// names.
 pub(super) fn validate(raw: RawAdmin, base: &std::path::Path) -> Result<AdminConfig, Invalid> {
-    let listen = resolve(&raw.listen).map_err(|e| ("admin.listen".to_string(), e))?;
+    let listen = resolve(raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+        .map_err(|e| ("admin.listen".to_string(), e))?;
     let token_key = if raw.token_env.is_some() {
         "admin.token_env"
     } else {

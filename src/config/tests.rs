@@ -190,3 +190,40 @@ fn poison_isolation_settings_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn admin_defaults_to_loopback_and_names_its_keys() {
+    let c = parse(&format!("{GOOD}\n[admin]\n"), Path::new("sy.toml")).unwrap();
+    let a = c.admin.unwrap();
+    assert_eq!(a.listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(a.token, None);
+    assert!(format!("{a:?}").contains("listen"));
+    let short = err(&format!("{GOOD}\n[admin]\ntoken = \"short\"\n"));
+    assert!(
+        short.contains("sy.toml: admin.token: the token must be at least 16"),
+        "{short}"
+    );
+    let unset = err(&format!(
+        "{GOOD}\n[admin]\ntoken_env = \"SWITCHYARD_TEST_NO_SUCH_VARIABLE\"\n"
+    ));
+    assert!(
+        unset.contains("admin.token_env") && unset.contains("is not set"),
+        "{unset}"
+    );
+    let public = err(&format!("{GOOD}\n[admin]\nlisten = \"0.0.0.0:9901\"\n"));
+    assert!(
+        public.contains("admin.listen") && public.contains("not a loopback"),
+        "{public}"
+    );
+    let sample = err(&format!(
+        "{GOOD}\n[admin]\n[admin.access_log]\npath = \"a.log\"\nsample = 2.0\n"
+    ));
+    assert!(sample.contains("admin.access_log.sample"), "{sample}");
+    // The token never shows in a debug print of the config.
+    let t = parse(
+        &format!("{GOOD}\n[admin]\ntoken = \"0123456789abcdefXYZ\"\n"),
+        Path::new("sy.toml"),
+    )
+    .unwrap();
+    assert!(!format!("{:?}", t.admin).contains("0123456789abcdefXYZ"));
+}
