@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_core::{BackendFault, ClientFault, CloseReason, Fault};
+use switchyard_core::balance::How;
+use switchyard_core::{BackendFault, ClientFault, CloseReason, Fault, Route, Routed};
 use switchyard_proto::CodecError;
 
 /// A counter written by one thread only (its worker) and read by any: `add` is a load and
@@ -204,6 +205,24 @@ pub(crate) fn codec_index(e: &CodecError) -> usize {
 /// [`ListenerCounters::pins`]).
 pub(crate) const PIN_OUTCOMES: [&str; 5] = ["hit", "new", "moved", "pinned_down", "unavailable"];
 
+/// `routed`'s index in [`PIN_OUTCOMES`], for a keyed message of a cluster with pins; `None`
+/// while it waits for room (it is routed again).
+#[inline]
+pub(crate) fn pin_index(routed: &Routed) -> Option<usize> {
+    match routed {
+        Routed::To(Route {
+            how: How::Pinned, ..
+        }) => Some(0),
+        Routed::To(Route {
+            how: How::Placed, ..
+        }) => Some(1),
+        Routed::To(_) => Some(2),
+        Routed::PinnedDown(_) => Some(3),
+        Routed::Unavailable => Some(4),
+        Routed::Busy => None,
+    }
+}
+
 /// One worker's counters for one listener.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -220,8 +239,6 @@ pub(crate) struct ListenerCounters {
     pub(crate) opened: Counter,
     /// Client connections closed at once: the listener was at `max_connections`.
     pub(crate) refused: Counter,
-    /// Client connections open now (this worker's share).
-    pub(crate) open: Counter,
     /// Client connections closed, by [`CLOSE_REASONS`].
     pub(crate) closed: [Counter; CLOSE_REASONS.len()],
     /// Client bytes the codec refused, by [`CODEC_REASONS`].
@@ -233,13 +250,15 @@ pub(crate) struct ListenerCounters {
 impl ListenerCounters {
     /// A client connection ended for `reason`.
     pub(crate) fn on_close(&self, reason: &CloseReason) {
-        self.open.dec();
         self.closed[close_index(reason)].inc();
     }
 }
 
 /// Why a request to a backend failed without an answer, as a metric label.
 pub(crate) const FAILURE_REASONS: [&str; 2] = ["lost", "timed_out"];
+
+/// [`FAILURE_REASONS`]' `lost`.
+pub(crate) const LOST: usize = 0;
 
 /// One worker's counters for one backend.
 #[derive(Debug, Default)]
@@ -292,6 +311,16 @@ impl BackendCounters {
         match latency {
             Some(l) => self.latency.observe(l),
             None => self.unasked.inc(),
+        }
+    }
+
+    /// A request failed without an answer, for `fault`: timed out, or lost (a poison
+    /// request is counted in `poisoned` instead).
+    pub(crate) fn on_failure(&self, fault: &Fault) {
+        match fault {
+            Fault::Backend(BackendFault::TimedOut { .. }) => self.failures[1].inc(),
+            Fault::Client(ClientFault::Poison { .. }) => {}
+            _ => self.failures[LOST].inc(),
         }
     }
 

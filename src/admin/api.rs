@@ -2,7 +2,7 @@
 //! changes something is POST; errors are JSON `{"error": "…"}` with a fitting status.
 
 use super::snapshot::Snapshot;
-use super::State;
+use super::{Override, State};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as Ctx};
@@ -302,12 +302,15 @@ fn hashed_to<'c>(c: &'c Cluster, key: &[u8]) -> Option<&'c Arc<Backend>> {
     routed.backend().map(|i| &c.backends[i])
 }
 
+/// A backend found by name, in the generation it was found in.
+struct Found {
+    number: u64,
+    cluster: Arc<Cluster>,
+    backend: Arc<Backend>,
+}
+
 /// The backend `name` (of `cluster`, needed when several clusters have one by that name).
-fn find(
-    state: &State,
-    name: &str,
-    cluster: Option<&str>,
-) -> Result<(u64, String, Arc<Backend>), ApiError> {
+fn find(state: &State, name: &str, cluster: Option<&str>) -> Result<Found, ApiError> {
     let g = state.generations.borrow().clone();
     let mut hits = g
         .upstreams
@@ -318,7 +321,7 @@ fn find(
                 .backends
                 .iter()
                 .filter(|b| b.name == name)
-                .map(|b| (u.cluster.settings.name.clone(), b.clone()))
+                .map(|b| (u.cluster.clone(), b.clone()))
         })
         .collect::<Vec<_>>();
     match hits.len() {
@@ -330,8 +333,12 @@ fn find(
             },
         )),
         1 => {
-            let (c, b) = hits.remove(0);
-            Ok((g.number, c, b))
+            let (cluster, backend) = hits.remove(0);
+            Ok(Found {
+                number: g.number,
+                cluster,
+                backend,
+            })
         }
         _ => Err(ApiError(
             StatusCode::CONFLICT,
@@ -340,12 +347,24 @@ fn find(
     }
 }
 
-/// A reload applied while a run-time change was being made: the reload's settings win
-/// (applied again to the backend, in case the change landed after them).
-fn raced(state: &State, number: u64, cluster: &str, b: &Backend) -> Result<(), ApiError> {
+/// A run-time change to the backend `name`: `apply` makes it (and says what it was),
+/// `record` notes it as an override until the next reload. A reload applied meanwhile
+/// wins: its settings are applied again to the backend (in case the change landed after
+/// them), and the answer is 409.
+fn change<T>(
+    state: &State,
+    name: &str,
+    which: &Which,
+    apply: impl FnOnce(&Backend) -> T,
+    record: impl FnOnce(&mut Override),
+) -> Result<(Found, T), ApiError> {
+    let f = find(state, name, which.cluster.as_deref())?;
+    let was = apply(&f.backend);
+    let (cluster, b) = (&f.cluster.settings.name, &f.backend);
+    state.set_override(f.number, (cluster.clone(), b.name.clone()), record);
     let g = state.generations.borrow().clone();
-    if g.number == number {
-        return Ok(());
+    if g.number == f.number {
+        return Ok((f, was));
     }
     let settings = g
         .config
@@ -364,12 +383,14 @@ fn raced(state: &State, number: u64, cluster: &str, b: &Backend) -> Result<(), A
 }
 
 fn set_drain(state: &State, name: &str, which: &Which, drain: bool) -> ApiResult {
-    let (number, cluster, b) = find(state, name, which.cluster.as_deref())?;
-    let was = b.set_draining(drain);
-    state.set_override(number, (cluster.clone(), b.name.clone()), |o| {
-        o.drain = Some(drain)
-    });
-    raced(state, number, &cluster, &b)?;
+    let (f, was) = change(
+        state,
+        name,
+        which,
+        |b| b.set_draining(drain),
+        |o| o.drain = Some(drain),
+    )?;
+    let (cluster, b) = (&f.cluster.settings.name, &f.backend);
     tracing::info!(%cluster, backend = %b.name, draining = drain, was, "admin API: backend {}", if drain { "drained" } else { "undrained" });
     Ok(Json(json!({
         "cluster": cluster,
@@ -426,13 +447,18 @@ async fn weight(
         return Err(bad(format!("weight must be 1 to 10000, got {w}")));
     }
     let w = w as u32;
-    let (number, cluster, b) = find(&state, &name, which.cluster.as_deref())?;
-    let was = b.weight();
-    b.set_weight(w);
-    state.set_override(number, (cluster.clone(), b.name.clone()), |o| {
-        o.weight = Some(w)
-    });
-    raced(&state, number, &cluster, &b)?;
+    let (f, was) = change(
+        &state,
+        &name,
+        &which,
+        |b| {
+            let was = b.weight();
+            b.set_weight(w);
+            was
+        },
+        |o| o.weight = Some(w),
+    )?;
+    let (cluster, b) = (&f.cluster.settings.name, &f.backend);
     tracing::info!(%cluster, backend = %b.name, weight = w, was, "admin API: backend weight set");
     Ok(Json(json!({
         "cluster": cluster,
@@ -440,16 +466,9 @@ async fn weight(
         "weight": w,
         "was": was,
         "until": "the next reload",
-        "note": if u_hashes(&state, &cluster) { "this cluster places keys by hashing: its key map keeps the configured weights until a reload" } else { "" },
+        "note": if f.cluster.settings.policy.hashes_keys() { "this cluster places keys by hashing: its key map keeps the configured weights until a reload" } else { "" },
     }))
     .into_response())
-}
-
-fn u_hashes(state: &State, cluster: &str) -> bool {
-    let g = state.generations.borrow().clone();
-    g.upstreams
-        .iter()
-        .any(|u| u.cluster.settings.name == cluster && u.cluster.settings.policy.hashes_keys())
 }
 
 async fn reload(Ctx(state): Ctx<Shared>) -> Response {

@@ -172,8 +172,9 @@ impl State {
         }
     }
 
-    /// The run-time changes that still hold in generation `number` (the current one).
-    pub(crate) fn overrides(&self, number: u64) -> BTreeMap<(String, String), Override> {
+    /// The run-time changes, brought up to generation `number` (a newer one clears them:
+    /// its reload applied the file again); `None` if `number` is older than they are.
+    fn overrides_at(&self, number: u64) -> Option<std::sync::MutexGuard<'_, Overrides>> {
         let mut o = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
         if o.generation < number {
             *o = Overrides {
@@ -181,11 +182,14 @@ impl State {
                 by_backend: BTreeMap::new(),
             };
         }
-        if o.generation == number {
-            o.by_backend.clone()
-        } else {
-            BTreeMap::new()
-        }
+        (o.generation == number).then_some(o)
+    }
+
+    /// The run-time changes that still hold in generation `number` (the current one).
+    pub(crate) fn overrides(&self, number: u64) -> BTreeMap<(String, String), Override> {
+        self.overrides_at(number)
+            .map(|o| o.by_backend.clone())
+            .unwrap_or_default()
     }
 
     /// Records a run-time change made in generation `number`; nothing if a reload has
@@ -196,9 +200,7 @@ impl State {
         key: (String, String),
         change: impl FnOnce(&mut Override),
     ) {
-        let _ = self.overrides(number);
-        let mut o = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
-        if o.generation == number {
+        if let Some(mut o) = self.overrides_at(number) {
             change(o.by_backend.entry(key).or_default());
         }
     }

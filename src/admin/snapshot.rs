@@ -163,6 +163,27 @@ fn by_reason<T>(
         .collect()
 }
 
+fn copied<'m>(
+    m: &'m BTreeMap<&'static str, u64>,
+) -> impl Iterator<Item = (&'static str, u64)> + 'm {
+    m.iter().map(|(r, n)| (*r, *n))
+}
+
+/// Adds to `errors` the reasons of `counts` that happened, under `scope`.
+fn note_errors(
+    errors: &mut Vec<ErrorView>,
+    scope: &str,
+    counts: impl Iterator<Item = (&'static str, u64)>,
+) {
+    for (reason, count) in counts.filter(|(_, n)| *n > 0) {
+        errors.push(ErrorView {
+            scope: scope.to_string(),
+            reason,
+            count,
+        });
+    }
+}
+
 impl Snapshot {
     /// Reads everything now.
     pub(crate) fn take(state: &State) -> Snapshot {
@@ -182,25 +203,13 @@ impl Snapshot {
                 let closed = by_reason(&b, &CLOSE_REASONS, |c| &c.closed[..]);
                 let codec_errors = by_reason(&b, &CODEC_REASONS, |c| &c.codec_errors[..]);
                 let scope = format!("listener {}", l.name);
-                for reason in &CLOSE_REASONS[FIRST_FAULT..] {
-                    let n = closed[reason];
-                    if n > 0 {
-                        errors.push(ErrorView {
-                            scope: scope.clone(),
-                            reason,
-                            count: n,
-                        });
-                    }
-                }
-                for (reason, n) in &codec_errors {
-                    if *n > 0 {
-                        errors.push(ErrorView {
-                            scope: format!("{scope} codec"),
-                            reason,
-                            count: *n,
-                        });
-                    }
-                }
+                let faults = CLOSE_REASONS[FIRST_FAULT..].iter().map(|r| (*r, closed[r]));
+                note_errors(&mut errors, &scope, faults);
+                note_errors(
+                    &mut errors,
+                    &format!("{scope} codec"),
+                    copied(&codec_errors),
+                );
                 let mut pins = [0; PIN_OUTCOMES.len()];
                 for (i, p) in pins.iter_mut().enumerate() {
                     *p = sum(&b, |c| &c.pins[i]);
@@ -210,7 +219,12 @@ impl Snapshot {
                     address: addr.to_string(),
                     protocol: l.protocols.requests.kind(),
                     cluster: g.config.clusters[l.cluster].name().to_string(),
-                    connections: sum(&b, |c| &c.open),
+                    // The count the listener's connection limit keeps, across workers.
+                    connections: state
+                        .shared
+                        .conn_count(&l.name)
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        as u64,
                     connections_opened: sum(&b, |c| &c.opened),
                     connections_refused: sum(&b, |c| &c.refused),
                     messages_in: sum(&b, |c| &c.messages_in),
@@ -238,15 +252,8 @@ impl Snapshot {
                 let failures_by_reason = by_reason(&blocks, &FAILURE_REASONS, |x| &x.failures[..]);
                 let codec_errors = by_reason(&blocks, &CODEC_REASONS, |x| &x.codec_errors[..]);
                 let scope = format!("backend {cname}/{}", b.name);
-                for (reason, n) in failures_by_reason.iter().chain(&codec_errors) {
-                    if *n > 0 {
-                        errors.push(ErrorView {
-                            scope: scope.clone(),
-                            reason,
-                            count: *n,
-                        });
-                    }
-                }
+                let counts = copied(&failures_by_reason).chain(copied(&codec_errors));
+                note_errors(&mut errors, &scope, counts);
                 let (up, healthy) = (b.is_up(), b.healthy());
                 let ejected = b.ejection.ejected(now_ms);
                 let draining = b.draining();

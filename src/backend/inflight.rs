@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 use switchyard_core::correlate::IdMap;
-use switchyard_core::{BackendFault, ClientFault, Fault, ReplySink, Ticket};
+use switchyard_core::{BackendFault, Fault, ReplySink, Ticket};
 use switchyard_proto::Span;
 
 /// Where a queued message sits in the connection's byte stream, so one that was never
@@ -154,11 +154,7 @@ impl Retry {
     /// Fails it with `fault`, its bytes at hand for the error answer; counted in
     /// `counters` (a poison request is counted as such by the probation instead).
     pub(super) fn fail(&self, fault: &Fault, counters: &BackendCounters) {
-        match fault {
-            Fault::Backend(BackendFault::TimedOut { .. }) => counters.failures[1].inc(),
-            Fault::Client(ClientFault::Poison { .. }) => {}
-            _ => counters.failures[0].inc(),
-        }
+        counters.on_failure(fault);
         let p = &self.pending;
         p.sink.fail(&p.ticket, fault, Some(&self.bytes));
     }

@@ -202,7 +202,7 @@ async fn connect_and_pump(
 fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, bool)) -> usize {
     let lost = conn.lost(reason);
     let s = conn.settle_in_flight(&lost, unwritten, retry);
-    conn.counters.failures[0].add(s.failed as u64);
+    conn.counters.failures[crate::metrics::LOST].add(s.failed as u64);
     let max = conn.upstream.borrow().config.pool.max_queued_bytes;
     let on_probation = s.probation.len();
     let admitted = conn
@@ -223,6 +223,20 @@ fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, b
         );
     }
     admitted
+}
+
+/// Fails request `p` as timed out after `timeout` (its kept copy at hand for the error
+/// answer): off the backend's load, counted.
+fn fail_timed_out(conn: &BackendConn, p: &super::inflight::Pending, timeout: Duration) {
+    let kept = conn.take_kept(p);
+    conn.backend.load.on_failed();
+    let fault: Fault = BackendFault::TimedOut {
+        backend: conn.backend.name.clone(),
+        after: timeout,
+    }
+    .into();
+    conn.counters.on_failure(&fault);
+    p.fail(&fault, kept.as_ref());
 }
 
 /// Routes a backend message that answers nothing (`f`, `frame`) to the client owning its
@@ -320,18 +334,14 @@ impl<'a> Pump<'a> {
     /// Answers arrived: each goes to its request's client (or as a push), then every client
     /// given answers is written to once.
     fn on_read(&mut self, now: Instant) -> Result<(), Ended> {
-        match self.framer.scan(&self.rbuf, &mut self.frames) {
-            Ok(()) => {}
-            Err(CodecError::Script(e)) => {
-                self.conn.counters.codec_errors[3].inc();
-                return Err(Ended::ScriptFailed(format!(
-                    "the answer script failed: {e}"
-                )));
-            }
-            Err(e) => {
-                self.conn.counters.codec_errors[crate::metrics::codec_index(&e)].inc();
-                return Err(Ended::Lost(format!("bad answer from backend: {e}")));
-            }
+        if let Err(e) = self.framer.scan(&self.rbuf, &mut self.frames) {
+            self.conn.counters.codec_errors[crate::metrics::codec_index(&e)].inc();
+            return Err(match e {
+                CodecError::Script(e) => {
+                    Ended::ScriptFailed(format!("the answer script failed: {e}"))
+                }
+                e => Ended::Lost(format!("bad answer from backend: {e}")),
+            });
         }
         let was_full = !self.conn.has_room();
         let mut frames = std::mem::take(&mut self.frames);
@@ -405,21 +415,13 @@ impl<'a> Pump<'a> {
             match expired {
                 None => return Ok(()),
                 Some(Expired::Request(p)) => {
-                    let kept = conn.take_kept(&p);
-                    conn.counters.failures[1].inc();
-                    conn.backend.load.on_failed();
                     conn.report_failure("request timeout");
                     if let Some(suppressed) =
                         crate::throttle::admit(&[&conn.backend.name, "request timed out"])
                     {
                         tracing::warn!(backend = %conn.backend.name, timeout = ?timeout, suppressed, "request timed out; failing it");
                     }
-                    let fault: Fault = BackendFault::TimedOut {
-                        backend: conn.backend.name.clone(),
-                        after: timeout,
-                    }
-                    .into();
-                    p.fail(&fault, kept.as_ref());
+                    fail_timed_out(conn, &p, timeout);
                 }
                 Some(Expired::ConnectionLost) => {
                     // An in_order connection cannot skip an answer: close and replace it.
@@ -427,14 +429,7 @@ impl<'a> Pump<'a> {
                     // loss (re-sent on probation where they may be).
                     let oldest = conn.state.borrow_mut().corr.answer(None);
                     if let Answer::Matched(p) = oldest {
-                        let kept = conn.take_kept(&p);
-                        conn.counters.failures[1].inc();
-                        conn.backend.load.on_failed();
-                        let fault = BackendFault::TimedOut {
-                            backend: conn.backend.name.clone(),
-                            after: timeout,
-                        };
-                        p.fail(&fault.into(), kept.as_ref());
+                        fail_timed_out(conn, &p, timeout);
                     }
                     self.registry.flush_clients();
                     return Err(Ended::Replace(format!(

@@ -62,7 +62,6 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<Listener
         own.counters.clone(),
     ));
     own.counters.opened.inc();
-    own.counters.open.inc();
     let handle: Rc<dyn Registered> = client.clone();
     registry.register(client.gid, Rc::downgrade(&handle) as Weak<dyn Registered>);
     drop(handle);

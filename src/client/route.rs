@@ -234,19 +234,7 @@ impl Router<'_> {
             cluster.route_at(key_bytes, &mut **picker, &reach, self.ms)
         };
         if key_bytes.is_some() && cluster.sessions.is_some() {
-            let outcome = match routed {
-                Routed::To(Route {
-                    how: How::Pinned, ..
-                }) => Some(0),
-                Routed::To(Route {
-                    how: How::Placed, ..
-                }) => Some(1),
-                Routed::To(_) => Some(2),
-                Routed::PinnedDown(_) => Some(3),
-                Routed::Unavailable => Some(4),
-                Routed::Busy => None,
-            };
-            if let Some(i) = outcome {
+            if let Some(i) = crate::metrics::pin_index(&routed) {
                 lctx.counters.pins[i].inc();
             }
         }

@@ -97,6 +97,34 @@ max_entries = 100000
         .map_err(|e| DemoError::Check(e.to_string()))
 }
 
+/// Fetches `paths` from the admin listener at `admin`, then sleeps `every`, until `stop`;
+/// the first fetch that gets no answer ends it with why (a pin lookup's 404, "no live
+/// pin", is an answer). Used by `bench --scraped` and the soak's observed mode.
+pub(crate) fn scrape(
+    admin: SocketAddr,
+    paths: &[&str],
+    every: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for path in paths {
+            let url = format!("http://{admin}{path}");
+            match agent.get(&url).call() {
+                Ok(r) => {
+                    let _ = r.into_string();
+                }
+                Err(ureq::Error::Status(404, _)) if path.starts_with("/api/sessions") => {}
+                Err(e) => return Err(format!("scraping {url}: {e}")),
+            }
+        }
+        std::thread::sleep(every);
+    }
+    Ok(())
+}
+
 /// Runs the demo: 3 backends, the proxy, `clients` long-lived clients; prints a live table.
 pub fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
     let backends: Vec<TestBackend> = (1..=3)

@@ -361,27 +361,11 @@ pub(super) fn poisoner(addr: SocketAddr, counters: &Counters) {
 }
 
 /// The observed mode's scraper: `/metrics`, `/api/overview` and a pin lookup, five times
-/// a second, each of which must answer 200. Runs until the counters say stop.
+/// a second, each of which must be answered. Runs until the counters say stop.
 pub(super) fn scraper(admin: SocketAddr, counters: &Counters) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .build();
-    while !counters.stop.load(Ordering::Relaxed) {
-        for path in ["/metrics", "/api/overview", "/api/sessions/1"] {
-            let url = format!("http://{admin}{path}");
-            match agent.get(&url).call() {
-                Ok(r) => {
-                    let _ = r.into_string();
-                }
-                // A key without a live pin is a 404 with a JSON reason: an answer.
-                Err(ureq::Error::Status(404, _)) if path.starts_with("/api/sessions") => {}
-                Err(e) => {
-                    counters.fail(format!("scraping {url}: {e}"));
-                    return;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let paths = ["/metrics", "/api/overview", "/api/sessions/1"];
+    if let Err(e) = crate::demo::scrape(admin, &paths, Duration::from_millis(200), &counters.stop) {
+        counters.fail(e);
     }
 }
 
