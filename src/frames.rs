@@ -10,6 +10,29 @@ use switchyard_core::balance::{picker, Policy};
 use switchyard_core::{Cluster, Routed};
 use switchyard_proto::{CodecError, Direction, Frame, Framer};
 
+/// A frame's marks (a script's `mark`), by name; `-` for none.
+fn marks(flags: switchyard_proto::Flags) -> String {
+    use switchyard_proto::Flags;
+    let names: Vec<&str> = [
+        (Flags::ONE_WAY, "one_way"),
+        (Flags::PROVISIONAL, "provisional"),
+        (Flags::ENDS_SESSION, "ends_session"),
+        (Flags::ANSWER, "answer"),
+        (Flags::REQUEST, "request"),
+        (Flags::LOCAL, "local"),
+        (Flags::DROP, "drop"),
+    ]
+    .iter()
+    .filter(|(f, _)| flags.has(*f))
+    .map(|(_, n)| *n)
+    .collect();
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
+}
+
 /// Which side of the conversation to frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Side {
@@ -132,8 +155,8 @@ fn frame_flow(
     let mut count = 0;
     let _ = writeln!(
         out,
-        "{:>10} {:>8}  {:<24} {:<12} backend",
-        "offset", "len", "key", "id"
+        "{:>10} {:>8}  {:<24} {:<12} {:<22} marks",
+        "offset", "len", "key", "id", "backend"
     );
     // Feed the stream in 16 KiB reads, as a connection would.
     let bytes = &flow.bytes;
@@ -158,7 +181,7 @@ fn frame_flow(
             let key = f.key.map(|k| k.display(frame));
             // Text ids print as text, binary ones as hex.
             let id = match f.id.map(|s| s.slice(frame)) {
-                Some(b) if b.iter().all(u8::is_ascii_graphic) => {
+                Some(b) if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') => {
                     String::from_utf8_lossy(b).into_owned()
                 }
                 Some(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
@@ -177,11 +200,12 @@ fn frame_flow(
             };
             let _ = writeln!(
                 out,
-                "{:>10} {:>8}  {:<24} {:<12} {backend}",
+                "{:>10} {:>8}  {:<24} {:<12} {backend:<22} {}",
                 base + at,
                 f.len,
                 key.unwrap_or_else(|| "-".into()),
-                id
+                id,
+                marks(f.flags)
             );
             at += f.len as usize;
         }

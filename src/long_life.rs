@@ -56,7 +56,7 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
             1,
             peer,
             listener_config.protocols.requests.clone(),
-            false,
+            (switchyard_proto::Correlation::ById, true),
             64 << 20,
             Default::default(),
         ));
@@ -84,7 +84,7 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
                 buf.drain(..at);
             }
         });
-        let id = Some(Span { offset: 12, len: 4 });
+        let id = Span { offset: 12, len: 4 };
         let mut frame = Vec::new();
         let mut most = (0, 0);
         for n in 0..MESSAGES {
@@ -96,7 +96,14 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
                         frame.clear();
                         proto::write_request(&mut frame, n % 16, n as u32, b"payload");
                         let ticket = client.ticket(None, Some(&frame[12..16]), None);
-                        conn.send(&frame, id, Some(ticket), false, &sink, Instant::now());
+                        conn.send(
+                            &frame,
+                            crate::backend::MsgId::Rewrite(id),
+                            Some(ticket),
+                            false,
+                            &sink,
+                            Instant::now(),
+                        );
                         if n % 10_000 == 0 {
                             let (f, oneway) = conn.footprint();
                             let outstanding = conn.outstanding();

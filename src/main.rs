@@ -197,6 +197,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 c.clusters.len(),
                 c.workers
             );
+            for w in c.warnings() {
+                println!("{}: warning: {w}", config.display());
+            }
             let Some(sample) = sample else {
                 return Ok(());
             };
@@ -233,6 +236,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config, takeover } => {
             let c = switchyard::config::load(&config)?;
+            for w in c.warnings() {
+                tracing::warn!(config = %config.display(), "{w}");
+            }
             let signals = Signals::register().context("registering signal handlers")?;
             let options = switchyard::server::Options {
                 takeover,

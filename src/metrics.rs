@@ -131,7 +131,7 @@ pub(crate) struct HistogramSum {
 
 /// Why a client connection ended, as a metric label. The variants of [`CloseReason`] and
 /// its faults, in a fixed order (the index into [`ListenerCounters::closed`]).
-pub(crate) const CLOSE_REASONS: [&str; 20] = [
+pub(crate) const CLOSE_REASONS: [&str; 22] = [
     "client_closed",
     "idle",
     "shutting_down",
@@ -152,6 +152,8 @@ pub(crate) const CLOSE_REASONS: [&str; 20] = [
     "script",
     "config",
     "internal",
+    "duplicate_id",
+    "no_session",
 ];
 
 /// `reason`'s index in [`CLOSE_REASONS`].
@@ -171,6 +173,7 @@ pub(crate) fn close_index(reason: &CloseReason) -> usize {
                 ClientFault::OverBudget { .. } => 9,
                 ClientFault::Io(_) => 10,
                 ClientFault::Poison { .. } => 11,
+                ClientFault::DuplicateId => 20,
             },
             Fault::Backend(b) => match b {
                 BackendFault::Lost { .. } => 12,
@@ -178,6 +181,7 @@ pub(crate) fn close_index(reason: &CloseReason) -> usize {
                 BackendFault::NoBackend(_) => 14,
                 BackendFault::KeyDown(_) => 15,
                 BackendFault::NoFreeId => 16,
+                BackendFault::NoSession => 21,
             },
             Fault::Script(_) => 17,
             Fault::Config(_) => 18,
@@ -218,7 +222,7 @@ pub(crate) fn pin_index(routed: &Routed) -> Option<usize> {
         }) => Some(1),
         Routed::To(_) => Some(2),
         Routed::PinnedDown(_) => Some(3),
-        Routed::Unavailable => Some(4),
+        Routed::Unavailable | Routed::NoSession => Some(4),
         Routed::Busy => None,
     }
 }
@@ -245,6 +249,12 @@ pub(crate) struct ListenerCounters {
     pub(crate) codec_errors: [Counter; CODEC_REASONS.len()],
     /// Keyed routes, by [`PIN_OUTCOMES`].
     pub(crate) pins: [Counter; PIN_OUTCOMES.len()],
+    /// Messages dropped unanswered, by why they failed ([`CLOSE_REASONS`]' faults): one-way
+    /// messages that could not go, and failed requests of clients whose answers need no
+    /// order and that have no error answer (the client stays connected).
+    pub(crate) dropped: [Counter; CLOSE_REASONS.len()],
+    /// Frames the protocol handled itself (`LOCAL`, `DROP`: keep-alives, pings).
+    pub(crate) local: Counter,
 }
 
 impl ListenerCounters {
@@ -312,6 +322,11 @@ impl BackendCounters {
             Some(l) => self.latency.observe(l),
             None => self.unasked.inc(),
         }
+    }
+
+    /// A further answer of a request answered before (after a provisional one): its bytes.
+    pub(crate) fn on_further_answer(&self, len: usize) {
+        self.answer_bytes.add(len as u64);
     }
 
     /// A request failed without an answer, for `fault`: timed out, or lost (a poison

@@ -12,7 +12,7 @@ use switchyard_core::clock;
 
 /// Index of the first [`CLOSE_REASONS`] entry that is a fault (the ones before are orderly
 /// ends).
-const FIRST_FAULT: usize = 5;
+pub(crate) const FIRST_FAULT: usize = 5;
 
 /// The whole reading.
 #[derive(Debug, Serialize)]
@@ -74,6 +74,10 @@ pub(crate) struct ListenerView {
     pub(crate) closed: BTreeMap<&'static str, u64>,
     /// Client bytes refused, by reason (every reason).
     pub(crate) codec_errors: BTreeMap<&'static str, u64>,
+    /// Messages dropped unanswered, by why they failed (reasons that happened).
+    pub(crate) dropped: BTreeMap<&'static str, u64>,
+    /// Frames the protocol answered or dropped itself (keep-alives, pings).
+    pub(crate) local: u64,
     /// Keyed routes by outcome.
     #[serde(skip)]
     pub(crate) pins: [u64; PIN_OUTCOMES.len()],
@@ -94,6 +98,8 @@ pub(crate) struct ClusterView {
     pub(crate) pin_evictions: u64,
     /// Pins dropped because they were idle past the TTL.
     pub(crate) pin_expired: u64,
+    /// Pins released because their session ended (`ENDS_SESSION`).
+    pub(crate) pin_released: u64,
     pub(crate) messages_in: u64,
     pub(crate) messages_out: u64,
     pub(crate) bytes_in: u64,
@@ -118,6 +124,8 @@ pub(crate) struct BackendView {
     /// What an operator changed at run time (kept until the next reload).
     pub(crate) runtime_override: Option<Override>,
     pub(crate) outstanding: u64,
+    /// Sessions pinned to it (clusters with persistence).
+    pub(crate) sessions: u64,
     pub(crate) latency_ewma_seconds: f64,
     /// Requests sent to it.
     pub(crate) requests: u64,
@@ -210,6 +218,12 @@ impl Snapshot {
                     &format!("{scope} codec"),
                     copied(&codec_errors),
                 );
+                let dropped: BTreeMap<&'static str, u64> =
+                    by_reason(&b, &CLOSE_REASONS, |c| &c.dropped[..])
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .collect();
+                note_errors(&mut errors, &format!("{scope} dropped"), copied(&dropped));
                 let mut pins = [0; PIN_OUTCOMES.len()];
                 for (i, p) in pins.iter_mut().enumerate() {
                     *p = sum(&b, |c| &c.pins[i]);
@@ -233,6 +247,8 @@ impl Snapshot {
                     bytes_out: sum(&b, |c| &c.bytes_out),
                     closed,
                     codec_errors,
+                    dropped,
+                    local: sum(&b, |c| &c.local),
                     pins,
                 }
             })
@@ -282,6 +298,7 @@ impl Snapshot {
                     configured_drain: bs.drain,
                     runtime_override: overrides.get(&(cname.clone(), b.name.clone())).copied(),
                     outstanding: b.load.outstanding(),
+                    sessions: b.load.sessions(),
                     latency_ewma_seconds: b.load.ewma_ns() / 1e9,
                     requests: sum(&blocks, |x| &x.requests),
                     answers: blocks.iter().map(|x| x.answers()).sum(),
@@ -328,6 +345,7 @@ impl Snapshot {
                 pin_unavailable: pins_of(4),
                 pin_evictions: store.map_or(0, |s| s.evicted() as u64),
                 pin_expired: store.map_or(0, |s| s.expired() as u64),
+                pin_released: store.map_or(0, |s| s.released() as u64),
                 messages_in: totals[0],
                 messages_out: totals[1],
                 bytes_in: totals[2],

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 use switchyard_core::correlate::Correlator;
-use switchyard_core::{Backend, BackendFault, Fault, ReplySink, Ticket};
+use switchyard_core::{Backend, BackendFault, ClientFault, Fault, ReplySink, Ticket};
 use switchyard_proto::{Correlation, IdFormat, Span};
 use tokio::sync::Notify;
 
@@ -27,6 +27,17 @@ pub(super) enum Status {
     Connected,
     /// A connect failed; takes no messages until a reconnect succeeds.
     Down,
+}
+
+/// How a request's answer will find it on the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MsgId {
+    /// In order, or not at all.
+    None,
+    /// `by_id`: the id field here, replaced by the proxy's own.
+    Rewrite(Span),
+    /// `by_id_as_sent`: the request's transaction id (its id as sent, with its key).
+    AsSent(u64),
 }
 
 /// The connection's books.
@@ -156,13 +167,13 @@ impl BackendConn {
 
     /// Queues one request `frame` of the client `sink`, read at `now` (one clock read per
     /// batch of frames). With a `ticket` an answer is awaited (the client side made it);
-    /// without one the message is one-way. `id` is where the frame's id sits (`by_id`).
+    /// without one the message is one-way. `id` is how its answer will find it.
     /// `retry`: it may be re-sent on probation if the connection dies after writing it.
     /// The caller has checked [`Self::has_room`].
     pub(crate) fn send(
         &self,
         frame: &[u8],
-        id: Option<Span>,
+        id: MsgId,
         ticket: Option<Ticket>,
         retry: bool,
         sink: &Rc<dyn ReplySink>,
@@ -185,6 +196,7 @@ impl BackendConn {
                 len,
                 id_at: None,
             },
+            answered: false,
         };
         let awaits = match (ticket, self.correlation, id) {
             (Some(ticket), Correlation::InOrder, _) => {
@@ -197,7 +209,18 @@ impl BackendConn {
                 s.wbuf.extend_from_slice(frame);
                 true
             }
-            (Some(ticket), Correlation::ById, Some(span)) => {
+            (Some(ticket), Correlation::ByIdAsSent, MsgId::AsSent(tx)) => {
+                if let Err(p) = s.corr.register_as(pending(ticket, frame.len() as u32), tx) {
+                    // The same id is awaiting its answer here: this client's error, never
+                    // the other request's answer.
+                    drop(s);
+                    p.fail(&ClientFault::DuplicateId.into(), None);
+                    return;
+                }
+                s.wbuf.extend_from_slice(frame);
+                true
+            }
+            (Some(ticket), Correlation::ById, MsgId::Rewrite(span)) => {
                 let start_at = span.offset as usize;
                 let end_at = start_at + span.len as usize;
                 let pid = match s.corr.register(pending(ticket, 0)) {
@@ -261,6 +284,16 @@ impl BackendConn {
         drop(s);
         self.counters.on_request(frame.len());
         self.backend.load.on_sent(awaits);
+        self.notify.notify_one();
+    }
+
+    /// Queues bytes the proxy itself answers the backend with (a keep-alive's pong): no
+    /// answer is awaited, nothing is handed back if the connection dies.
+    pub(super) fn reply_local(&self, bytes: &[u8]) {
+        let mut s = self.state.borrow_mut();
+        s.wbuf.extend_from_slice(bytes);
+        s.queued_total += bytes.len() as u64;
+        drop(s);
         self.notify.notify_one();
     }
 

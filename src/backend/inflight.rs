@@ -31,8 +31,11 @@ pub(super) struct Placed {
 pub(super) struct Pending {
     pub(super) sink: Rc<dyn ReplySink>,
     pub(super) ticket: Ticket,
+    /// When it was queued, or got its last provisional answer (its timeout runs from it).
     pub(super) sent: Instant,
     pub(super) placed: Placed,
+    /// It had a provisional answer (its latency was counted then).
+    pub(super) answered: bool,
 }
 
 impl Pending {

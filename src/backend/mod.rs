@@ -23,6 +23,6 @@ mod probation;
 mod task;
 mod upstream;
 
-pub(crate) use conn::BackendConn;
+pub(crate) use conn::{BackendConn, MsgId};
 pub(crate) use pool::{Pool, PoolTarget};
 pub(crate) use upstream::Upstream;

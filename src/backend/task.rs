@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use switchyard_core::correlate::{Answer, Expired};
 use switchyard_core::{BackendFault, Fault};
 use switchyard_proto::{
-    CodecError, Correlation, Direction, Frame, FrameSet, Framer, IdFormat, Protocols,
+    CodecError, Correlation, Direction, Flags, Frame, FrameSet, Framer, IdFormat, Protocols,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -266,6 +266,8 @@ struct Pump<'a> {
     conn: &'a Rc<BackendConn>,
     registry: &'a Registry,
     framer: Box<dyn Framer>,
+    /// The answers' protocol (for what it answers itself).
+    protocol: std::sync::Arc<dyn switchyard_proto::Protocol>,
     /// How answers carry the proxy's ids.
     answer_ids: IdFormat,
     rbuf: BytesMut,
@@ -361,23 +363,52 @@ impl<'a> Pump<'a> {
         Ok(())
     }
 
-    /// One backend message: the answer to a request, or a push.
+    /// One backend message: the answer to a request (final or provisional), a request of
+    /// the backend's own or a push (to the session's owner), or one the protocol handles
+    /// itself (a keep-alive).
     fn on_answer(&self, frame: &[u8], f: &Frame, now: Instant) {
         let conn = self.conn;
+        if f.flags.has(Flags::LOCAL | Flags::DROP) {
+            self.locally(frame, f);
+            return;
+        }
+        if f.flags.has(Flags::REQUEST) {
+            conn.counters.on_answer(frame.len(), None);
+            route_push(conn, self.registry, frame, f);
+            return;
+        }
         let id = match conn.state.borrow().corr.mode() {
             Correlation::ById => {
                 f.id.and_then(|s| switchyard_proto::parse_proxy_id(self.answer_ids, s.slice(frame)))
             }
+            Correlation::ByIdAsSent => f.id.map(|s| {
+                let mut scratch = [0; 8];
+                let key = f.key.map(|k| k.bytes(frame, &mut scratch));
+                switchyard_core::correlate::transaction_id(key, s.slice(frame))
+            }),
             _ => None,
         };
+        if f.flags.has(Flags::PROVISIONAL) {
+            self.on_provisional(frame, f, id, now);
+            return;
+        }
         let answer = conn.state.borrow_mut().corr.answer(id);
         match answer {
             Answer::Matched(p) => {
                 conn.forget(&p);
-                let latency = now.saturating_duration_since(p.sent);
-                conn.counters.on_answer(frame.len(), Some(latency));
-                conn.backend.on_answer(latency);
+                if p.answered {
+                    conn.counters.on_further_answer(frame.len());
+                    conn.backend.load.on_final_answer();
+                } else {
+                    let latency = now.saturating_duration_since(p.sent);
+                    conn.counters.on_answer(frame.len(), Some(latency));
+                    conn.backend.on_answer(latency);
+                }
                 p.sink.answer(&p.ticket, frame, f.id);
+                let ends = p.ticket.end_session;
+                if ends.is_some() || f.flags.has(Flags::ENDS_SESSION) {
+                    self.end_session(ends, frame, f);
+                }
                 self.registry.defer_flush(&p.sink);
             }
             Answer::Late => {
@@ -387,6 +418,73 @@ impl<'a> Pump<'a> {
             Answer::Unmatched => {
                 conn.counters.on_answer(frame.len(), None);
                 route_push(conn, self.registry, frame, f);
+            }
+        }
+    }
+
+    /// A provisional answer (SIP's 1xx): to its request's client, the request left waiting
+    /// for its final answer, its timeout started again.
+    fn on_provisional(&self, frame: &[u8], f: &Frame, id: Option<u64>, now: Instant) {
+        let conn = self.conn;
+        let found = {
+            let mut s = conn.state.borrow_mut();
+            match s.corr.provisional(id) {
+                Answer::Matched(p) => {
+                    let first = !std::mem::replace(&mut p.answered, true);
+                    let latency = now.saturating_duration_since(p.sent);
+                    p.sent = now;
+                    Some((p.sink.clone(), p.ticket.clone(), first.then_some(latency)))
+                }
+                Answer::Late => None,
+                Answer::Unmatched => {
+                    drop(s);
+                    conn.counters.on_answer(frame.len(), None);
+                    route_push(conn, self.registry, frame, f);
+                    return;
+                }
+            }
+        };
+        let Some((sink, ticket, first)) = found else {
+            conn.counters.on_answer(frame.len(), None);
+            return;
+        };
+        match first {
+            Some(latency) => {
+                conn.counters.on_answer(frame.len(), Some(latency));
+                conn.backend.on_provisional(latency);
+            }
+            None => conn.counters.on_further_answer(frame.len()),
+        }
+        sink.provisional(&ticket, frame, f.id);
+        self.registry.defer_flush(&sink);
+    }
+
+    /// A session ended with this answer: the one its request named, else the answer's own.
+    fn end_session(&self, named: Option<u64>, frame: &[u8], f: &Frame) {
+        let cluster = self.conn.upstream.borrow().cluster.clone();
+        let key = named.or_else(|| {
+            f.key
+                .map(|k| cluster.session_key(k.bytes(frame, &mut [0; 8])))
+        });
+        if let Some(k) = key {
+            cluster.end_session(k);
+        }
+    }
+
+    /// A backend frame the protocol handles itself: a `LOCAL` one (a keep-alive ping)
+    /// answered on this connection with the protocol's `local_answer`, a `DROP` one
+    /// forgotten.
+    fn locally(&self, frame: &[u8], f: &Frame) {
+        if f.flags.has(Flags::DROP) {
+            return;
+        }
+        match self.protocol.local_answer(frame) {
+            Ok(Some(answer)) => self.conn.reply_local(&answer),
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(suppressed) = crate::throttle::admit(&[&self.conn.backend.name, &e]) {
+                    tracing::warn!(backend = %self.conn.backend.name, suppressed, "{e}; not answering the backend's message");
+                }
             }
         }
     }
@@ -469,6 +567,7 @@ async fn pump(
         conn,
         registry,
         framer,
+        protocol: protocols.answers.clone(),
         answer_ids: protocols.answers.capabilities().id_format,
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         out: BytesMut::new(),

@@ -21,9 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_core::{ClientFault, CloseReason, Fault, ReplySink};
-use switchyard_proto::{
-    CodecError, ConnState, Correlation, Direction, FrameSet, Framer, Oversize, Protocol,
-};
+use switchyard_proto::{CodecError, ConnState, Direction, FrameSet, Framer, Oversize, Protocol};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -57,7 +55,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<Listener
         registry.next_gid(),
         peer,
         config.protocols.requests.clone(),
-        config.correlation() == Correlation::InOrder,
+        (config.correlation(), config.drop_unanswerable),
         config.limits.max_reply_buffer,
         own.counters.clone(),
     ));

@@ -6,13 +6,16 @@
 use super::listener::ListenerCtx;
 use super::reply::{Client, Members, Requeued};
 use crate::access_log::Sample;
+use crate::backend::MsgId;
 use crate::backend::PoolTarget;
 use bytes::{Buf, BytesMut};
 use std::rc::Rc;
 use std::time::Instant;
 use switchyard_core::balance::How;
 use switchyard_core::{BackendFault, Fault, ReplySink, Route, Routed, Ticket};
-use switchyard_proto::{ConnState, Correlation, Direction, Frame, FrameSet, Key, Part, Plan, Span};
+use switchyard_proto::{
+    ConnState, Correlation, Direction, Flags, Frame, FrameSet, Key, Part, Plan, Span,
+};
 
 /// Why routing could not proceed now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,11 @@ struct Request<'f> {
     /// not interpret): re-sent on probation if its connection dies, on a listener that
     /// retries.
     repeatable: bool,
+    /// It answers a request a backend sent (`ANSWER`): it goes, one-way, to the backend
+    /// holding its session.
+    answer: bool,
+    /// It ends its session (`ENDS_SESSION`): the pin goes once it is done.
+    ends: bool,
 }
 
 /// One client's routing, for one pass of its task (one clock read).
@@ -74,14 +82,18 @@ impl Router<'_> {
     /// split requests), before any new ones. `Err`: the client must close.
     pub(super) fn requeued(&self) -> Result<Option<Blocked>, Fault> {
         while let Some(r) = self.client.take_requeued() {
-            let key = r.key.or_else(|| self.key_of(&r.frame));
+            // Its key and marks, as the listener's protocol finds them again.
+            let found = r.key.is_none().then(|| self.frame_of(&r.frame)).flatten();
+            let flags = found.map_or(Flags::NONE, |f| f.flags);
             let req = Request {
                 frame: &r.frame,
-                key,
+                key: r.key.or(found.and_then(|f| f.key)),
                 id: r.id,
                 one_way: r.ticket.is_none(),
                 ticket: r.ticket.clone(),
                 repeatable: r.repeatable,
+                answer: flags.has(Flags::ANSWER),
+                ends: flags.has(Flags::ENDS_SESSION),
             };
             if let Step::Blocked(b) = self.send(req, None)? {
                 self.client.untake_requeued(r);
@@ -91,8 +103,8 @@ impl Router<'_> {
         Ok(None)
     }
 
-    /// The key of a handed-back frame, found again by the listener's protocol.
-    fn key_of(&self, frame: &[u8]) -> Option<Key> {
+    /// A handed-back frame as the listener's protocol finds it again (its key, its marks).
+    fn frame_of(&self, frame: &[u8]) -> Option<Frame> {
         let limits = &self.lctx.config.limits;
         let mut framer = self
             .lctx
@@ -103,7 +115,7 @@ impl Router<'_> {
             .ok()?;
         let mut frames = Vec::with_capacity(1);
         framer.scan(frame, &mut frames).ok()?;
-        frames.first().and_then(|f| f.key)
+        frames.first().copied()
     }
 
     /// Routes `frames` from `cursor` on, consuming their bytes from `buf`. Returns why it
@@ -126,6 +138,8 @@ impl Router<'_> {
             let len = f.len as usize;
             let step = if interprets {
                 self.carry_out(&buf[..len], f, proto)?
+            } else if f.flags.has(Flags::LOCAL | Flags::DROP) {
+                self.locally(&buf[..len], f)?
             } else {
                 self.send(Request::new(&buf[..len], f), None)?
             };
@@ -167,17 +181,34 @@ impl Router<'_> {
         );
     }
 
+    /// A frame the protocol handles itself: a `LOCAL` one answered with its
+    /// `local_answer` (in its place in the client's order), a `DROP` one forgotten.
+    fn locally(&self, frame: &[u8], f: &Frame) -> Result<Step, Fault> {
+        self.lctx.counters.local.inc();
+        if f.flags.has(Flags::DROP) {
+            return Ok(Step::Sent);
+        }
+        match self.lctx.config.protocols.requests.local_answer(frame) {
+            Ok(Some(answer)) => self.client.reply_local(&answer),
+            Ok(None) => {}
+            Err(e) => return Err(Fault::Script(e)),
+        }
+        Ok(Step::Sent)
+    }
+
     /// Sends one request: to `route` if it was decided already, else where the core says.
     fn send(&self, req: Request<'_>, route: Option<Route>) -> Result<Step, Fault> {
         let client = self.client;
         let lctx = self.lctx;
         let correlation = lctx.config.correlation();
         // A `by_id` request without an id cannot be answered: it goes one-way (config.md).
-        let awaits = match correlation {
-            Correlation::None => false,
-            Correlation::InOrder => !req.one_way,
-            Correlation::ById => !req.one_way && req.id.is_some(),
-        };
+        let awaits = !req.one_way
+            && !req.answer
+            && match correlation {
+                Correlation::None => false,
+                Correlation::InOrder => true,
+                Correlation::ById | Correlation::ByIdAsSent => req.id.is_some(),
+            };
         if awaits && req.ticket.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
             return Ok(Step::Blocked(Blocked::Inflight));
         }
@@ -188,7 +219,8 @@ impl Router<'_> {
         let key = req.key.map(|k| k.bytes(req.frame, &mut scratch));
         // The client's id: restored on the answer (`by_id`), and put in error answers.
         let id = req.id.map(|s| s.slice(req.frame));
-        let route = match route.map_or_else(|| self.choose(req.frame, req.key), Choice::To) {
+        let decided = route.map(Choice::To);
+        let route = match decided.unwrap_or_else(|| self.choose(req.frame, req.key, req.answer)) {
             Choice::To(r) => r,
             Choice::Wait(b) => return Ok(Step::Blocked(b)),
             Choice::Refuse(fault) if awaits => {
@@ -197,14 +229,21 @@ impl Router<'_> {
                 return Ok(Step::Sent);
             }
             Choice::Refuse(fault) => {
-                client.refuse_unanswered(&fault)?;
+                client.refuse_unanswered(&fault);
                 return Ok(Step::Sent);
             }
         };
         match lctx.pool.target(route.backend, client.gid) {
             PoolTarget::Conn(conn) => {
-                route.claim(lctx.cluster(), client.gid);
-                let ticket = awaits.then(|| client.ticket(req.ticket, id, key));
+                let cluster = lctx.cluster();
+                route.claim(cluster, client.gid);
+                let ticket = awaits.then(|| {
+                    let mut t = client.ticket(req.ticket, id, key);
+                    if req.ends {
+                        t.end_session = t.end_session.or(route.session);
+                    }
+                    t
+                });
                 if let Some(t) = ticket.as_ref().filter(|t| t.part.is_none()) {
                     if lctx.sample_now() && !client.sampling() {
                         self.sample(t.seq, req.key, req.frame, &conn);
@@ -212,7 +251,21 @@ impl Router<'_> {
                 }
                 let retry =
                     ticket.is_some() && req.repeatable && lctx.config.retry_on_backend_close;
-                conn.send(req.frame, req.id, ticket, retry, self.sink, self.now);
+                let msg_id = match (correlation, req.id) {
+                    (Correlation::ById, Some(span)) => MsgId::Rewrite(span),
+                    (Correlation::ByIdAsSent, Some(span)) if awaits => MsgId::AsSent(
+                        switchyard_core::correlate::transaction_id(key, span.slice(req.frame)),
+                    ),
+                    _ => MsgId::None,
+                };
+                conn.send(req.frame, msg_id, ticket, retry, self.sink, self.now);
+                // A one-way message that ends its session (an answer to a server's BYE)
+                // ends it now; a request ends it when it is done.
+                if req.ends && !awaits {
+                    if let Some(k) = route.session {
+                        cluster.end_session(k);
+                    }
+                }
                 Ok(Step::Sent)
             }
             // The key's backend is up but its connection is full: wait for room, never
@@ -222,8 +275,9 @@ impl Router<'_> {
         }
     }
 
-    /// Where a request with `key` goes: its pin, or the policy (a moved pin is logged).
-    fn choose(&self, frame: &[u8], key: Option<Key>) -> Choice {
+    /// Where a request with `key` goes: its pin, or the policy (a moved pin is logged); an
+    /// `answer` to a backend's request goes only where its session is pinned.
+    fn choose(&self, frame: &[u8], key: Option<Key>, answer: bool) -> Choice {
         let lctx = self.lctx;
         let cluster = lctx.cluster();
         let mut scratch = [0; 8];
@@ -231,7 +285,11 @@ impl Router<'_> {
         let routed = {
             let mut picker = lctx.picker.borrow_mut();
             let reach = lctx.pool.reach(self.client.gid);
-            cluster.route_at(key_bytes, &mut **picker, &reach, self.ms)
+            if answer {
+                cluster.route_answer(key_bytes, &mut **picker, &reach, self.ms)
+            } else {
+                cluster.route_at(key_bytes, &mut **picker, &reach, self.ms)
+            }
         };
         if key_bytes.is_some() && cluster.sessions.is_some() {
             if let Some(i) = crate::metrics::pin_index(&routed) {
@@ -262,6 +320,7 @@ impl Router<'_> {
             Routed::Unavailable => {
                 Choice::Refuse(BackendFault::NoBackend(cluster.settings.name.clone()).into())
             }
+            Routed::NoSession => Choice::Refuse(BackendFault::NoSession.into()),
         }
     }
 
@@ -319,6 +378,7 @@ impl Router<'_> {
                         part: Some(first),
                         orig_id: None,
                         key: None,
+                        end_session: None,
                     };
                     let key = Some(part.key_span());
                     // Parts go out in order: once one waits, the rest queue behind it.
@@ -330,6 +390,8 @@ impl Router<'_> {
                             ticket: Some(ticket.clone()),
                             one_way: false,
                             repeatable: merge.reads(),
+                            answer: false,
+                            ends: false,
                         };
                         match self.send(req, route)? {
                             Step::Sent => continue,
@@ -359,7 +421,7 @@ impl Router<'_> {
     fn group_by_backend(&self, parts: Vec<Part>) -> Vec<(Option<Route>, u16, Members)> {
         let mut groups: Vec<(Option<Route>, u16, Members)> = Vec::new();
         for (i, p) in parts.into_iter().enumerate() {
-            let route = match self.choose(&p.frame, Some(p.key_span())) {
+            let route = match self.choose(&p.frame, Some(p.key_span()), false) {
                 Choice::To(r) => Some(r),
                 Choice::Wait(_) | Choice::Refuse(_) => None,
             };
@@ -392,8 +454,10 @@ impl<'f> Request<'f> {
             key: f.key,
             id: f.id,
             ticket: None,
-            one_way: false,
+            one_way: f.flags.has(Flags::ONE_WAY),
             repeatable: true,
+            answer: f.flags.has(Flags::ANSWER),
+            ends: f.flags.has(Flags::ENDS_SESSION),
         }
     }
 }

@@ -185,6 +185,13 @@ pub(crate) fn validate(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid
             })
         }
     };
+    if policy == PolicyKind::LeastSessions && persistence.is_none() {
+        return Err((
+            key("policy"),
+            "least_sessions counts each backend's pinned sessions: it needs [cluster.persistence]"
+                .into(),
+        ));
+    }
     let raw_pool = c.pool.unwrap_or_default();
     let connections_per_backend = raw_pool.connections_per_backend.unwrap_or(2);
     if !(1..=64).contains(&connections_per_backend) {

@@ -29,6 +29,7 @@ pub(crate) struct RawListener {
     error_reply: Option<String>,
     error_reply_hex: Option<String>,
     retry_on_backend_close: Option<bool>,
+    on_unanswerable: Option<String>,
 }
 
 /// Bounds on one client connection.
@@ -67,6 +68,9 @@ pub struct ListenerConfig {
     /// (those the protocol says are safe to repeat), so that only the one that killed it
     /// fails.
     pub retry_on_backend_close: bool,
+    /// A failed request the protocol has no error answer for is dropped (logged and
+    /// counted; the client stays connected), rather than its client closed.
+    pub drop_unanswerable: bool,
 }
 
 impl ListenerConfig {
@@ -175,9 +179,35 @@ pub(crate) fn validate(
                     .into(),
             ))
         }
+        Some(true) if protocols.correlation == Correlation::ByIdAsSent => {
+            return Err((
+                key("retry_on_backend_close"),
+                "with correlation = \"by_id_as_sent\" requests may have several answers, so a request re-sent alone cannot be judged by its first one"
+                    .into(),
+            ))
+        }
         Some(r) => r,
         None => {
-            protocols.correlation != Correlation::None && protocols.requests.retries_by_default()
+            !matches!(protocols.correlation, Correlation::None | Correlation::ByIdAsSent)
+                && protocols.requests.retries_by_default()
+        }
+    };
+    let in_order = protocols.correlation == Correlation::InOrder;
+    let drop_unanswerable = match l.on_unanswerable.as_deref() {
+        None => !in_order,
+        Some("close") => false,
+        Some("drop") if in_order => {
+            return Err((
+                key("on_unanswerable"),
+                "with correlation = \"in_order\" a request left unanswered would shift every later answer onto the wrong request: only \"close\" fits".into(),
+            ))
+        }
+        Some("drop") => true,
+        Some(o) => {
+            return Err((
+                key("on_unanswerable"),
+                format!("`{o}` must be \"drop\" or \"close\""),
+            ))
         }
     };
     Ok(ListenerConfig {
@@ -188,5 +218,6 @@ pub(crate) fn validate(
         limits,
         max_connections,
         retry_on_backend_close,
+        drop_unanswerable,
     })
 }

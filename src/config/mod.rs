@@ -22,6 +22,7 @@ pub use listener::{ClientLimits, ListenerConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchyard_proto::Correlation;
 use values::{duration, size, Invalid};
 
 /// The whole file, as written.
@@ -53,6 +54,35 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// The admin listener, if configured (changes apply on restart).
     pub admin: Option<AdminConfig>,
+}
+
+impl Config {
+    /// What the configuration allows but an operator most likely does not want, each as
+    /// `key: problem`: listeners whose backends' unasked messages (pushes) can never be
+    /// delivered, because nothing pins their sessions or their answers carry no key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            let Some(c) = self.clusters.get(l.cluster) else {
+                continue;
+            };
+            let pins = c.balance.persistence.is_some();
+            let none = l.correlation() == Correlation::None;
+            let name = &l.name;
+            if none && !pins {
+                out.push(format!(
+                    "listener.{name}.correlation: with \"none\" every message a backend sends is a push, delivered to the client that owns its session; cluster {} has no [cluster.persistence], so there are no sessions and every one of them is dropped",
+                    c.name()
+                ));
+            } else if pins && none && !l.protocols.answers.capabilities().keys {
+                out.push(format!(
+                    "listener.{name}.response_codec: with \"none\" every message a backend sends is a push, found by its session key, but the {} codec finds no key in backend messages: every one of them is dropped",
+                    l.protocols.answers.kind()
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// Why a configuration was refused.

@@ -227,3 +227,67 @@ fn admin_defaults_to_loopback_and_names_its_keys() {
     .unwrap();
     assert!(!format!("{:?}", t.admin).contains("0123456789abcdefXYZ"));
 }
+
+#[test]
+fn least_sessions_needs_pins_and_as_sent_ids_are_not_retried() {
+    let e = err(&GOOD
+        .replace(
+            "policy = \"least_outstanding\"",
+            "policy = \"least_sessions\"",
+        )
+        .replace(
+            "[cluster.persistence]\nstore = \"memory\"\nttl = \"10m\"\nmax_entries = 1000000\n",
+            "",
+        ));
+    assert!(
+        e.starts_with("sy.toml: cluster.orders.policy: least_sessions counts"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "correlation = \"by_id\"",
+        "correlation = \"by_id_as_sent\"\nretry_on_backend_close = true",
+    ));
+    assert!(
+        e.starts_with(
+            "sy.toml: listener.orders.retry_on_backend_close: with correlation = \"by_id_as_sent\""
+        ),
+        "{e}"
+    );
+    let ok = parse(
+        &GOOD.replace("correlation = \"by_id\"", "correlation = \"by_id_as_sent\""),
+        Path::new("sy.toml"),
+    )
+    .unwrap();
+    assert!(!ok.listeners[0].retry_on_backend_close);
+}
+
+#[test]
+fn configs_that_drop_every_push_are_warned_about() {
+    let none = GOOD.replace("correlation = \"by_id\"", "correlation = \"none\"");
+    assert!(parse(&none, Path::new("sy.toml"))
+        .unwrap()
+        .warnings()
+        .is_empty());
+    let unpinned = none.replace(
+        "[cluster.persistence]\nstore = \"memory\"\nttl = \"10m\"\nmax_entries = 1000000\n",
+        "",
+    );
+    let w = parse(&unpinned, Path::new("sy.toml")).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "listener.orders.correlation: with \"none\" every message a backend sends is a push"
+        ),
+        "{w:?}"
+    );
+    let keyless = none.replace("key = { offset = 4, width = 8 }\n", "");
+    let w = parse(&keyless, Path::new("sy.toml")).unwrap().warnings();
+    assert!(
+        w[0].starts_with("listener.orders.response_codec:") && w[0].contains("finds no key"),
+        "{w:?}"
+    );
+    assert!(parse(GOOD, Path::new("sy.toml"))
+        .unwrap()
+        .warnings()
+        .is_empty());
+}

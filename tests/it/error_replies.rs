@@ -158,21 +158,50 @@ fn a_script_error_reply_answers_failed_requests_and_clients_stay() {
     eight_clients_survive_a_backend_death("", &codec);
 }
 
+/// A request that fails with no error answer to give: by default dropped, said in the log
+/// and counted, its client kept (its other sessions go on); `on_unanswerable = "close"`
+/// closes the client instead, and `in_order` always does.
 #[test]
-fn without_an_error_answer_generic_clients_are_still_closed() {
-    let slow = TestBackend::start_slow("slow", false, Duration::from_secs(30)).unwrap();
-    let mut app = Scenario::new().start_with(vec![slow]);
-    let mut s = TcpStream::connect(app.addr()).unwrap();
-    let mut req = Vec::new();
-    proto::write_request(&mut req, 1, 1, b"x");
-    s.write_all(&req).unwrap();
-    eventually(
-        "the request at the backend",
-        Duration::from_secs(10),
-        || app.backends[0].messages() >= 1,
+fn without_an_error_answer_a_failed_request_is_dropped_or_its_client_closed() {
+    for (rule, closes) in [("", false), ("on_unanswerable = \"close\"", true)] {
+        let slow = TestBackend::start_slow("slow", false, Duration::from_secs(30)).unwrap();
+        let mut app = Scenario::new().listener_toml(rule).start_with(vec![slow]);
+        let mut s = TcpStream::connect(app.addr()).unwrap();
+        let mut req = Vec::new();
+        proto::write_request(&mut req, 1, 1, b"x");
+        s.write_all(&req).unwrap();
+        eventually(
+            "the request at the backend",
+            Duration::from_secs(10),
+            || app.backends[0].messages() >= 1,
+        );
+        app.backends[0].stop();
+        if closes {
+            assert!(closed_within(&s, Duration::from_secs(10)), "{rule}");
+        } else {
+            eventually("the drop to be logged", Duration::from_secs(10), || {
+                app.proxy
+                    .stderr()
+                    .contains("dropping a failed request that has no error answer")
+            });
+            assert!(!closed_within(&s, Duration::from_millis(500)), "kept open");
+        }
+    }
+    let e = Scenario::new()
+        .correlation("in_order")
+        .listener_toml("on_unanswerable = \"drop\"")
+        .toml(&backends(1));
+    let file = TempFile::new("drop.toml", &e);
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("listener.app.on_unanswerable"),
+        "{err}"
     );
-    app.backends[0].stop();
-    assert!(closed_within(&s, Duration::from_secs(10)));
 }
 
 #[test]

@@ -157,6 +157,7 @@ fn on_backend_down_fail_closes_the_client_instead_of_moving_its_key() {
         backends: mut bs,
     } = Scenario::new()
         .on_backend_down("fail")
+        .listener_toml("on_unanswerable = \"close\"")
         .persistence("1m")
         .start(2);
     let addr = proxy.addr("app");

@@ -26,6 +26,7 @@ mod redis;
 mod reload;
 mod scripts;
 mod servers;
+mod sip;
 mod spread;
 mod timeouts;
 mod top;

@@ -55,6 +55,22 @@ pub enum Answer<T> {
     Unmatched,
 }
 
+/// The correlation id of a `by_id_as_sent` request or answer: its id bytes hashed with its
+/// session key's (so `CSeq: 1 INVITE` of one call is not another call's), under a
+/// per-process random seed, so that no client can aim at another's transaction.
+pub fn transaction_id(key: Option<&[u8]>, id: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = SEED.get_or_init(Default::default).build_hasher();
+    if let Some(k) = key {
+        h.write(k);
+    }
+    h.write_u8(0xff);
+    h.write(id);
+    h.finish()
+}
+
 /// Outstanding requests of one backend connection.
 #[derive(Debug)]
 pub struct Correlator<T> {
@@ -144,6 +160,55 @@ impl<T> Correlator<T> {
             || ((self.ids.len() + self.tombstones.len()) as u64) < self.id_space
     }
 
+    /// Records a `by_id_as_sent` request under its [`transaction_id`] `id`; gives it back
+    /// if that id already awaits an answer here (or its timed-out request's late answer is
+    /// still due), or under another mode.
+    pub fn register_as(&mut self, pending: T, id: u64) -> Result<(), T> {
+        if self.mode != Correlation::ByIdAsSent
+            || self.ids.contains_key(&id)
+            || self.tombstones.contains_key(&id)
+        {
+            return Err(pending);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ids.insert(id, (seq, pending));
+        self.order.insert(seq, id);
+        Ok(())
+    }
+
+    /// A provisional answer (`id` as for [`Self::answer`]): the request it answers, left
+    /// outstanding and made the youngest in age (its timeout starts again: the caller
+    /// resets its clock); `Late` for a timed-out request's.
+    pub fn provisional(&mut self, id: Option<u64>) -> Answer<&mut T> {
+        match self.mode {
+            Correlation::InOrder => self
+                .fifo
+                .front_mut()
+                .map_or(Answer::Unmatched, Answer::Matched),
+            Correlation::ById | Correlation::ByIdAsSent => {
+                let Some(id) = id else {
+                    return Answer::Unmatched;
+                };
+                if self.tombstones.contains_key(&id) {
+                    return Answer::Late;
+                }
+                let seq = self.next_seq;
+                match self.ids.get_mut(&id) {
+                    Some((old, t)) => {
+                        self.order.remove(old);
+                        self.order.insert(seq, id);
+                        *old = seq;
+                        self.next_seq += 1;
+                        Answer::Matched(t)
+                    }
+                    None => Answer::Unmatched,
+                }
+            }
+            Correlation::None => Answer::Unmatched,
+        }
+    }
+
     /// Records a request. Returns the proxy id to write into it for `by_id` (0, unused,
     /// for `in_order`), or gives the request back if it cannot be recorded: no id is free,
     /// or the mode (`none`) awaits nothing.
@@ -169,7 +234,7 @@ impl<T> Correlator<T> {
                 self.order.insert(seq, id);
                 Ok(id)
             }
-            Correlation::None => Err(pending),
+            Correlation::None | Correlation::ByIdAsSent => Err(pending),
         }
     }
 
@@ -182,7 +247,7 @@ impl<T> Correlator<T> {
     pub fn answer(&mut self, id: Option<u64>) -> Answer<T> {
         let found = match self.mode {
             Correlation::InOrder => self.fifo.pop_front(),
-            Correlation::ById => match id {
+            Correlation::ById | Correlation::ByIdAsSent => match id {
                 Some(id) => {
                     if let Some(seq) = self.tombstones.remove(&id) {
                         self.tombstone_order.remove(&seq);
@@ -213,7 +278,7 @@ impl<T> Correlator<T> {
                 .front()
                 .filter(|t| is_old(t))
                 .map(|_| Expired::ConnectionLost),
-            Correlation::ById => {
+            Correlation::ById | Correlation::ByIdAsSent => {
                 let (&seq, &id) = self.order.first_key_value()?;
                 if !self.ids.get(&id).is_some_and(|(_, t)| is_old(t)) {
                     return None;
@@ -231,7 +296,7 @@ impl<T> Correlator<T> {
     pub fn oldest(&self) -> Option<&T> {
         match self.mode {
             Correlation::InOrder => self.fifo.front(),
-            Correlation::ById => {
+            Correlation::ById | Correlation::ByIdAsSent => {
                 let (_, id) = self.order.first_key_value()?;
                 self.ids.get(id).map(|(_, t)| t)
             }
@@ -353,6 +418,57 @@ mod tests {
         assert_eq!(c.oldest_expired(|_| false), None);
         assert_eq!(c.oldest_expired(|_| true), Some(Expired::ConnectionLost));
         assert_eq!(c.len(), 1, "the caller fails it with the connection");
+    }
+
+    #[test]
+    fn as_sent_matches_the_clients_own_ids_and_refuses_a_second_one() {
+        let mut c = Correlator::new(Correlation::ByIdAsSent, 0);
+        let invite = transaction_id(Some(b"call-1"), b"1 INVITE");
+        let other = transaction_id(Some(b"call-2"), b"1 INVITE");
+        assert_ne!(
+            invite, other,
+            "the same CSeq in two calls is two transactions"
+        );
+        assert_eq!(c.register(1), Err(1), "as_sent ids come from the request");
+        c.register_as(1, invite).unwrap();
+        c.register_as(2, other).unwrap();
+        assert_eq!(c.register_as(3, invite), Err(3), "a collision is refused");
+        // 100 and 180 leave it waiting; 200 ends it.
+        assert_eq!(c.provisional(Some(invite)), Answer::Matched(&mut 1));
+        assert_eq!(
+            c.oldest(),
+            Some(&2),
+            "a provisional answer makes it the youngest"
+        );
+        assert_eq!(c.provisional(Some(invite)), Answer::Matched(&mut 1));
+        assert_eq!(c.answer(Some(invite)), Answer::Matched(1));
+        assert_eq!(c.provisional(Some(invite)), Answer::Unmatched);
+        assert_eq!(
+            c.answer(Some(invite)),
+            Answer::Unmatched,
+            "a retransmitted 200 is a push"
+        );
+        assert_eq!(c.oldest_expired(|_| true), Some(Expired::Request(2)));
+        assert_eq!(c.provisional(Some(other)), Answer::Late);
+        assert_eq!(
+            c.register_as(4, other),
+            Err(4),
+            "not while its late answer is due"
+        );
+        assert_eq!(c.answer(Some(other)), Answer::Late);
+        c.register_as(4, other).unwrap();
+        assert_eq!(c.drain(), vec![4]);
+        assert_eq!(c.footprint().order, 0);
+    }
+
+    #[test]
+    fn in_order_provisional_answers_leave_the_head_waiting() {
+        let mut c = Correlator::new(Correlation::InOrder, 0);
+        c.register("a").unwrap();
+        c.register("b").unwrap();
+        assert_eq!(c.provisional(None), Answer::Matched(&mut "a"));
+        assert_eq!(c.answer(None), Answer::Matched("a"));
+        assert_eq!(c.answer(None), Answer::Matched("b"));
     }
 
     #[test]

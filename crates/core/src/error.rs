@@ -57,6 +57,10 @@ pub enum ClientFault {
         /// How the probation connection ended.
         reason: String,
     },
+    /// Under `by_id_as_sent`, the request's id is already awaiting an answer on the
+    /// backend connection its session uses (ids must be unique by construction).
+    #[error("the request's id is already awaiting an answer (by_id_as_sent ids must be unique)")]
+    DuplicateId,
 }
 
 /// Something a backend (or the lack of one) did to a request.
@@ -87,6 +91,10 @@ pub enum BackendFault {
     /// Every proxy id of the backend connection is taken.
     #[error("no free proxy id on the backend connection")]
     NoFreeId,
+    /// The message answers a backend's request, but its session has no live pin, so no
+    /// backend is waiting for it.
+    #[error("an answer to a backend's request whose session has no live pin")]
+    NoSession,
 }
 
 /// Who is at fault, and what happened.

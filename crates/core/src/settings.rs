@@ -14,6 +14,8 @@ pub enum PolicyKind {
     WeightedRoundRobin,
     /// Fewest requests awaiting answers, relative to weight.
     LeastOutstanding,
+    /// Fewest sessions pinned, relative to weight (calls open on each server).
+    LeastSessions,
     /// Power of two random choices over latency EWMA × outstanding.
     P2cEwma,
     /// Random, in proportion to weight.
@@ -27,7 +29,7 @@ pub enum PolicyKind {
 impl PolicyKind {
     /// Every policy's config name, for error messages.
     pub const NAMES: &'static str =
-        "round_robin, weighted_round_robin, least_outstanding, p2c_ewma, random, ketama, maglev";
+        "round_robin, weighted_round_robin, least_outstanding, least_sessions, p2c_ewma, random, ketama, maglev";
 
     /// The policy with config name `s`.
     pub fn parse(s: &str) -> Option<Self> {
@@ -35,6 +37,7 @@ impl PolicyKind {
             "round_robin" => PolicyKind::RoundRobin,
             "weighted_round_robin" => PolicyKind::WeightedRoundRobin,
             "least_outstanding" => PolicyKind::LeastOutstanding,
+            "least_sessions" => PolicyKind::LeastSessions,
             "p2c_ewma" => PolicyKind::P2cEwma,
             "random" => PolicyKind::Random,
             "ketama" => PolicyKind::Ketama,
@@ -49,6 +52,7 @@ impl PolicyKind {
             PolicyKind::RoundRobin => "round_robin",
             PolicyKind::WeightedRoundRobin => "weighted_round_robin",
             PolicyKind::LeastOutstanding => "least_outstanding",
+            PolicyKind::LeastSessions => "least_sessions",
             PolicyKind::P2cEwma => "p2c_ewma",
             PolicyKind::Random => "random",
             PolicyKind::Ketama => "ketama",

@@ -53,6 +53,9 @@ pub struct Ticket {
     pub orig_id: Option<SmallBytes>,
     /// The request's key, kept when the listener's error answer names it.
     pub key: Option<SmallBytes>,
+    /// The session (its store key) the request ends when it is done (the codec marked it
+    /// `ENDS_SESSION`): its pin is released at its final answer or its failure.
+    pub end_session: Option<u64>,
 }
 
 /// A client connection, as the backend side sees it.
@@ -66,6 +69,9 @@ pub trait ReplySink {
     /// The answer to the request of `ticket`: `frame`, whose id field at `id_at` (under
     /// `by_id`) is the proxy's and becomes the client's own.
     fn answer(&self, ticket: &Ticket, frame: &[u8], id_at: Option<Span>);
+    /// A provisional answer to the request of `ticket` (SIP's 1xx): delivered like an
+    /// answer, but the request still awaits its final one.
+    fn provisional(&self, ticket: &Ticket, frame: &[u8], id_at: Option<Span>);
     /// The request of `ticket` failed: answered with the protocol's error answer in its
     /// place, or the client closed. `request` is the request's bytes, where the backend
     /// side kept them (for an error answer that repeats part of its request).

@@ -195,6 +195,9 @@ pub fn build_listener(
                     format!("the {kind} codec's answers come in any order: only by_id fits")
                 }
                 Correlation::None => format!("the {kind} codec answers nothing: only none fits"),
+                Correlation::ByIdAsSent => {
+                    format!("the {kind} codec's ids are matched as sent: only by_id_as_sent fits")
+                }
             };
             return Err(("correlation".into(), why));
         }
@@ -205,17 +208,22 @@ pub fn build_listener(
             "client passwords apply to the resp codec only".into(),
         ));
     }
-    if correlation == Correlation::ById {
+    if matches!(correlation, Correlation::ById | Correlation::ByIdAsSent) {
+        let name = if correlation == Correlation::ById {
+            "by_id"
+        } else {
+            "by_id_as_sent"
+        };
         if !caps.ids {
             return Err((
                 "correlation".into(),
-                "by_id needs the codec to find an id (codec.id or codec.id_token)".into(),
+                format!("{name} needs the codec to find an id (codec.id or codec.id_token)"),
             ));
         }
         if !answers.protocol.capabilities().ids {
             return Err((
                 "correlation".into(),
-                "by_id needs the response codec to find an id".into(),
+                format!("{name} needs the response codec to find an id"),
             ));
         }
     }
@@ -294,7 +302,7 @@ fn with_error_template(
         &caps,
         requests.key_width,
         &*answers.protocol,
-        correlation == Correlation::ById,
+        matches!(correlation, Correlation::ById | Correlation::ByIdAsSent),
         o.max_frame,
     )
     .map_err(|e| (name.to_string(), e))?;

@@ -4,7 +4,7 @@
 
 use crate::error::CodecError;
 use crate::error::Invalid;
-use crate::frame::{Frame, FrameSet, IdFormat, Key, Span};
+use crate::frame::{Flags, Frame, FrameSet, IdFormat, Key, Span};
 use crate::protocol::{Capabilities, Direction, Framer, Protocol};
 
 /// The codec table of `kind = "delimiter"`, as written in the config file.
@@ -161,6 +161,7 @@ impl Framer for Delimiter {
                     .key_token
                     .and_then(|n| token(line, n))
                     .map(Key::Bytes),
+                flags: Flags::NONE,
             });
             pos += len;
             self.searched = 0;

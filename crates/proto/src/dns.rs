@@ -9,7 +9,7 @@
 //! the TCP keep-alive option of RFC 7828) passes through untouched.
 
 use crate::error::{CodecError, Invalid};
-use crate::frame::{Failure, Frame, FrameSet, IdFormat, Key, Span};
+use crate::frame::{Failure, Flags, Frame, FrameSet, IdFormat, Key, Span};
 use crate::protocol::{Capabilities, Correlation, Direction, Framer, Protocol};
 use bytes::Bytes;
 
@@ -139,6 +139,7 @@ impl Framer for Dns {
                 len: len as u32,
                 id: Some(ID),
                 key,
+                flags: Flags::NONE,
             });
             pos += len;
         }

@@ -87,6 +87,59 @@ pub struct Frame {
     pub id: Option<Span>,
     /// Session key, if the codec found one.
     pub key: Option<Key>,
+    /// What the message is in its exchange, where it is not the usual one-request,
+    /// one-answer (a script's `mark`): [`Flags::NONE`] for the rest.
+    pub flags: Flags,
+}
+
+/// What a frame is in its exchange, set per frame by the codec (a script's `mark`). With
+/// none set, a frame from a client is a request awaiting one answer and a frame from a
+/// backend is the one answer to a request (or a push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    /// Nothing special.
+    pub const NONE: Flags = Flags(0);
+    /// A request that gets no answer (SIP's ACK): forwarded, never waited on.
+    pub const ONE_WAY: u8 = 1;
+    /// An answer that does not end its request (SIP's 1xx): forwarded to the client that
+    /// asked; the request keeps waiting for its final answer.
+    pub const PROVISIONAL: u8 = 2;
+    /// Ends its session: on a request, the session's pin is released when the request is
+    /// done (its final answer, or its failure); on an answer or a one-way message, once it
+    /// is delivered.
+    pub const ENDS_SESSION: u8 = 4;
+    /// An answer, where the usual is a request: a client answering a request its server
+    /// sent (SIP's 200 to a server's BYE). It goes to the server that holds the session.
+    pub const ANSWER: u8 = 8;
+    /// A request, where the usual is an answer: a backend asking something of the client
+    /// that owns the session (SIP's server-sent BYE). Never matched to a request.
+    pub const REQUEST: u8 = 16;
+    /// Answered by the protocol itself, without a backend (a keep-alive, an OPTIONS ping):
+    /// the script's `local_reply` makes the answer, or none.
+    pub const LOCAL: u8 = 32;
+    /// Consumed and forgotten (a keep-alive's pong).
+    pub const DROP: u8 = 64;
+    /// Every flag a frame may carry.
+    pub const ALL: u8 = 127;
+
+    /// Whether `flag` is set.
+    #[inline]
+    pub fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    /// Whether the frame runs against its direction's usual role: a client's answer
+    /// (`requests` true) or a backend's request.
+    #[inline]
+    pub fn reversed(self, requests: bool) -> bool {
+        self.has(if requests {
+            Self::ANSWER
+        } else {
+            Self::REQUEST
+        })
+    }
 }
 
 /// The frames found by one scan, in stream order. Reused across reads.

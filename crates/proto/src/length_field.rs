@@ -7,7 +7,7 @@
 
 use crate::error::CodecError;
 use crate::error::Invalid;
-use crate::frame::{Frame, FrameSet, IdFormat, Key, Span};
+use crate::frame::{Flags, Frame, FrameSet, IdFormat, Key, Span};
 use crate::protocol::{Capabilities, Direction, Framer, Protocol};
 
 /// Largest offset of a length, key or id field in a frame.
@@ -394,6 +394,7 @@ impl Framer for LengthField {
                 len: total as u32,
                 id,
                 key,
+                flags: Flags::NONE,
             });
             pos += total;
         }

@@ -39,7 +39,7 @@ mod props;
 pub use config::{build_listener, CodecConfig, ListenerOptions, Protocols};
 pub use error::CodecError;
 pub use frame::{
-    id_space, parse_proxy_id, write_proxy_id, Failure, Frame, FrameSet, IdFormat, Key, Span,
+    id_space, parse_proxy_id, write_proxy_id, Failure, Flags, Frame, FrameSet, IdFormat, Key, Span,
 };
 pub use protocol::{
     BackendSetup, Capabilities, ConnState, Correlation, Direction, Framer, HandshakeStep, Merge,

@@ -2,7 +2,7 @@
 //! measured by scanning it, one at a time from the head of the buffer.
 
 use crate::error::CodecError;
-use crate::frame::{Frame, FrameSet, Key};
+use crate::frame::{Flags, Frame, FrameSet, Key};
 use crate::protocol::Framer;
 
 /// A protocol whose frames have no fixed header (RESP, memcache text): each frame is
@@ -65,6 +65,7 @@ impl<P: Measured> Framer for Scanned<P> {
                 len: len as u32,
                 id: None,
                 key,
+                flags: Flags::NONE,
             });
             pos += len;
         }

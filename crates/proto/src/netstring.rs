@@ -2,7 +2,7 @@
 //! `key_bytes` bytes, if set.
 
 use crate::error::{CodecError, Invalid};
-use crate::frame::{Frame, FrameSet, IdFormat, Key, Span};
+use crate::frame::{Flags, Frame, FrameSet, IdFormat, Key, Span};
 use crate::protocol::{Capabilities, Direction, Framer, Protocol};
 
 /// The codec table of `kind = "netstring"`, as written in the config file.
@@ -110,6 +110,7 @@ impl Framer for Netstring {
                 len: len as u32,
                 id: None,
                 key,
+                flags: Flags::NONE,
             });
             pos += len;
         }

@@ -24,6 +24,11 @@ pub enum Correlation {
     InOrder,
     /// Requests and answers carry an id; the proxy rewrites it on the way to the backend.
     ById,
+    /// Requests and answers carry an id unique by construction (SIP's Call-ID and CSeq):
+    /// answers are matched by the id as the client sent it, within its session key, and
+    /// nothing is rewritten. A request whose id is already awaiting an answer on the same
+    /// backend connection is its client's error.
+    ByIdAsSent,
     /// One-way messages; every backend message is a push.
     None,
 }
@@ -244,6 +249,13 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
     /// if the protocol has none, `Err` if making it failed (a script's error): either way
     /// the client is then closed.
     fn error_answer(&self, _failure: &Failure<'_>) -> Result<Option<Bytes>, String> {
+        Ok(None)
+    }
+
+    /// The answer to a frame the codec marked [`crate::Flags::LOCAL`] (a keep-alive, an
+    /// OPTIONS ping), made without a backend: `Ok(None)` sends nothing back, `Err` (a
+    /// script's error) closes the connection the frame came on.
+    fn local_answer(&self, _frame: &[u8]) -> Result<Option<Bytes>, String> {
         Ok(None)
     }
 

@@ -72,7 +72,7 @@ pub(super) fn encode(e: &mut DescriptorEncoder, v: &Snapshot) -> Result<(), Erro
             .map(|b| (labels(b), vec![b.became_healthy, b.became_unhealthy])),
     )?;
     type Field = fn(&BackendView) -> f64;
-    let plain: [(&str, &str, MetricType, Field); 14] = [
+    let plain: [(&str, &str, MetricType, Field); 15] = [
         ("switchyard_backend_connects", "Backend connections established (shared and probation).", MetricType::Counter, |b| b.connects as f64),
         ("switchyard_backend_connect_failures", "Backend connection attempts that failed.", MetricType::Counter, |b| b.connect_failures as f64),
         ("switchyard_backend_connection_losses", "Established shared backend connections that ended (closed, I/O error, bad answer, replaced).", MetricType::Counter, |b| b.connection_losses as f64),
@@ -82,6 +82,7 @@ pub(super) fn encode(e: &mut DescriptorEncoder, v: &Snapshot) -> Result<(), Erro
         ("switchyard_backend_probations_stopped", "Probations stopped by the storm guard.", MetricType::Counter, |b| b.probations_stopped as f64),
         ("switchyard_backend_outstanding_requests", "Requests awaiting answers, all workers.", MetricType::Gauge, |b| b.outstanding as f64),
         ("switchyard_backend_connections", "Open shared connections, all workers.", MetricType::Gauge, |b| b.connections as f64),
+        ("switchyard_backend_sessions", "Sessions pinned to the backend (clusters with persistence; what least_sessions balances).", MetricType::Gauge, |b| b.sessions as f64),
         ("switchyard_backend_weight", "Weight in effect (configured, or set through the API).", MetricType::Gauge, |b| f64::from(b.weight)),
         ("switchyard_backend_up", "1 when the last connection attempt succeeded.", MetricType::Gauge, |b| flag(b.up)),
         ("switchyard_backend_healthy", "1 when active health checks pass (or there are none).", MetricType::Gauge, |b| flag(b.healthy)),

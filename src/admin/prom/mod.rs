@@ -226,6 +226,33 @@ impl Collector for Scrape {
             }),
         )?;
 
+        let faults = &CLOSE_REASONS[super::snapshot::FIRST_FAULT..];
+        counters(
+            e,
+            (
+                "switchyard_messages_dropped",
+                "Messages dropped unanswered, by why they failed: one-way messages that could not go, and failed requests without an error answer on listeners whose answers need no order (the client stays connected).",
+            ),
+            ("reason", faults),
+            v.listeners.iter().map(|l| {
+                (
+                    listener(&l.name),
+                    faults.iter().map(|r| l.dropped.get(r).copied().unwrap_or(0)).collect(),
+                )
+            }),
+        )?;
+        counters(
+            e,
+            (
+                "switchyard_messages_local",
+                "Frames the listener's protocol answered or dropped itself (keep-alives, pings addressed to the proxy).",
+            ),
+            ("kind", &["local"]),
+            v.listeners
+                .iter()
+                .map(|l| (listener(&l.name), vec![l.local])),
+        )?;
+
         // Clusters and pins.
         counters(
             e,
@@ -267,10 +294,10 @@ impl Collector for Scrape {
             e,
             (
                 "switchyard_pin_evictions",
-                "Pins dropped: full = the table was at max_entries, expired = idle past the TTL.",
+                "Pins dropped: full = the table was at max_entries, expired = idle past the TTL, ended = the session ended (ENDS_SESSION).",
             ),
-            ("cause", &["full", "expired"]),
-            pinned().map(|c| (cluster(&c.name), vec![c.pin_evictions, c.pin_expired])),
+            ("cause", &["full", "expired", "ended"]),
+            pinned().map(|c| (cluster(&c.name), vec![c.pin_evictions, c.pin_expired, c.pin_released])),
         )?;
 
         backends::encode(e, v)?;

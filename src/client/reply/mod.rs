@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use switchyard_core::{ClientFault, CloseReason, Fault, ReplySink, SmallBytes, Ticket};
-use switchyard_proto::{Failure, Key, Merge, Protocol, Span};
+use switchyard_proto::{Correlation, Failure, Key, Merge, Protocol, Span};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use window::Window;
@@ -55,6 +55,11 @@ pub(crate) struct Client {
     protocol: Arc<dyn Protocol>,
     /// Answers go out in request order (`in_order`); otherwise as they come (`by_id`).
     ordered: bool,
+    /// Answers carry the proxy's ids, to be replaced by the client's own (`by_id`).
+    rewrites_ids: bool,
+    /// A failed request without an error answer is dropped (`on_unanswerable = "drop"`),
+    /// not its client closed.
+    drop_unanswerable: bool,
     /// The client's id is kept with each request: always out of order (it is restored on
     /// the answer), in order only when the error answer carries it.
     keep_ids: bool,
@@ -94,19 +99,23 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of a listener speaking `protocol`, whose unread answers may grow to
-    /// `max_reply_buffer` bytes; `ordered`: its answers go out in request order.
+    /// A client of a listener speaking `protocol`, whose answers find their requests as
+    /// `correlation` says (a failed request without an error answer dropped, if
+    /// `drop_unanswerable`) and whose unread answers may grow to `max_reply_buffer` bytes.
     pub(crate) fn new(
         gid: u64,
         peer: SocketAddr,
         protocol: Arc<dyn Protocol>,
-        ordered: bool,
+        (correlation, drop_unanswerable): (Correlation, bool),
         max_reply_buffer: usize,
         counters: Arc<ListenerCounters>,
     ) -> Self {
+        let ordered = correlation == Correlation::InOrder;
         Client {
             gid,
             peer,
+            rewrites_ids: correlation == Correlation::ById,
+            drop_unanswerable: drop_unanswerable && !ordered,
             keep_ids: !ordered || protocol.error_answer_needs_id(),
             protocol,
             ordered,
@@ -195,6 +204,7 @@ impl Client {
             key: key
                 .filter(|_| self.protocol.error_answer_needs_key())
                 .map(SmallBytes::new),
+            end_session: None,
         }
     }
 
@@ -212,10 +222,34 @@ impl Client {
         self.splits.borrow_mut().joined(seq, part, members);
     }
 
-    /// Answers the next request from the proxy itself, in its place in the client's order.
+    /// Answers the next request from the proxy itself, in its place in the client's order
+    /// (at once where answers need no order).
     pub(crate) fn reply_local(&self, answer: &[u8]) {
+        if !self.ordered {
+            self.inflight.set(self.inflight.get() + 1);
+            self.answer_unordered(answer);
+            return;
+        }
         let seq = self.begin_request();
-        self.answer_in_order(seq, answer);
+        self.answer_in_order(seq, answer, true);
+    }
+
+    /// Whether a failed request without an error answer costs the client its connection:
+    /// where answers go out in request order (a missing one would shift every later
+    /// answer onto the wrong request), or the listener says so (`on_unanswerable =
+    /// "close"`). Otherwise it is dropped, logged and counted, and the client's other
+    /// sessions go on.
+    fn must_close_unanswered(&self, ticket: &Ticket) -> bool {
+        !self.drop_unanswerable || ticket.part.is_some()
+    }
+
+    /// A message is dropped unanswered for `fault`: counted, and logged (throttled).
+    pub(crate) fn dropped(&self, fault: &Fault, what: &str) {
+        let reason = CloseReason::Fault(fault.clone());
+        self.counters.dropped[crate::metrics::close_index(&reason)].inc();
+        if let Some(suppressed) = crate::throttle::admit(&[what, &fault.to_string()]) {
+            tracing::warn!(client = %self.peer, conn = %crate::registry::conn_name(self.gid), %fault, suppressed, "dropping {what}");
+        }
     }
 
     /// Request `ticket` failed before it was sent, or a request the proxy refuses:
@@ -234,32 +268,24 @@ impl Client {
                 self.notify.notify_one();
                 Ok(())
             }
-            None => {
+            None if self.must_close_unanswered(ticket) => {
                 self.finish_request();
                 Err(fault.clone())
+            }
+            None => {
+                self.finish_request();
+                self.dropped(fault, "a failed request that has no error answer");
+                self.notify.notify_one();
+                Ok(())
             }
         }
     }
 
-    /// A message that awaits no answer (memcache `noreply`, a `none` listener's) could not
-    /// be routed: dropped where the protocol answers failures (its client is told nothing
-    /// of a one-way message either way), else `Err`: the client must close, as for any
-    /// failure it cannot be told of.
-    pub(crate) fn refuse_unanswered(&self, fault: &Fault) -> Result<(), Fault> {
-        let reason = fault.to_string();
-        let failure = Failure {
-            id: None,
-            key: None,
-            reason: &reason,
-            request: None,
-        };
-        match self.protocol.error_answer(&failure) {
-            Ok(Some(_)) => {
-                tracing::debug!(%fault, "dropping a one-way message");
-                Ok(())
-            }
-            _ => Err(fault.clone()),
-        }
+    /// A message that awaits no answer (memcache `noreply`, a SIP ACK, a `none` listener's)
+    /// could not be routed: dropped, counted and logged; its client, told nothing of a
+    /// one-way message either way, stays connected.
+    pub(crate) fn refuse_unanswered(&self, fault: &Fault) {
+        self.dropped(fault, "a one-way message");
     }
 
     /// The protocol's error answer for `ticket`'s request, if it has one.
@@ -291,7 +317,7 @@ impl Client {
     fn deliver(&self, ticket: &Ticket, answer: &[u8]) {
         match ticket.part {
             Some(part) => self.answer_part(ticket.seq, part, answer),
-            None if self.ordered => self.answer_in_order(ticket.seq, answer),
+            None if self.ordered => self.answer_in_order(ticket.seq, answer, true),
             None => self.answer_unordered(answer),
         }
     }
@@ -304,26 +330,34 @@ impl Client {
             .borrow_mut()
             .answer(seq, part, frame, &*self.protocol);
         if let Some(m) = merged {
-            self.answer_in_order(seq, &m);
+            self.answer_in_order(seq, &m, true);
         }
     }
 
-    /// The answer to request `seq`, in the client's order.
-    fn answer_in_order(&self, seq: u64, frame: &[u8]) {
-        self.finish_request();
+    /// An answer to request `seq` (`last`: its final one), in the client's order.
+    fn answer_in_order(&self, seq: u64, frame: &[u8], last: bool) {
+        if last {
+            self.finish_request();
+        }
         if self.gone() {
             return;
         }
         self.counters.messages_out.inc();
         self.order
             .borrow_mut()
-            .deliver(seq, frame, &mut self.out.buf.borrow_mut());
+            .deliver(seq, frame, last, &mut self.out.buf.borrow_mut());
         self.check_bound();
     }
 
     /// An answer of a listener whose answers need no reordering (`by_id`): out as it is.
     fn answer_unordered(&self, frame: &[u8]) {
         self.finish_request();
+        self.write_unordered(frame);
+    }
+
+    /// An answer out as it is, the request left as it was (a provisional answer, or the
+    /// rest of [`Self::answer_unordered`]).
+    fn write_unordered(&self, frame: &[u8]) {
         if self.gone() {
             return;
         }
@@ -333,9 +367,11 @@ impl Client {
     }
 
     /// The answer to a `by_id` request: `frame` with the id field at `id` replaced by the
-    /// client's own id bytes.
-    fn answer_by_id(&self, frame: &[u8], id: Span, client_id: &[u8]) {
-        self.finish_request();
+    /// client's own id bytes; `last`: its final answer.
+    fn answer_by_id(&self, frame: &[u8], id: Span, client_id: &[u8], last: bool) {
+        if last {
+            self.finish_request();
+        }
         if self.gone() {
             return;
         }
@@ -453,10 +489,22 @@ impl ReplySink for Client {
         }
         match (&ticket.orig_id, id_at) {
             // In order, the backend had the client's own id: the answer carries it.
-            (Some(orig), Some(span)) if !self.ordered => {
-                self.answer_by_id(frame, span, orig.as_slice())
+            (Some(orig), Some(span)) if !self.ordered && self.rewrites_ids => {
+                self.answer_by_id(frame, span, orig.as_slice(), true)
             }
             _ => self.deliver(ticket, frame),
+        }
+    }
+
+    fn provisional(&self, ticket: &Ticket, frame: &[u8], id_at: Option<Span>) {
+        match (&ticket.orig_id, id_at) {
+            // A split request's parts have one answer each.
+            _ if ticket.part.is_some() => {}
+            (Some(orig), Some(span)) if !self.ordered && self.rewrites_ids => {
+                self.answer_by_id(frame, span, orig.as_slice(), false)
+            }
+            _ if self.ordered => self.answer_in_order(ticket.seq, frame, false),
+            _ => self.write_unordered(frame),
         }
     }
 

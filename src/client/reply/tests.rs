@@ -12,7 +12,11 @@ fn client_of(protocol: Arc<dyn Protocol>, ordered: bool, bound: usize) -> Client
         1,
         "127.0.0.1:1".parse().unwrap(),
         protocol,
-        ordered,
+        if ordered {
+            (switchyard_proto::Correlation::InOrder, false)
+        } else {
+            (switchyard_proto::Correlation::ById, true)
+        },
         bound,
         Default::default(),
     )
@@ -70,6 +74,7 @@ fn a_joined_part_is_answered_per_member_and_handed_back_split() {
         part: Some(n),
         orig_id: None,
         key: None,
+        end_session: None,
     };
     // Handed back unwritten: it comes back as its two parts, keyed by their own keys.
     c.hand_back(Some(part(0)), joined.frame.clone(), None, true);
@@ -179,4 +184,58 @@ fn an_in_order_client_holds_new_requests_while_one_is_on_probation() {
     let by_id = client_of(Arc::new(MemcacheProtocol), false, 1 << 20);
     by_id.retrying(true);
     assert!(!by_id.held_for_retry());
+}
+
+/// Provisional answers go out in their request's place; only the final one lets the next
+/// request's answers out, and only it ends the request.
+#[test]
+fn provisional_answers_keep_their_place_and_their_request() {
+    let c = client(1 << 20);
+    let t: Vec<Ticket> = (0..3).map(|_| ticket(&c)).collect();
+    c.provisional(&t[1], b"b1", None);
+    c.answer(&t[2], b"C", None);
+    c.provisional(&t[0], b"a1", None);
+    assert_eq!(
+        output(&c),
+        b"a1",
+        "the first request's provisional answer at once"
+    );
+    c.provisional(&t[1], b"b2", None);
+    c.answer(&t[0], b"A", None);
+    assert_eq!(
+        output(&c),
+        b"Ab1b2",
+        "the next request's so far, and no further"
+    );
+    assert_eq!(
+        c.inflight(),
+        1,
+        "only the second request awaits its final answer"
+    );
+    c.provisional(&t[1], b"b3", None);
+    assert_eq!(output(&c), b"b3", "its request is due now: straight out");
+    c.answer(&t[1], b"B", None);
+    assert_eq!(output(&c), b"BC");
+    assert_eq!(c.inflight(), 0);
+}
+
+/// Where answers need no order, a failed request without an error answer is dropped and
+/// counted; the client is not closed.
+#[test]
+fn an_unanswerable_failure_is_dropped_where_answers_need_no_order() {
+    let config: switchyard_proto::netstring::Config = toml::from_str("").unwrap();
+    let proto: Arc<dyn Protocol> = Arc::new(config.protocol().unwrap());
+    let c = client_of(proto.clone(), false, 1 << 20);
+    let t = ticket(&c);
+    let fault: Fault = switchyard_core::BackendFault::NoBackend("x".into()).into();
+    c.fail(&t, &fault, None);
+    assert!(c.failure().is_none(), "still open");
+    assert_eq!(c.inflight(), 0);
+    let dropped: u64 = c.counters.dropped.iter().map(|x| x.get()).sum();
+    assert_eq!(dropped, 1);
+    // In order, the same failure closes the client (every later answer would shift).
+    let c = client_of(proto, true, 1 << 20);
+    let t = ticket(&c);
+    c.fail(&t, &fault, None);
+    assert!(c.failure().is_some());
 }

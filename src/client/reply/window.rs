@@ -1,14 +1,25 @@
 //! A client's order: the sequence numbers its requests get, and the answers that came
 //! ahead of an earlier request's, held until that one comes (an `in_order` client's
-//! requests may go to different backends, which answer at their own pace).
+//! requests may go to different backends, which answer at their own pace). A request may
+//! have provisional answers before its final one: they go out in its place too, and only
+//! the final one lets the next request's answers out.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::collections::VecDeque;
+
+/// The answers held for one request that is not the next due.
+#[derive(Debug, Default, Clone)]
+struct Slot {
+    /// Its answers so far (provisional ones, then the final one), in arrival order.
+    bytes: Vec<u8>,
+    /// Whether the final answer is among them.
+    done: bool,
+}
 
 /// The reorder window; slot 0 is sequence `base`.
 #[derive(Debug, Default)]
 pub(super) struct Window {
-    held: VecDeque<Option<Bytes>>,
+    held: VecDeque<Slot>,
     /// Bytes held.
     held_bytes: usize,
     base: u64,
@@ -23,30 +34,40 @@ impl Window {
         seq
     }
 
-    /// The answer to request `seq`: out at once if it is the next one due (with every
-    /// answer that was waiting behind it), else held.
+    /// An answer to request `seq` (`last`: its final one): out at once if `seq` is the
+    /// next one due (after a final one, with every answer that was waiting behind it), else
+    /// held. The slot of the request due holds nothing: its answers go straight out.
     #[inline]
-    pub(super) fn deliver(&mut self, seq: u64, frame: &[u8], out: &mut BytesMut) {
+    pub(super) fn deliver(&mut self, seq: u64, frame: &[u8], last: bool, out: &mut BytesMut) {
         if seq == self.base {
             out.extend_from_slice(frame);
+            if !last {
+                return;
+            }
             self.base += 1;
             if !self.held.is_empty() {
                 self.held.pop_front();
             }
-            // Release answers that were waiting for this one.
-            while let Some(Some(_)) = self.held.front() {
-                if let Some(Some(b)) = self.held.pop_front() {
-                    out.extend_from_slice(&b);
-                    self.held_bytes -= b.len();
-                    self.base += 1;
+            // Release answers that were waiting for this one; the next request due sends
+            // what it has, and the rest waits behind it if it is not done.
+            while let Some(front) = self.held.front_mut() {
+                let bytes = std::mem::take(&mut front.bytes);
+                self.held_bytes -= bytes.len();
+                out.extend_from_slice(&bytes);
+                if !front.done {
+                    break;
                 }
+                self.held.pop_front();
+                self.base += 1;
             }
         } else if seq > self.base {
             let slot = (seq - self.base) as usize;
             if self.held.len() <= slot {
-                self.held.resize(slot + 1, None);
+                self.held.resize(slot + 1, Slot::default());
             }
-            self.held[slot] = Some(Bytes::copy_from_slice(frame));
+            let s = &mut self.held[slot];
+            s.bytes.extend_from_slice(frame);
+            s.done |= last;
             self.held_bytes += frame.len();
         }
     }

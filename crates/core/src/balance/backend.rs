@@ -122,4 +122,12 @@ impl Backend {
         self.load.on_answer(latency);
         self.ejection.on_success();
     }
+
+    /// A request's first answer was provisional, `latency` after it was queued: the
+    /// backend is alive and this is its latency; the request stays outstanding until its
+    /// final answer ([`Load::on_final_answer`]).
+    pub fn on_provisional(&self, latency: std::time::Duration) {
+        self.load.on_first_answer(latency);
+        self.ejection.on_success();
+    }
 }

@@ -33,7 +33,7 @@ impl Cluster {
     /// the same name and address keep their state and id (so their pins stay valid), and
     /// the session store is kept if the cluster still has persistence.
     pub fn evolve(settings: BalanceSettings, previous: Option<&Cluster>) -> Self {
-        let backends = settings
+        let backends: Vec<Arc<Backend>> = settings
             .backends
             .iter()
             .map(|b| {
@@ -60,9 +60,19 @@ impl Cluster {
                         t
                     }
                     None => {
+                        // A new store counts every backend's pins from zero.
+                        for b in backends.iter() {
+                            b.load
+                                .sessions_counter()
+                                .store(0, std::sync::atomic::Ordering::Relaxed);
+                        }
                         Arc::new(SessionTable::new(p.ttl, p.max_entries)) as Arc<dyn SessionStore>
                     }
                 });
+        if let Some(s) = &sessions {
+            s.ledger()
+                .set(backends.iter().map(|b| (b.id, b.load.sessions_counter())));
+        }
         Cluster {
             keymap: keymap::build(&settings),
             settings,
@@ -102,6 +112,14 @@ impl Cluster {
     /// function requests and pushes are both keyed by.
     pub fn session_key(&self, key: &[u8]) -> u64 {
         key_hash(self.hash_key(key))
+    }
+
+    /// The session `key` (from [`Self::session_key`]) ended: its pin is released, and its
+    /// backend's session count drops. Whether there was one.
+    pub fn end_session(&self, key: u64) -> bool {
+        self.sessions
+            .as_ref()
+            .is_some_and(|s| s.release(key).is_some())
     }
 
     /// Records the client connection `owner` as the owner of the session `key` (from

@@ -5,6 +5,7 @@
 //! it is per worker, in the proxy's metrics, off the shared cache lines.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Weight of a new latency sample in the EWMA.
@@ -18,6 +19,8 @@ pub struct Load {
     outstanding: AtomicU64,
     ewma_ns: AtomicU64,
     answered: AtomicU64,
+    /// Sessions pinned to the backend, counted by the cluster's session store.
+    sessions: Arc<AtomicU64>,
 }
 
 impl Default for Load {
@@ -26,6 +29,7 @@ impl Default for Load {
             outstanding: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(INITIAL_EWMA_NS.to_bits()),
             answered: AtomicU64::new(0),
+            sessions: Arc::default(),
         }
     }
 }
@@ -42,18 +46,8 @@ impl Load {
     /// An answer arrived `latency` after its request was queued.
     #[inline]
     pub fn on_answer(&self, latency: Duration) {
-        self.answered.fetch_add(1, Ordering::Relaxed);
-        self.dec_outstanding();
-        // Not `as_nanos() as f64`: a u128 to f64 conversion is a library call.
-        let sample = latency.as_secs_f64() * 1e9;
-        let old = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
-        // Peak-sensitive: a slow answer is believed at once, recovery is gradual.
-        let new = if sample > old {
-            sample
-        } else {
-            old + EWMA_ALPHA * (sample - old)
-        };
-        self.ewma_ns.store(new.to_bits(), Ordering::Relaxed);
+        self.on_final_answer();
+        self.on_first_answer(latency);
     }
 
     /// A request to the backend failed without an answer.
@@ -67,6 +61,40 @@ impl Load {
         let _ = self
             .outstanding
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// A first, provisional answer arrived `latency` after its request was queued: the
+    /// latency EWMA learns from it (the final answer then only ends the request).
+    #[inline]
+    pub fn on_first_answer(&self, latency: Duration) {
+        // Not `as_nanos() as f64`: a u128 to f64 conversion is a library call.
+        let sample = latency.as_secs_f64() * 1e9;
+        let old = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        // Peak-sensitive: a slow answer is believed at once, recovery is gradual.
+        let new = if sample > old {
+            sample
+        } else {
+            old + EWMA_ALPHA * (sample - old)
+        };
+        self.ewma_ns.store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The final answer of a request that had a provisional one (its latency counted then).
+    #[inline]
+    pub fn on_final_answer(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.dec_outstanding();
+    }
+
+    /// Sessions pinned to the backend (every worker's; the session store counts them).
+    #[inline]
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// The counter the session store counts the backend's pins into.
+    pub fn sessions_counter(&self) -> Arc<AtomicU64> {
+        self.sessions.clone()
     }
 
     /// Requests awaiting answers, across all workers.

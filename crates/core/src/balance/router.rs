@@ -88,6 +88,8 @@ pub enum Routed {
     Busy,
     /// No backend can take it.
     Unavailable,
+    /// It answers a backend's request, and its session has no live pin: no backend asked.
+    NoSession,
 }
 
 impl Routed {
@@ -156,6 +158,42 @@ impl Cluster {
             (Some(k), Some(_)) => now.pin(k, picker),
             _ => now.place(key, picker).routed(None),
         }
+    }
+}
+
+impl Cluster {
+    /// Routes a client's answer to a request a backend sent (a SIP 200 to a server's BYE):
+    /// to the backend its session (`key`) is pinned to, never placed anew. Clusters without
+    /// persistence place it as any message (a key-hashing policy finds the same backend).
+    pub fn route_answer(
+        &self,
+        key: Option<&[u8]>,
+        picker: &mut dyn Policy,
+        reach: &dyn Reach,
+        ms: u64,
+    ) -> Routed {
+        let (Some(store), Some(k)) = (&self.sessions, key) else {
+            return self.route_at(key, picker, reach, ms);
+        };
+        let session = self.session_key(k);
+        let Some(i) = store.backend_of(session).and_then(|id| self.index_of(id)) else {
+            return Routed::NoSession;
+        };
+        let now = Now {
+            cluster: self,
+            reach,
+            ms,
+            fail: true,
+        };
+        if !now.usable(i) {
+            return Routed::PinnedDown(Some(i));
+        }
+        Routed::To(Route {
+            backend: i,
+            how: How::Pinned,
+            session: Some(session),
+            owner: 0,
+        })
     }
 }
 

@@ -37,7 +37,7 @@ mod cases {
                 },
                 Routed::PinnedDown(b) => R::PinnedDown(b),
                 Routed::Busy => R::Busy,
-                Routed::Unavailable => R::Unavailable,
+                Routed::Unavailable | Routed::NoSession => R::Unavailable,
             }
         }
     }

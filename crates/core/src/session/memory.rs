@@ -4,7 +4,7 @@ use crate::clock::now_ms;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 const SHARDS: usize = 64;
@@ -80,6 +80,34 @@ pub enum PinOutcome {
     Unavailable,
 }
 
+/// Where a store counts each backend's pins: the backends' own counters (their
+/// `Load::sessions`), by backend id, for the `least_sessions` policy. A pin to a backend
+/// without a counter here is not counted.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    counters: RwLock<HashMap<u32, Arc<AtomicU64>>>,
+}
+
+impl Ledger {
+    /// Counts into these counters from now on (the cluster's backends after a reload).
+    pub fn set(&self, counters: impl IntoIterator<Item = (u32, Arc<AtomicU64>)>) {
+        *self.counters.write().unwrap_or_else(|p| p.into_inner()) = counters.into_iter().collect();
+    }
+
+    /// One pin more (`up`) or fewer on `backend`.
+    #[inline]
+    fn count(&self, backend: u32, up: bool) {
+        let map = self.counters.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&backend) {
+            if up {
+                c.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+        }
+    }
+}
+
 /// A sharded, bounded, TTL'd map of key → backend pins.
 pub struct SessionTable {
     shards: Box<[Mutex<Map>]>,
@@ -88,6 +116,9 @@ pub struct SessionTable {
     len: AtomicUsize,
     evicted: AtomicUsize,
     expired: AtomicUsize,
+    released: AtomicUsize,
+    /// Pins per backend, for the policies.
+    pub(crate) ledger: Ledger,
 }
 
 impl std::fmt::Debug for SessionTable {
@@ -110,6 +141,8 @@ impl SessionTable {
             len: AtomicUsize::new(0),
             evicted: AtomicUsize::new(0),
             expired: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
+            ledger: Ledger::default(),
         }
     }
 
@@ -175,10 +208,15 @@ impl SessionTable {
             last_used: now,
             since: now,
         };
-        if map.insert(key, pin).is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            if map.len() > self.per_shard.load(Ordering::Relaxed) {
-                self.evict_one(&mut map, key, now);
+        self.ledger.count(backend, true);
+        match map.insert(key, pin) {
+            // Moved, or an expired pin not purged yet: its backend holds it no more.
+            Some(old) => self.ledger.count(old.backend, false),
+            None => {
+                self.len.fetch_add(1, Ordering::Relaxed);
+                if map.len() > self.per_shard.load(Ordering::Relaxed) {
+                    self.evict_one(&mut map, key, now);
+                }
             }
         }
         match moved_from {
@@ -196,11 +234,25 @@ impl SessionTable {
             .take(EVICTION_SAMPLE)
             .max_by_key(|(_, p)| now.saturating_sub(p.last_used))
             .map(|(k, _)| *k);
-        if let Some(k) = victim {
-            map.remove(&k);
+        if let Some(p) = victim.and_then(|k| map.remove(&k)) {
+            self.ledger.count(p.backend, false);
             self.len.fetch_sub(1, Ordering::Relaxed);
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Forgets `key`'s pin (its session ended); returns the backend it was pinned to.
+    pub fn release(&self, key: u64) -> Option<u32> {
+        let pin = self.shard(key).remove(&key)?;
+        self.ledger.count(pin.backend, false);
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.released.fetch_add(1, Ordering::Relaxed);
+        Some(pin.backend)
+    }
+
+    /// Pins released because their session ended.
+    pub fn released(&self) -> usize {
+        self.released.load(Ordering::Relaxed)
     }
 
     /// Records the client connection `owner` as the one that owns `key`'s session (where a
@@ -252,9 +304,14 @@ impl SessionTable {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = map.len();
-            map.retain(|_, p| now.saturating_sub(p.last_used) < ttl);
-            removed += before - map.len();
+            map.retain(|_, p| {
+                let live = now.saturating_sub(p.last_used) < ttl;
+                if !live {
+                    self.ledger.count(p.backend, false);
+                    removed += 1;
+                }
+                live
+            });
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
         self.expired.fetch_add(removed, Ordering::Relaxed);
@@ -328,6 +385,41 @@ mod tests {
         t.claim(key_hash(b"nobody"), 3);
         assert_eq!(t.owner_of(key_hash(b"nobody")), None);
         assert_eq!(t.len(), 1);
+    }
+
+    /// Each backend's count of pins follows every way a pin comes and goes: new, moved,
+    /// replaced after expiring, released, evicted, purged.
+    #[test]
+    fn the_ledger_counts_each_backends_pins() {
+        let t = SessionTable::new(Duration::from_millis(30), 64 * 4);
+        let c: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::default()).collect();
+        t.ledger.set((0..3).map(|i| (i as u32, c[i].clone())));
+        let n = |i: usize| c[i].load(Ordering::Relaxed);
+        let (a, b) = (key_hash(b"a"), key_hash(b"b"));
+        t.route(a, now_ms(), true, |_| true, || Some(0));
+        t.route(b, now_ms(), true, |_| true, || Some(0));
+        assert_eq!((n(0), n(1)), (2, 0));
+        t.route(a, now_ms(), true, |x| x != 0, || Some(1));
+        assert_eq!((n(0), n(1)), (1, 1), "moved");
+        assert_eq!(t.release(a), Some(1));
+        assert_eq!((t.release(a), n(1), t.released(), t.len()), (None, 0, 1, 1));
+        // b expires; routed again it is pinned anew, not counted twice.
+        std::thread::sleep(Duration::from_millis(40));
+        t.route(b, now_ms(), true, |_| true, || Some(2));
+        assert_eq!((n(0), n(2)), (0, 1), "an expired pin replaced");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(t.purge_expired(), 1);
+        assert_eq!(n(2), 0, "purged");
+        for i in 0..5_000u64 {
+            t.route(
+                key_hash(&i.to_le_bytes()),
+                now_ms(),
+                true,
+                |_| true,
+                || Some(1),
+            );
+        }
+        assert_eq!(n(1) as usize, t.len(), "evictions counted");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 mod memory;
 
-pub use memory::{PinInfo, PinOutcome, SessionTable};
+pub use memory::{Ledger, PinInfo, PinOutcome, SessionTable};
 
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
@@ -59,6 +59,14 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     fn evicted(&self) -> usize;
     /// Pins dropped so far because they were idle past the TTL.
     fn expired(&self) -> usize;
+    /// Forgets `key`'s pin because its session ended (a call's BYE was answered); returns
+    /// the backend it was pinned to.
+    fn release(&self, key: u64) -> Option<u32>;
+    /// Pins released so far because their session ended.
+    fn released(&self) -> usize;
+    /// Where the store counts each backend's pins (the `least_sessions` policy reads the
+    /// counts): a backend id → counter map the cluster sets on every reload.
+    fn ledger(&self) -> &Ledger;
 }
 
 impl SessionStore for SessionTable {
@@ -98,5 +106,14 @@ impl SessionStore for SessionTable {
     }
     fn set_limits(&self, ttl: Duration, max_entries: usize) {
         SessionTable::set_limits(self, ttl, max_entries)
+    }
+    fn release(&self, key: u64) -> Option<u32> {
+        SessionTable::release(self, key)
+    }
+    fn released(&self) -> usize {
+        SessionTable::released(self)
+    }
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 }

@@ -21,7 +21,7 @@ pub use vm::{inspect, ScriptInfo};
 
 use crate::error::CodecError;
 use crate::error::Invalid;
-use crate::frame::{Failure, Frame, FrameSet, Key, Span};
+use crate::frame::{Failure, Flags, Frame, FrameSet, Key, Span};
 use crate::protocol::{Capabilities, Correlation, Direction, Framer, Protocol};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -143,6 +143,7 @@ impl Protocol for LuaProtocol {
             Some("in_order") => Some(Correlation::InOrder),
             Some("by_id") => Some(Correlation::ById),
             Some("none") => Some(Correlation::None),
+            Some("by_id_as_sent") => Some(Correlation::ByIdAsSent),
             _ => None,
         };
         Capabilities {
@@ -173,6 +174,22 @@ impl Protocol for LuaProtocol {
 
     fn error_answer_needs_id(&self) -> bool {
         self.spec.info.has_error_reply
+    }
+
+    /// A script whose `error_reply` takes a fourth parameter is given the request's bytes.
+    fn error_answer_needs_request(&self) -> bool {
+        self.spec.info.error_reply_gets_request
+    }
+
+    /// The script's `local_reply(frame)`, run on this thread's VM.
+    fn local_answer(&self, frame: &[u8]) -> Result<Option<bytes::Bytes>, String> {
+        if !self.spec.info.has_local_reply {
+            return Err(format!(
+                "{}: a frame was marked LOCAL but the script has no local_reply function",
+                self.spec.path.display()
+            ));
+        }
+        Vm::for_thread(&self.spec)?.local_reply(frame)
     }
 }
 
@@ -300,7 +317,14 @@ fn record(r: &[u8; RECORD], at: usize, left: usize, max_frame: usize) -> Result<
             len: n as u32,
         })
     };
-    let key = match u32_at(r, 20) {
+    let flags = r[21];
+    if flags & !Flags::ALL != 0 {
+        return bad(format!("unknown flags {flags:#x} (mark takes ONE_WAY, PROVISIONAL, ENDS_SESSION, ANSWER, REQUEST, LOCAL, DROP)"));
+    }
+    if flags & Flags::ANSWER != 0 && flags & Flags::REQUEST != 0 {
+        return bad("a frame marked both ANSWER and REQUEST".into());
+    }
+    let key = match r[20] {
         // `frame`: a key if it has bytes.
         0 if u32_at(r, 8) == 0 => None,
         0 | 1 => Some(Key::Bytes(span(u32_at(r, 4), u32_at(r, 8), "key")?)),
@@ -325,6 +349,7 @@ fn record(r: &[u8; RECORD], at: usize, left: usize, max_frame: usize) -> Result<
         len: len as u32,
         id,
         key,
+        flags: Flags(flags),
     })
 }
 

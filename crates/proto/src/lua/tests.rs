@@ -294,3 +294,144 @@ proptest! {
         example_frames_agree("sip.lua", &sip, &cuts, bodies.len());
     }
 }
+
+/// The SIP example on real SIP: compact and lower-case header names, the marks of every
+/// kind of message, keep-alives, and what it answers itself.
+#[test]
+fn sip_example_marks_every_kind_of_message() {
+    let spec = example("sip.lua");
+    assert!(spec.info.error_reply_gets_request && spec.info.has_local_reply);
+    let protocol = LuaProtocol::new(spec.clone());
+    assert_eq!(
+        protocol.capabilities().correlation,
+        Some(Correlation::ByIdAsSent)
+    );
+    let msgs: [&[u8]; 9] = [
+        b"INVITE sip:bob@b SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:bob@b>\r\ni: c1@a\r\nCSeq: 1 INVITE\r\nl: 3\r\n\r\nsdp",
+        b"SIP/2.0 100 Trying\r\ncall-id: c1@a\r\ncseq: 1 INVITE\r\ncontent-length: 0\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nCALL-ID : c1@a\r\nCSeq:1 INVITE\r\nContent-Length:0\r\n\r\n",
+        b"ACK sip:bob@b SIP/2.0\r\nCall-ID: c1@a\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        b"BYE sip:bob@b SIP/2.0\r\nCall-ID: c1@a\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nCall-ID: c1@a\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        b"\r\n\r\n",
+        b"\r\n",
+        b"OPTIONS sip:proxy SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK2\r\nMax-Forwards: 0\r\nCall-ID: ping@a\r\nCSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    ];
+    let stream: Vec<u8> = msgs.concat();
+    let mut codec = LuaCodec::new(&spec, Direction::Requests, 1 << 20).unwrap();
+    let mut frames = Vec::new();
+    codec.scan(&stream, &mut frames).unwrap();
+    assert_eq!(frames.len(), msgs.len());
+    let want = [
+        Flags::REQUEST,
+        Flags::ANSWER | Flags::PROVISIONAL,
+        Flags::ANSWER,
+        Flags::REQUEST | Flags::ONE_WAY,
+        Flags::REQUEST | Flags::ENDS_SESSION,
+        Flags::ANSWER | Flags::ENDS_SESSION,
+        Flags::LOCAL,
+        Flags::DROP,
+        Flags::LOCAL,
+    ];
+    let mut at = 0;
+    for (i, (fr, m)) in frames.iter().zip(msgs).enumerate() {
+        assert_eq!(fr.len as usize, m.len(), "frame {i}");
+        assert_eq!(fr.flags, Flags(want[i]), "frame {i}");
+        let bytes = &stream[at..at + m.len()];
+        if i < 6 {
+            let key = fr.key.unwrap().bytes(bytes, &mut [0; 8]).to_vec();
+            assert_eq!(key, b"c1@a", "frame {i}: Call-ID, any spelling");
+            let id = fr.id.unwrap().slice(bytes);
+            assert!(
+                id.starts_with(b"1 ") || id.starts_with(b"2 "),
+                "frame {i}: the whole CSeq"
+            );
+        }
+        at += m.len();
+    }
+    // What the proxy answers itself.
+    assert_eq!(
+        protocol.local_answer(b"\r\n\r\n").unwrap().unwrap(),
+        &b"\r\n"[..]
+    );
+    let pong = protocol.local_answer(msgs[8]).unwrap().unwrap();
+    let pong = std::str::from_utf8(&pong).unwrap();
+    assert!(pong.starts_with("SIP/2.0 200 OK\r\n"), "{pong}");
+    assert!(
+        pong.contains(
+            "Via: SIP/2.0/TCP a;branch=z9hG4bK2\r\nCall-ID: ping@a\r\nCSeq: 7 OPTIONS\r\n"
+        ),
+        "{pong}"
+    );
+    assert!(pong.ends_with("Content-Length: 0\r\n\r\n"), "{pong}");
+    // A failed request's 503 copies its own headers, and the To gets a tag.
+    let failure = Failure {
+        id: Some(b"1 INVITE"),
+        key: Some(b"c1@a"),
+        reason: "backend s1 failed: \"gone\"\r\n",
+        request: Some(msgs[0]),
+    };
+    let answer = protocol.error_answer(&failure).unwrap().unwrap();
+    let answer = std::str::from_utf8(&answer).unwrap();
+    assert!(answer.starts_with("SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:bob@b>;tag=switchyard\r\ni: c1@a\r\nCSeq: 1 INVITE\r\n"), "{answer}");
+    assert!(
+        answer.contains(
+            "Warning: 399 switchyard \"backend s1 failed:  gone   \"\r\nContent-Length: 0\r\n\r\n"
+        ),
+        "{answer}"
+    );
+    // The answer frames as one SIP message with the request's Call-ID and CSeq.
+    let mut back = LuaCodec::new(&spec, Direction::Answers, 1 << 20).unwrap();
+    let mut f = Vec::new();
+    back.scan(answer.as_bytes(), &mut f).unwrap();
+    assert_eq!((f.len(), f[0].len as usize), (1, answer.len()));
+    // Without the request's bytes there is no answer (the request is dropped, counted).
+    let bare = Failure {
+        request: None,
+        ..failure
+    };
+    assert_eq!(protocol.error_answer(&bare).unwrap(), None);
+    // Garbage is refused with a reason.
+    let mut codec = LuaCodec::new(&spec, Direction::Requests, 1 << 20).unwrap();
+    let e = codec
+        .scan(
+            b"INVITE sip:x SIP/2.0\r\nCall-ID: a\r\n\r\n",
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("Content-Length"), "{e}");
+}
+
+#[test]
+fn marks_are_checked() {
+    let mut s = script("return { scan = function(d, n, out) frame(out, 0, n); mark(out, 0, ANSWER + REQUEST); return 1 end }");
+    let e = s.scan(b"abc", &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("both ANSWER and REQUEST"), "{e}");
+    let mut s = script(
+        "return { scan = function(d, n, out) frame(out, 0, n); mark(out, 0, 128); return 1 end }",
+    );
+    assert!(s.scan(b"abc", &mut Vec::new()).is_err());
+    let mut s = script("return { scan = function(d, n, out) frame_intkey(out, 0, n, 5); mark(out, 0, ONE_WAY + ENDS_SESSION); return 1 end }");
+    let mut f = Vec::new();
+    s.scan(b"abc", &mut f).unwrap();
+    assert_eq!(
+        (f[0].key, f[0].flags),
+        (
+            Some(Key::Int(5)),
+            Flags(Flags::ONE_WAY | Flags::ENDS_SESSION)
+        )
+    );
+}
+
+#[test]
+fn header_finds_values_by_any_spelling_and_over_continuation_lines() {
+    let head = b"Via: a\r\nSubject :  hello\r\n  world \r\ncall-ID:\tx1 \r\nl: 12\r\n";
+    let v = |name: &[u8], compact: Option<&[u8]>| {
+        vm::find_header(head, name, compact).map(|(o, n)| head[o..o + n].to_vec())
+    };
+    assert_eq!(v(b"call-id", Some(b"i")), Some(b"x1".to_vec()));
+    assert_eq!(v(b"content-length", Some(b"l")), Some(b"12".to_vec()));
+    assert_eq!(v(b"subject", None), Some(b"hello\r\n  world".to_vec()));
+    assert_eq!(v(b"to", Some(b"t")), None);
+    assert_eq!(v(b"via", None), Some(b"a".to_vec()));
+}

@@ -27,6 +27,10 @@ pub struct ScriptInfo {
     pub has_answers: bool,
     /// Whether it answers failed requests with its own `error_reply` function.
     pub has_error_reply: bool,
+    /// Whether its `error_reply` takes a fourth parameter, the request's bytes.
+    pub error_reply_gets_request: bool,
+    /// Whether it answers frames it marks `LOCAL` with its own `local_reply` function.
+    pub has_local_reply: bool,
 }
 
 /// A loaded script on one thread.
@@ -35,6 +39,7 @@ pub(super) struct Vm {
     scan: Function,
     answers: Option<Function>,
     error_reply: Option<Function>,
+    local_reply: Option<Function>,
     input: RefCell<Buffer>,
     input_len: Cell<usize>,
     output: Buffer,
@@ -214,6 +219,7 @@ impl Vm {
             }
             let sy = lua.create_table()?;
             sy.raw_set("find", lua.create_function(find)?)?;
+            sy.raw_set("header", lua.create_function(header)?)?;
             sy.raw_set("RECORDS", OUT_RECORDS)?;
             g.raw_set("sy", sy)?;
             // From here on the libraries and `sy` are read-only for the script.
@@ -250,8 +256,13 @@ impl Vm {
         };
         let answers = optional("answers")?;
         let error_reply = optional("error_reply")?;
+        let local_reply = optional("local_reply")?;
         let mut info = read_info(path, &module, answers.is_some())?;
         info.has_error_reply = error_reply.is_some();
+        info.error_reply_gets_request = error_reply
+            .as_ref()
+            .is_some_and(|f| f.info().num_params >= 4);
+        info.has_local_reply = local_reply.is_some();
         let input = lua
             .create_buffer_with_capacity(64 << 10)
             .map_err(|e| describe(&e))?;
@@ -263,6 +274,7 @@ impl Vm {
             scan,
             answers,
             error_reply,
+            local_reply,
             input: RefCell::new(input),
             input_len: Cell::new(64 << 10),
             output,
@@ -385,8 +397,8 @@ impl Vm {
 }
 
 impl Vm {
-    /// Calls the script's `error_reply(id, key, reason)` under the time limit: the bytes it
-    /// returns, `None` if it has no such function or returns nil, or why it failed.
+    /// Calls the script's `error_reply(id, key, reason, request)` under the time limit: the
+    /// bytes it returns, `None` if it has no such function or returns nil, or why it failed.
     pub(super) fn error_reply(
         &self,
         f: &crate::frame::Failure<'_>,
@@ -397,22 +409,49 @@ impl Vm {
         let call = || -> mlua::Result<Value> {
             let id = f.id.map(|b| self.lua.create_string(b)).transpose()?;
             let key = f.key.map(|b| self.lua.create_string(b)).transpose()?;
+            let request = f.request.map(|b| self.lua.create_string(b)).transpose()?;
             super::interrupt::arm(self.time_limit);
-            let r = func.call::<Value>((id, key, f.reason));
+            let r = func.call::<Value>((id, key, f.reason, request));
             super::interrupt::disarm();
             r
         };
+        self.string_result("error_reply", call())
+    }
+
+    /// Calls the script's `local_reply(frame)` under the time limit: the answer it returns,
+    /// `None` for nil (nothing is sent back), or why it failed.
+    pub(super) fn local_reply(&self, frame: &[u8]) -> Result<Option<bytes::Bytes>, String> {
+        let Some(func) = self.local_reply.as_ref() else {
+            return Ok(None);
+        };
+        let call = || -> mlua::Result<Value> {
+            let frame = self.lua.create_string(frame)?;
+            super::interrupt::arm(self.time_limit);
+            let r = func.call::<Value>(frame);
+            super::interrupt::disarm();
+            r
+        };
+        self.string_result("local_reply", call())
+    }
+
+    /// What a host-called function (`error_reply`, `local_reply`) returned: a string's
+    /// bytes, `None` for nil or false, else why not.
+    fn string_result(
+        &self,
+        name: &str,
+        r: mlua::Result<Value>,
+    ) -> Result<Option<bytes::Bytes>, String> {
         let script = self.path.display();
-        match call() {
+        match r {
             Ok(Value::String(s)) => Ok(Some(bytes::Bytes::copy_from_slice(&s.as_bytes()))),
             Ok(Value::Nil) | Ok(Value::Boolean(false)) => Ok(None),
             Ok(other) => Err(format!(
-                "{script}: error_reply returned {} instead of a string or nil",
+                "{script}: {name} returned {} instead of a string or nil",
                 other.type_name()
             )),
             Err(e) => {
                 let _ = self.lua.gc_collect();
-                Err(format!("{script}: error_reply failed: {}", describe(&e)))
+                Err(format!("{script}: {name} failed: {}", describe(&e)))
             }
         }
     }
@@ -428,9 +467,9 @@ fn read_info(path: &Path, module: &Table, has_answers: bool) -> Result<ScriptInf
     };
     let correlation = field("correlation")?;
     if let Some(c) = &correlation {
-        if !["in_order", "by_id", "none"].contains(&c.as_str()) {
+        if !["in_order", "by_id", "by_id_as_sent", "none"].contains(&c.as_str()) {
             return Err(format!(
-                "{}: correlation `{c}` must be in_order, by_id or none",
+                "{}: correlation `{c}` must be in_order, by_id, by_id_as_sent or none",
                 path.display()
             ));
         }
@@ -457,6 +496,8 @@ fn read_info(path: &Path, module: &Table, has_answers: bool) -> Result<ScriptInf
         id_width,
         has_answers,
         has_error_reply: false,
+        error_reply_gets_request: false,
+        has_local_reply: false,
     })
 }
 
@@ -495,6 +536,82 @@ fn find(
         carry = keep;
     }
     Ok(None)
+}
+
+/// `sy.header(data, from, to, name, compact?)`: the value of the first header line named
+/// `name` (or its one-letter `compact` form), compared without regard to case, among the
+/// lines of `data[from, to)` (`from` at a line's start; lines end in CRLF): its offset and
+/// length, without the spaces around it, continuation lines included; or nil. For
+/// text-header protocols (SIP, HTTP). Runs in the host.
+fn header(
+    _: &Lua,
+    (data, from, to, name, compact): (
+        Buffer,
+        usize,
+        usize,
+        mlua::LuaString,
+        Option<mlua::LuaString>,
+    ),
+) -> mlua::Result<(Option<usize>, Option<usize>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let to = to.min(data.len());
+    if from >= to {
+        return Ok((None, None));
+    }
+    let mut head = vec![0u8; to - from];
+    let mut cursor = data.cursor();
+    cursor.seek(SeekFrom::Start(from as u64))?;
+    cursor.read_exact(&mut head)?;
+    let name = name.as_bytes();
+    let compact = compact.as_ref().map(|c| c.as_bytes().to_vec());
+    Ok(match find_header(&head, &name, compact.as_deref()) {
+        Some((off, len)) => (Some(from + off), Some(len)),
+        None => (None, None),
+    })
+}
+
+/// [`header`] on plain bytes: the value span of the first line named `name` or `compact`.
+pub(super) fn find_header(
+    head: &[u8],
+    name: &[u8],
+    compact: Option<&[u8]>,
+) -> Option<(usize, usize)> {
+    let is_ws = |b: u8| b == b' ' || b == b'\t';
+    let mut pos = 0;
+    while pos < head.len() {
+        let end = memchr::memmem::find(&head[pos..], b"\r\n").map_or(head.len(), |e| pos + e);
+        let line = &head[pos..end];
+        if let Some(colon) = memchr::memchr(b':', line) {
+            let mut n = &line[..colon];
+            while n.last().is_some_and(|b| is_ws(*b)) {
+                n = &n[..n.len() - 1];
+            }
+            let named = n.eq_ignore_ascii_case(name)
+                || compact.is_some_and(|c| !c.is_empty() && n.eq_ignore_ascii_case(c));
+            if named && !n.is_empty() {
+                // The value runs on over continuation lines (starting with a space or tab).
+                let mut vend = end;
+                while vend + 2 < head.len() && is_ws(head[vend + 2]) {
+                    vend = memchr::memmem::find(&head[vend + 2..], b"\r\n")
+                        .map_or(head.len(), |e| vend + 2 + e);
+                }
+                let mut start = pos + colon + 1;
+                while start < vend && is_ws(head[start]) {
+                    start += 1;
+                }
+                let mut stop = vend;
+                while stop > start && is_ws(head[stop - 1]) {
+                    stop -= 1;
+                }
+                return Some((start, stop - start));
+            }
+        }
+        if end >= head.len() {
+            break;
+        }
+        pos = end + 2;
+    }
+    None
 }
 
 /// Loads and runs a script once, as `switchyard check` and config loading do, and returns

@@ -33,6 +33,9 @@ pub fn picker(kind: PolicyKind, n: usize, seed: u64) -> Box<dyn Policy> {
         PolicyKind::RoundRobin => Box::new(round_robin::RoundRobin::new(n, seed)),
         PolicyKind::WeightedRoundRobin => Box::new(weighted_round_robin::Smooth::new(n)),
         PolicyKind::LeastOutstanding => Box::new(least_outstanding::LeastOutstanding::new(n, seed)),
+        PolicyKind::LeastSessions => {
+            Box::new(least_outstanding::LeastOutstanding::sessions(n, seed))
+        }
         PolicyKind::P2cEwma => Box::new(p2c_ewma::P2c::new(seed)),
         // The hashing policies place keyed messages themselves (see the router); what
         // reaches the picker has no key, and goes anywhere, by weight.
@@ -105,6 +108,25 @@ mod tests {
         assert_eq!(
             counts(PolicyKind::WeightedRoundRobin, &bs, &|i| i == 0, 10),
             vec![10, 0, 0]
+        );
+    }
+
+    #[test]
+    fn least_sessions_prefers_the_backend_with_the_fewest_open_sessions() {
+        let bs = backends(&[1, 1, 2]);
+        for (b, n) in bs.iter().zip([10u64, 3, 8]) {
+            b.load
+                .sessions_counter()
+                .store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        // 11, 4 and 4.5 per unit of weight: the second; without it, the third.
+        assert_eq!(
+            counts(PolicyKind::LeastSessions, &bs, &|_| true, 10),
+            vec![0, 10, 0]
+        );
+        assert_eq!(
+            counts(PolicyKind::LeastSessions, &bs, &|i| i != 1, 10),
+            vec![0, 0, 10]
         );
     }
 

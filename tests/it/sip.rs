@@ -1,0 +1,395 @@
+//! SIP calls through Switchyard, judged by SIPp (Debian's `sip-tester`): SIPp servers as
+//! three backends, a SIPp client in front, `examples/scripts/sip.lua` framing, over one
+//! long-lived connection and over one connection per call; the server hanging up; a server
+//! killed mid-call; every server down; and a slow server. SIPp's own call counters (its
+//! `-stf` statistics) are what the tests count. The scenarios are in `tests/it/sip/`.
+
+use crate::admin::metrics;
+use crate::servers::free_port;
+use crate::support::{eventually, Proxy, TempFile};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/sip")
+        .join(name)
+}
+
+/// SIPp opens RTP ports (the media port and the next ones) even for scenarios without media:
+/// every process gets its own block, apart from every other test's.
+fn media_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 30_000 + (std::process::id() % 100) as u16 * 100;
+    base + NEXT.fetch_add(10, Ordering::Relaxed) % 1000
+}
+
+/// The common SIPp arguments: loopback only, no keyboard, statistics every second to `stf`.
+fn sipp(scenario_file: &str, stf: &PathBuf) -> Command {
+    let mut c = Command::new("sipp");
+    c.arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", "127.0.0.1", "-ci", "127.0.0.1", "-nostdin"])
+        .args(["-max_socket", "1000", "-trace_stat", "-fd", "1"])
+        .args(["-mp", &media_port().to_string()])
+        .arg("-stf")
+        .arg(stf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// The last statistics row SIPp wrote: counter name → value.
+fn stats(stf: &PathBuf) -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(stf).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (Some(head), Some(last)) = (lines.first(), lines.last()) else {
+        return HashMap::new();
+    };
+    head.split(';')
+        .zip(last.split(';'))
+        .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+/// A SIPp server (`-sn`-less: one of our scenarios) on its own port, long-running; stopped
+/// with SIGTERM so that it writes its final counts.
+struct SippServer {
+    port: u16,
+    child: Child,
+    stf: PathBuf,
+    _dir: TempFile,
+}
+
+impl SippServer {
+    fn start(scenario_file: &str, extra: &[&str]) -> SippServer {
+        let dir = TempFile::new("sipp-server", "");
+        let port = free_port();
+        let stf = dir.0.with_file_name(format!("server-{port}.csv"));
+        let child = sipp(scenario_file, &stf)
+            .args(["-t", "t1", "-p", &port.to_string(), "-timeout", "120s"])
+            .args(extra)
+            .current_dir(dir.0.parent().unwrap())
+            .spawn()
+            .expect("sipp (apt-get install sip-tester)");
+        let s = SippServer {
+            port,
+            child,
+            stf,
+            _dir: dir,
+        };
+        eventually("the SIPp server to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        s
+    }
+
+    /// Stops it (SIGTERM: it writes its final statistics) and returns them.
+    fn finish(mut self) -> HashMap<String, u64> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        stats(&self.stf)
+    }
+
+    /// Kills it at once, as a crash would.
+    fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SippServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a SIPp client to `target` (bounded: `-timeout_error`); returns its exit code and
+/// final statistics.
+fn client(
+    target: std::net::SocketAddr,
+    scenario_file: &str,
+    args: &[&str],
+) -> (i32, HashMap<String, u64>) {
+    let dir = TempFile::new("sipp-client", "");
+    let stf = dir.0.with_file_name("client.csv");
+    let status = sipp(scenario_file, &stf)
+        .arg(target.to_string())
+        .args(["-p", &free_port().to_string()])
+        .args([
+            "-recv_timeout",
+            "10000",
+            "-timeout",
+            "90s",
+            "-timeout_error",
+        ])
+        .args(args)
+        .current_dir(dir.0.parent().unwrap())
+        .status()
+        .expect("sipp (apt-get install sip-tester)");
+    (status.code().unwrap_or(-1), stats(&stf))
+}
+
+/// Switchyard in front of `servers`, balancing SIP by examples/sip.toml's rules, with
+/// its admin listener for the counts.
+fn proxy(servers: &[&SippServer], policy: &str) -> Proxy {
+    let backends: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ address = \"127.0.0.1:{}\" }}", s.port))
+        .collect();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scripts/sip.lua");
+    Proxy::start(&format!(
+        r#"
+workers = 2
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "sip"
+listen = "127.0.0.1:0"
+cluster = "sip"
+[listener.codec]
+kind = "lua"
+script = "{}"
+[[cluster]]
+name = "sip"
+policy = "{policy}"
+on_backend_down = "fail"
+request_timeout = "32s"
+backends = [{}]
+[cluster.pool]
+reconnect_backoff_min = "50ms"
+reconnect_backoff_max = "200ms"
+[cluster.persistence]
+ttl = "4h"
+"#,
+        script.display(),
+        backends.join(", ")
+    ))
+}
+
+/// The value of the first `/metrics` sample line starting with `series`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+fn created(s: &HashMap<String, u64>) -> u64 {
+    s.get("TotalCallCreated").copied().unwrap_or(0)
+}
+fn succeeded(s: &HashMap<String, u64>) -> u64 {
+    s.get("SuccessfulCall(C)").copied().unwrap_or(0)
+}
+fn failed(s: &HashMap<String, u64>) -> u64 {
+    s.get("FailedCall(C)").copied().unwrap_or(0)
+}
+
+/// Every call completes, spread within 1.2× of even over the three servers, and every
+/// call's pin is released when its BYE is answered.
+fn calls_spread(transport: &str, calls: u64) {
+    let servers: Vec<SippServer> = (0..3).map(|_| SippServer::start("uas.xml", &[])).collect();
+    let proxy = proxy(&servers.iter().collect::<Vec<_>>(), "least_sessions");
+    let n = calls.to_string();
+    let (rc, c) = client(
+        proxy.addr("sip"),
+        "uac.xml",
+        &["-t", transport, "-m", &n, "-r", "100", "-d", "100"],
+    );
+    assert_eq!(
+        (rc, succeeded(&c), failed(&c)),
+        (0, calls, 0),
+        "client: {c:?}"
+    );
+    let admin = proxy.admin.unwrap();
+    eventually(
+        "every call's pin to be released",
+        Duration::from_secs(5),
+        || sample(&metrics(admin), "switchyard_pins{") == 0.0,
+    );
+    let per: Vec<u64> = servers
+        .into_iter()
+        .map(|s| {
+            let st = s.finish();
+            assert_eq!(
+                succeeded(&st),
+                created(&st),
+                "every call a server took completed: {st:?}"
+            );
+            succeeded(&st)
+        })
+        .collect();
+    assert_eq!(per.iter().sum::<u64>(), calls, "{per:?}");
+    let even = calls as f64 / 3.0;
+    for p in &per {
+        assert!(
+            (*p as f64) <= even * 1.2 && (*p as f64) >= even / 1.2,
+            "spread {per:?}"
+        );
+    }
+}
+
+#[test]
+fn sipp_calls_over_one_long_lived_connection_spread_over_three_servers() {
+    calls_spread("t1", 600);
+}
+
+#[test]
+fn sipp_calls_on_a_connection_each_spread_over_three_servers() {
+    calls_spread("tn", 300);
+}
+
+#[test]
+fn sipp_server_hangs_up_and_the_clients_answer_reaches_it() {
+    let servers: Vec<SippServer> = (0..3)
+        .map(|_| SippServer::start("uas_hangup.xml", &["-d", "100"]))
+        .collect();
+    let proxy = proxy(&servers.iter().collect::<Vec<_>>(), "least_sessions");
+    let (rc, c) = client(
+        proxy.addr("sip"),
+        "uac_hangup_by_server.xml",
+        &["-t", "t1", "-m", "300", "-r", "100"],
+    );
+    assert_eq!(
+        (rc, succeeded(&c), failed(&c)),
+        (0, 300, 0),
+        "client: {c:?}"
+    );
+    let admin = proxy.admin.unwrap();
+    eventually(
+        "every call's pin to be released",
+        Duration::from_secs(5),
+        || sample(&metrics(admin), "switchyard_pins{") == 0.0,
+    );
+    let total: u64 = servers
+        .into_iter()
+        .map(|s| {
+            let st = s.finish();
+            // The server's BYE reached the client and the client's 200 came back to it.
+            assert_eq!(succeeded(&st), created(&st), "{st:?}");
+            succeeded(&st)
+        })
+        .collect::<Vec<_>>()
+        .iter()
+        .sum();
+    assert_eq!(total, 300);
+}
+
+/// A server killed mid-call: its open calls fail — each of their requests is answered 503
+/// by the proxy (the script's error_reply, from the request's own headers) — and no call on
+/// the healthy servers is lost; new calls go to the live servers. The one shared client
+/// connection stays up throughout.
+#[test]
+fn sipp_server_killed_mid_call_costs_only_its_own_calls() {
+    let mut servers: Vec<SippServer> = (0..3).map(|_| SippServer::start("uas.xml", &[])).collect();
+    let proxy = proxy(&servers.iter().collect::<Vec<_>>(), "least_sessions");
+    let target = proxy.addr("sip");
+    let run = std::thread::spawn(move || {
+        client(
+            target,
+            "uac.xml",
+            &["-t", "t1", "-m", "400", "-r", "100", "-d", "1500"],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    servers[0].crash();
+    let (rc, c) = run.join().unwrap();
+    let dead = servers.remove(0);
+    drop(dead);
+    let healthy: Vec<HashMap<String, u64>> = servers.into_iter().map(SippServer::finish).collect();
+    for st in &healthy {
+        assert_eq!(
+            succeeded(st),
+            created(st),
+            "a healthy server lost a call: {st:?}"
+        );
+    }
+    // The calls the healthy servers did not take were the dead server's: some ended before
+    // it died, the rest (its open calls) failed, each with an answer.
+    let on_healthy: u64 = healthy.iter().map(succeeded).sum();
+    let on_dead = 400 - healthy.iter().map(created).sum::<u64>();
+    assert_eq!(succeeded(&c) + failed(&c), 400, "every call ended: {c:?}");
+    assert!(
+        failed(&c) > 0 && failed(&c) <= on_dead,
+        "only the dead server's calls failed: {c:?}, {on_dead} were on it"
+    );
+    assert_eq!(succeeded(&c), on_healthy + on_dead - failed(&c));
+    assert_eq!(
+        c.get("FailedTimeoutOnRecv(C)").copied().unwrap_or(0),
+        0,
+        "no request went unanswered: {c:?}"
+    );
+    assert_eq!(rc, 1, "SIPp says some calls failed");
+    let text = metrics(proxy.admin.unwrap());
+    assert_eq!(
+        sample(
+            &text,
+            "switchyard_client_connections_closed_total{listener=\"sip\",reason=\"backend_lost\"}"
+        ),
+        0.0,
+        "the shared client connection was not closed"
+    );
+    assert!(proxy.stderr().contains("backend connection lost"), "logged");
+}
+
+/// Every server down: no INVITE vanishes. Each is answered 503 at once (SIPp counts the
+/// calls failed on an unexpected message, none on a receive timeout), and the proxy says
+/// why in its log.
+#[test]
+fn sipp_every_server_down_answers_every_call() {
+    let mut servers: Vec<SippServer> = (0..2).map(|_| SippServer::start("uas.xml", &[])).collect();
+    let proxy = proxy(&servers.iter().collect::<Vec<_>>(), "least_sessions");
+    for s in &mut servers {
+        s.crash();
+    }
+    let (rc, c) = client(
+        proxy.addr("sip"),
+        "uac.xml",
+        &["-t", "t1", "-m", "100", "-r", "100", "-d", "100"],
+    );
+    assert_eq!(rc, 1, "{c:?}");
+    assert_eq!((succeeded(&c), failed(&c)), (0, 100), "{c:?}");
+    assert_eq!(
+        c.get("FailedUnexpectedMessage(C)").copied(),
+        Some(100),
+        "503s: {c:?}"
+    );
+    assert_eq!(c.get("FailedTimeoutOnRecv(C)").copied(), Some(0), "{c:?}");
+    assert!(
+        proxy.stderr().contains("backend is down"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+/// One server answers a second late: under `least_sessions` it holds its calls longer and
+/// so gets fewer new ones (with `correlation = "none"` it got exactly a third).
+#[test]
+fn sipp_slow_server_gets_fewer_calls_under_least_sessions() {
+    let servers = [
+        SippServer::start("uas.xml", &[]),
+        SippServer::start("uas.xml", &[]),
+        SippServer::start("uas_slow.xml", &[]),
+    ];
+    let proxy = proxy(&servers.iter().collect::<Vec<_>>(), "least_sessions");
+    let (rc, c) = client(
+        proxy.addr("sip"),
+        "uac.xml",
+        &["-t", "t1", "-m", "600", "-r", "150", "-d", "100"],
+    );
+    assert_eq!((rc, succeeded(&c)), (0, 600), "{c:?}");
+    let [a, b, slow] = servers.map(|s| succeeded(&s.finish()));
+    assert_eq!(a + b + slow, 600);
+    assert!(
+        (slow as f64) < 600.0 * 0.2,
+        "the slow server took {slow} of 600 calls (fast ones {a}, {b})"
+    );
+}
