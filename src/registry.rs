@@ -190,7 +190,14 @@ impl Registry {
         let owner = key.and_then(|k| cluster.sessions.as_ref().and_then(|t| t.owner_of(k)));
         let Some(owner) = owner else {
             stats.pushes_dropped.inc();
-            tracing::debug!(cluster = %cluster.settings.name, "dropping a backend message with no live session");
+            let why = if key.is_some() {
+                "no live session owns its key"
+            } else {
+                "it has no session key"
+            };
+            if let Some(suppressed) = crate::throttle::admit(&[&cluster.settings.name, why]) {
+                tracing::warn!(cluster = %cluster.settings.name, suppressed, "dropping a message a backend sent unasked: {why}");
+            }
             return;
         };
         let worker = (owner >> GID_WORKER_SHIFT) as usize;
@@ -206,7 +213,9 @@ impl Registry {
             Some(Ok(())) => {}
             _ => {
                 stats.pushes_dropped.inc();
-                tracing::debug!(worker, "push inbox full; dropping a backend message");
+                if let Some(suppressed) = crate::throttle::admit(&["push inbox full"]) {
+                    tracing::warn!(worker, suppressed, "dropping a message a backend sent unasked: the owner's worker's push inbox is full");
+                }
             }
         }
     }

@@ -214,7 +214,8 @@ impl BackendConn {
                     // The same id is awaiting its answer here: this client's error, never
                     // the other request's answer.
                     drop(s);
-                    p.fail(&ClientFault::DuplicateId.into(), None);
+                    p.sink
+                        .fail(&p.ticket, &ClientFault::DuplicateId.into(), Some(frame));
                     return;
                 }
                 s.wbuf.extend_from_slice(frame);

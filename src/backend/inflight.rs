@@ -210,6 +210,9 @@ impl Unwritten {
 #[derive(Debug, Default)]
 pub(super) struct Settled {
     pub(super) failed: usize,
+    /// One-way messages lost with the connection: written (the backend may or may not have
+    /// read them), or unwritten where nothing is routed again.
+    pub(super) oneway_lost: usize,
     /// Never written: handed back to be routed again.
     pub(super) retried: usize,
     /// Written, and safe to re-send: for the probation, oldest first.
@@ -253,9 +256,12 @@ pub(super) fn settle(
         }
     }
     for o in oneway {
-        if let Some(frame) = unwritten.cut(&o.placed).filter(|_| retry) {
-            s.retried += 1;
-            o.sink.hand_back(None, frame, None, false);
+        match unwritten.cut(&o.placed).filter(|_| retry) {
+            Some(frame) => {
+                s.retried += 1;
+                o.sink.hand_back(None, frame, None, false);
+            }
+            None => s.oneway_lost += 1,
         }
     }
     s

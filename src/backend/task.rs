@@ -208,7 +208,7 @@ fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, b
     let admitted = conn
         .probation
         .admit(s.probation, (max, &conn.counters), &lost.into());
-    let suppressed = (s.failed > 0 || s.retried > 0 || on_probation > 0)
+    let suppressed = (s.failed > 0 || s.retried > 0 || on_probation > 0 || s.oneway_lost > 0)
         .then(|| crate::throttle::admit(&[&conn.backend.name, "lost in flight", reason]))
         .flatten();
     if let Some(suppressed) = suppressed {
@@ -217,6 +217,7 @@ fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, b
             failed = s.failed + on_probation - admitted,
             retried = s.retried,
             probation = admitted,
+            one_way_lost = s.oneway_lost,
             reason,
             suppressed,
             "backend connection lost with requests in flight: failing what was sent, routing again what was not, re-sending alone what may be repeated"

@@ -8,6 +8,7 @@ pub mod client;
 pub mod line;
 pub mod nsd;
 pub mod proto;
+pub mod sip;
 pub mod soak;
 
 use crate::config::Config;

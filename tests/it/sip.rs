@@ -393,3 +393,203 @@ fn sipp_slow_server_gets_fewer_calls_under_least_sessions() {
         "the slow server took {slow} of 600 calls (fast ones {a}, {b})"
     );
 }
+
+/// A proxy for the plain-TCP SIP tests: one worker, one connection per backend, so two
+/// clients' requests share it; `extra` goes in the listener's table.
+fn plain_proxy(backends: &[std::net::SocketAddr], extra: &str) -> Proxy {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scripts/sip.lua");
+    Proxy::start(&format!(
+        r#"
+workers = 1
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "sip"
+listen = "127.0.0.1:0"
+cluster = "sip"
+{extra}
+[listener.codec]
+kind = "lua"
+script = "{}"
+[[cluster]]
+name = "sip"
+policy = "least_sessions"
+on_backend_down = "fail"
+backends = [{}]
+[cluster.pool]
+connections_per_backend = 1
+[cluster.persistence]
+ttl = "1h"
+"#,
+        script.display(),
+        list.join(", ")
+    ))
+}
+
+fn invite(call: &str, cseq: u32) -> Vec<u8> {
+    switchyard::demo::sip::request("INVITE", call, cseq, None)
+}
+
+/// Reads one SIP message (skipping keep-alive CRLFs) from `r`, within 10 s.
+fn read_message(r: &mut std::io::BufReader<std::net::TcpStream>) -> switchyard::demo::sip::Message {
+    use std::io::Read;
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    loop {
+        if let Some((len, m)) = switchyard::demo::sip::parse(&buf).unwrap() {
+            buf.drain(..len);
+            if let Some(m) = m {
+                assert!(buf.is_empty(), "one message at a time here");
+                return m;
+            }
+            continue;
+        }
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).expect("a SIP message");
+        buf.push(b[0]);
+    }
+}
+
+/// Keep-alives and OPTIONS pings addressed to the proxy are answered by the proxy itself,
+/// on the client side and on a backend connection; no backend sees the client's.
+#[test]
+fn keep_alives_and_next_hop_options_are_answered_by_the_proxy() {
+    use std::io::{Read, Write};
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = plain_proxy(&[backend.local_addr().unwrap()], "");
+    let (mut w, mut r) = crate::support::connect_split(proxy.addr("sip"));
+    w.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    r.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+    let ping = "OPTIONS sip:proxy SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKp\r\nMax-Forwards: 0\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:proxy>\r\nCall-ID: ping-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    w.write_all(ping.as_bytes()).unwrap();
+    let m = read_message(&mut r);
+    assert_eq!(m.status(), Some(200), "{m:?}");
+    assert_eq!(m.header("call-id"), Some("ping-1"));
+    assert_eq!(m.header("to"), Some("<sip:proxy>;tag=switchyard"));
+    // A call opens the backend connection; the backend pings it and gets its pong.
+    w.write_all(&invite("call-1", 1)).unwrap();
+    let (mut b, _) = backend.accept().unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    while switchyard::demo::sip::parse(&got).unwrap().is_none() {
+        let mut chunk = [0u8; 4096];
+        let n = b.read(&mut chunk).unwrap();
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        got.starts_with(b"INVITE "),
+        "the backend saw only the call, not the pings"
+    );
+    b.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    b.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+    let text = metrics(proxy.admin.unwrap());
+    assert_eq!(
+        sample(&text, "switchyard_messages_local_total{listener=\"sip\""),
+        2.0
+    );
+}
+
+/// Under `by_id_as_sent` a request whose id is already awaiting an answer on the same
+/// backend connection is its own client's error (answered 503), and never takes the other
+/// request's answer.
+#[test]
+fn a_duplicate_transaction_is_its_own_clients_error() {
+    use std::io::{Read, Write};
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = plain_proxy(&[backend.local_addr().unwrap()], "");
+    let (mut w1, mut r1) = crate::support::connect_split(proxy.addr("sip"));
+    let (mut w2, mut r2) = crate::support::connect_split(proxy.addr("sip"));
+    w1.write_all(&invite("same-call", 1)).unwrap();
+    let (mut b, _) = backend.accept().unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let first = loop {
+        if let Some((_, Some(m))) = switchyard::demo::sip::parse(&got).unwrap() {
+            break m;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = b.read(&mut chunk).unwrap();
+        got.extend_from_slice(&chunk[..n]);
+    };
+    // The second client sends the same Call-ID and CSeq while the first awaits its answer.
+    w2.write_all(&invite("same-call", 1)).unwrap();
+    let m2 = read_message(&mut r2);
+    assert_eq!(m2.status(), Some(503), "{m2:?}");
+    assert!(
+        m2.header("warning")
+            .unwrap_or("")
+            .contains("already awaiting an answer"),
+        "{m2:?}"
+    );
+    b.write_all(&first.answer("200 OK", "t")).unwrap();
+    let m1 = read_message(&mut r1);
+    assert_eq!(
+        (m1.status(), m1.header("cseq")),
+        (Some(200), Some("1 INVITE"))
+    );
+    r2.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut more = [0u8; 1];
+    assert!(
+        r2.read(&mut more).is_err(),
+        "the second client got nothing else"
+    );
+}
+
+/// The report's silent loss, with `correlation = "none"` (every message one-way): with the
+/// server down, each INVITE used to vanish with no answer, no close and no log line. Now
+/// each is dropped with a log line and counted by reason; the client stays connected.
+#[test]
+fn with_correlation_none_and_the_server_down_nothing_vanishes_unsaid() {
+    let server = SippServer::start("uas.xml", &[]);
+    let port = server.port;
+    drop(server);
+    let proxy = plain_proxy(
+        &[std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+        "correlation = \"none\"",
+    );
+    let (rc, c) = client(
+        proxy.addr("sip"),
+        "uac.xml",
+        &["-t", "t1", "-m", "20", "-r", "50", "-recv_timeout", "1500"],
+    );
+    assert_eq!((rc, succeeded(&c), failed(&c)), (1, 0, 20), "{c:?}");
+    let text = metrics(proxy.admin.unwrap());
+    assert_eq!(
+        sample(
+            &text,
+            "switchyard_messages_dropped_total{listener=\"sip\",reason=\"no_backend\"}"
+        ) + sample(
+            &text,
+            "switchyard_messages_dropped_total{listener=\"sip\",reason=\"key_down\"}"
+        ),
+        20.0,
+        "every INVITE counted"
+    );
+    assert!(
+        proxy.stderr().contains("dropping a one-way message"),
+        "{}",
+        proxy.stderr()
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "switchyard_client_connections_closed_total{listener=\"sip\",reason=\"no_backend\"}"
+        ),
+        0.0
+    );
+}

@@ -33,10 +33,13 @@ pub(super) trait Load: Send {
     fn request(&mut self, n: u64, out: &mut Vec<u8>);
     /// The length of the answer at the head of `buf`; `Ok(None)`: incomplete.
     fn answer_len(&self, buf: &[u8]) -> Result<Option<usize>, String>;
-    /// Checks one answer against the request it answers.
-    fn check(&mut self, answer: &[u8]) -> Result<(), String>;
+    /// Checks one answer against the request it answers; returns how many requests it
+    /// completed (a provisional answer completes none).
+    fn check(&mut self, answer: &[u8]) -> Result<u64, String>;
     /// Requests awaiting answers.
     fn in_flight(&self) -> usize;
+    /// What the answers checked so far ask to send next (a SIP call's ACK and BYE).
+    fn follow_up(&mut self, _out: &mut Vec<u8>) {}
 }
 
 pub(super) fn load_for(mode: Mode, client: u64) -> Box<dyn Load> {
@@ -49,6 +52,7 @@ pub(super) fn load_for(mode: Mode, client: u64) -> Box<dyn Load> {
         Mode::None => Box::new(Demo::new(client, false)),
         Mode::Delimiter => Box::new(Lines::new(client)),
         Mode::Resp => Box::new(Redis::new(client)),
+        Mode::Sip => Box::new(SipCalls::new(client)),
     }
 }
 
@@ -100,7 +104,7 @@ impl Load for Demo {
         Ok((buf.len() >= len).then_some(len))
     }
 
-    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+    fn check(&mut self, answer: &[u8]) -> Result<u64, String> {
         let m = proto::parse(answer).ok_or("answer too short")?;
         let (_, payload) = proto::answer_parts(m.rest).ok_or("malformed answer")?;
         let n = payload
@@ -117,7 +121,7 @@ impl Load for Demo {
         };
         match want {
             Some(key) if key == m.key && (self.ordered || m.id == n as u32 || m.id == u32::MAX) => {
-                Ok(())
+                Ok(1)
             }
             _ => Err(format!(
                 "answer for request {n} (key {}, id {}) matches nothing sent",
@@ -157,7 +161,7 @@ impl Load for Lines {
         Ok(memchr::memchr(b'\n', buf).map(|i| i + 1))
     }
 
-    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+    fn check(&mut self, answer: &[u8]) -> Result<u64, String> {
         let text = std::str::from_utf8(answer).map_err(|e| e.to_string())?;
         let words: Vec<&str> = text.split_whitespace().collect();
         let [key, id, _name, payload] = words[..] else {
@@ -168,7 +172,7 @@ impl Load for Lines {
         if want.map(|k| format!("c{}k{k}", self.client)).as_deref() == Some(key)
             && payload == format!("payload-{n}")
         {
-            Ok(())
+            Ok(1)
         } else {
             Err(format!("answer {text:?} matches nothing sent"))
         }
@@ -215,9 +219,9 @@ impl Load for Redis {
         switchyard_proto::resp::value_len(buf, 1 << 20).map_err(|e| e.to_string())
     }
 
-    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+    fn check(&mut self, answer: &[u8]) -> Result<u64, String> {
         match self.expected.pop_front() {
-            Some(want) if want == answer => Ok(()),
+            Some(want) if want == answer => Ok(1),
             want => Err(format!(
                 "expected {:?}, got {:?}",
                 want.map(|w| String::from_utf8_lossy(&w).into_owned()),
@@ -228,6 +232,94 @@ impl Load for Redis {
 
     fn in_flight(&self) -> usize {
         self.expected.len()
+    }
+}
+
+/// SIP calls: request `n` is call `n` (an INVITE); its 100 and 180 must come before its
+/// 200, which the caller ACKs and follows with a BYE; the BYE's 200 completes the call.
+/// Every answer must carry its request's Call-ID and CSeq.
+struct SipCalls {
+    client: u64,
+    /// Calls in progress: Call-ID → answers seen (1xx count), whether the BYE went.
+    calls: HashMap<String, (u8, bool)>,
+    /// ACK and BYE to send, for calls whose INVITE got its 200.
+    next: Vec<u8>,
+}
+
+impl SipCalls {
+    fn new(client: u64) -> Self {
+        SipCalls {
+            client,
+            calls: HashMap::new(),
+            next: Vec::new(),
+        }
+    }
+}
+
+impl Load for SipCalls {
+    fn request(&mut self, n: u64, out: &mut Vec<u8>) {
+        let call = format!("soak-{}-{n}@127.0.0.1", self.client);
+        out.extend_from_slice(&crate::demo::sip::request("INVITE", &call, 1, None));
+        self.calls.insert(call, (0, false));
+    }
+
+    fn answer_len(&self, buf: &[u8]) -> Result<Option<usize>, String> {
+        Ok(crate::demo::sip::parse(buf)?.map(|(len, _)| len))
+    }
+
+    fn check(&mut self, answer: &[u8]) -> Result<u64, String> {
+        let Some((_, Some(m))) = crate::demo::sip::parse(answer)? else {
+            return Err("a keep-alive where an answer was due".into());
+        };
+        let call = m.header("call-id").ok_or("an answer without a Call-ID")?;
+        let cseq = m
+            .header("cseq")
+            .ok_or("an answer without a CSeq")?
+            .to_string();
+        let status = m
+            .status()
+            .ok_or_else(|| format!("not an answer: {}", m.start))?;
+        let Some(state) = self.calls.get_mut(call) else {
+            return Err(format!(
+                "an answer for call {call}, which is not in progress"
+            ));
+        };
+        match (cseq.as_str(), status, state.1) {
+            ("1 INVITE", 100 | 180, false) => {
+                state.0 += 1;
+                Ok(0)
+            }
+            ("1 INVITE", 200, false) if state.0 == 2 => {
+                state.1 = true;
+                let tag = m
+                    .header("to")
+                    .and_then(|t| t.split(";tag=").nth(1))
+                    .ok_or("a 200 without a To tag")?
+                    .to_string();
+                let call = call.to_string();
+                self.next
+                    .extend_from_slice(&crate::demo::sip::request("ACK", &call, 1, Some(&tag)));
+                self.next
+                    .extend_from_slice(&crate::demo::sip::request("BYE", &call, 2, Some(&tag)));
+                Ok(0)
+            }
+            ("2 BYE", 200, true) => {
+                self.calls.remove(call);
+                Ok(1)
+            }
+            _ => Err(format!(
+                "call {call}: {status} for {cseq} out of place ({} provisional so far, BYE sent: {})",
+                state.0, state.1
+            )),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn follow_up(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.next);
     }
 }
 
@@ -293,10 +385,10 @@ impl Load for Dns {
         Ok((buf.len() >= len).then_some(len))
     }
 
-    fn check(&mut self, answer: &[u8]) -> Result<(), String> {
+    fn check(&mut self, answer: &[u8]) -> Result<u64, String> {
         let (id, rcode, a) = dns_answer(&answer[2..]).ok_or("a DNS answer without an A record")?;
         match self.waiting.remove(&id) {
-            Some(i) if rcode == 0 && a == crate::demo::nsd::address_of(i) => Ok(()),
+            Some(i) if rcode == 0 && a == crate::demo::nsd::address_of(i) => Ok(1),
             Some(i) => Err(format!(
                 "query n{i} (id {id}) got rcode {rcode}, address {a:?}"
             )),
@@ -422,10 +514,11 @@ pub(super) async fn client(
                     Err(e) => return Err(format!("read: {e}")),
                 }
                 while let Some(len) = load.answer_len(&rbuf)? {
-                    load.check(&rbuf[..len])?;
+                    let done = load.check(&rbuf[..len])?;
                     rbuf.advance(len);
-                    counters.answered.fetch_add(1, Ordering::Relaxed);
+                    counters.answered.fetch_add(done, Ordering::Relaxed);
                 }
+                load.follow_up(&mut wbuf);
                 last_answer = Instant::now();
             }
             _ = tokio::time::sleep_until(wake.into()) => {}

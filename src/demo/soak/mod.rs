@@ -167,13 +167,43 @@ pub fn run(mut args: SoakArgs) -> Result<(), DemoError> {
     }
 }
 
+/// The SIP mode, once every call has ended: pins still held (each call's pin must have
+/// been released at its BYE's answer), as a failure; `None` for the other modes.
+fn sessions_left(mode: Mode, admin: Option<std::net::SocketAddr>) -> Option<String> {
+    let admin = admin.filter(|_| mode == Mode::Sip)?;
+    let text = match ureq::get(&format!("http://{admin}/metrics")).call() {
+        Ok(r) => r.into_string().unwrap_or_default(),
+        Err(e) => return Some(format!("cannot read the pins from /metrics: {e}")),
+    };
+    let value = |series: &str| {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let held = value("switchyard_pins{");
+    let ended = value("switchyard_pin_evictions_total{cluster=\"soak\",cause=\"ended\"}");
+    println!(
+        "pins held after the last call: {}; released as calls ended: {}",
+        held.unwrap_or(-1.0),
+        ended.unwrap_or(-1.0)
+    );
+    match held {
+        Some(n) if n == 0.0 => None,
+        Some(n) => Some(format!("{n} pins held after every call ended")),
+        None => Some("no switchyard_pins in /metrics".into()),
+    }
+}
+
 /// Runs one mode; returns its windows and, if it failed a check, why.
 fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>), DemoError> {
     let (_backends, addrs) = start_backends(mode)?;
     let proxy = start_proxy(mode, &addrs, args.proxy_bin.as_deref())?;
     let pid = proxy.child.id();
     let counters = Arc::new(Counters::default());
-    let per_client = args.rate as f64 / args.clients.max(1) as f64;
+    // What the mode offers: messages a second, or SIP calls (a quarter as many).
+    let rate = args.rate / mode.rate_divisor();
+    let per_client = rate as f64 / args.clients.max(1) as f64;
     let load = {
         let (counters, addr, clients, depth) =
             (counters.clone(), proxy.addr, args.clients, args.depth);
@@ -238,7 +268,7 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
         let answered = counters.answered.load(Ordering::Relaxed);
         let cpu = cpu_ns(pid)?;
         let msgs = answered - last.1;
-        let due = (now.duration_since(started).as_secs_f64() * args.rate as f64) as u64;
+        let due = (now.duration_since(started).as_secs_f64() * rate as f64) as u64;
         let window = Window {
             msgs_per_s: msgs as f64 / now.duration_since(last.0).as_secs_f64(),
             cpu_us_per_msg: (cpu - last.2) as f64 / 1000.0 / msgs.max(1) as f64,
@@ -284,9 +314,7 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
         .map(|w| w.rss_kib.saturating_sub(settled))
         .max()
         .unwrap_or(0);
-    let held = windows
-        .iter()
-        .all(|w| w.msgs_per_s >= 0.95 * args.rate as f64);
+    let held = windows.iter().all(|w| w.msgs_per_s >= 0.95 * rate as f64);
     println!(
         "CPU per message last/first {growth:.2} (limit {}); RSS growth over the second half {rss_growth} KiB (limit {}); {}",
         args.max_cpu_growth,
@@ -294,7 +322,7 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
         if held {
             "held the offered rate in every window".to_string()
         } else {
-            format!("fell below 95% of the offered {} msg/s", args.rate)
+            format!("fell below 95% of the offered {rate} msg/s")
         }
     );
     let verdict = if let Some(e) = error {
@@ -309,11 +337,10 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
         )))
     } else if !held {
         Some(Verdict::Missed(format!(
-            "did not hold the offered {} msg/s in every window",
-            args.rate
+            "did not hold the offered {rate} msg/s in every window"
         )))
     } else {
-        None
+        sessions_left(mode, proxy.admin).map(Verdict::Wrong)
     };
     Ok((windows, verdict))
 }

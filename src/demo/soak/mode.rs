@@ -27,10 +27,15 @@ pub enum Mode {
     /// `/api/overview` and a pin lookup scraped five times a second, and the access log
     /// writing one request in a hundred.
     Observed,
+    /// SIP calls through `examples/scripts/sip.lua` (`by_id_as_sent`, `least_sessions`) to
+    /// three SIP servers: INVITE, 100, 180, 200, ACK, BYE, 200. A call counts as one
+    /// message, offered at a quarter of the message rate; every call's pin must be
+    /// released when it ends.
+    Sip,
 }
 
 impl Mode {
-    pub(super) const ALL: [Mode; 9] = [
+    pub(super) const ALL: [Mode; 10] = [
         Mode::ById,
         Mode::InOrder,
         Mode::None,
@@ -40,6 +45,7 @@ impl Mode {
         Mode::Dns,
         Mode::Poison,
         Mode::Observed,
+        Mode::Sip,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -53,6 +59,16 @@ impl Mode {
             Mode::Dns => "dns, nsd",
             Mode::Poison => "length_field by_id + poison",
             Mode::Observed => "length_field by_id + admin scraped",
+            Mode::Sip => "lua sip.lua, SIP calls",
+        }
+    }
+
+    /// Messages the mode's rate counts per unit it offers: a SIP call is nine messages
+    /// (five requests, four answers), offered at a quarter of the rate.
+    pub(super) fn rate_divisor(self) -> u64 {
+        match self {
+            Mode::Sip => 4,
+            _ => 1,
         }
     }
 }

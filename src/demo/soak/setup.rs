@@ -19,6 +19,7 @@ pub(super) enum Backends {
     Line(#[allow(dead_code)] Vec<LineBackend>),
     Redis(Child),
     Dns(#[allow(dead_code)] Vec<Nsd>),
+    Sip(#[allow(dead_code)] Vec<crate::demo::sip::SipServer>),
 }
 
 impl Drop for Backends {
@@ -50,6 +51,13 @@ pub(super) fn start_backends(mode: Mode) -> Result<(Backends, Vec<SocketAddr>), 
                 super::load::wait_dns_answers(a)?;
             }
             Ok((Backends::Dns(servers), addrs))
+        }
+        Mode::Sip => {
+            let b: Vec<crate::demo::sip::SipServer> = (0..3)
+                .map(|_| crate::demo::sip::SipServer::start())
+                .collect::<Result<_, _>>()?;
+            let addrs = b.iter().map(|b| b.addr).collect();
+            Ok((Backends::Sip(b), addrs))
         }
         Mode::Delimiter => {
             let b: Vec<LineBackend> = (1..=3)
@@ -131,6 +139,14 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
             "least_outstanding",
         ),
         Mode::Resp => ("in_order", "kind = \"resp\"".to_string(), "ketama"),
+        Mode::Sip => (
+            "by_id_as_sent",
+            format!(
+                "kind = \"lua\"\nscript = \"{}\"",
+                script.with_file_name("sip.lua").display()
+            ),
+            "least_sessions",
+        ),
     };
     let persistence = if matches!(mode, Mode::Resp | Mode::Dns) {
         ""
@@ -143,7 +159,9 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
     } else {
         ""
     };
-    let admin = if mode == Mode::Observed {
+    let admin = if mode == Mode::Sip {
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\n".to_string()
+    } else if mode == Mode::Observed {
         format!(
             "\n[admin]\nlisten = \"127.0.0.1:0\"\n[admin.access_log]\npath = \"{}\"\nsample = 0.01\n",
             script.with_file_name("access.log").display()
@@ -208,6 +226,10 @@ pub(super) fn start_proxy(
         &script,
         include_str!("../../../examples/scripts/binary64.lua"),
     )?;
+    std::fs::write(
+        dir.0.join("sip.lua"),
+        include_str!("../../../examples/scripts/sip.lua"),
+    )?;
     let path = dir.0.join("soak.toml");
     std::fs::write(&path, config(mode, backends, &script))?;
     let bin = match bin {
@@ -245,7 +267,7 @@ pub(super) fn start_proxy(
             proxy.addr = addr
                 .parse()
                 .map_err(|e| DemoError::Check(format!("{addr}: {e}")))?;
-            if mode == Mode::Observed {
+            if matches!(mode, Mode::Observed | Mode::Sip) {
                 let mut admin = String::new();
                 stdout.read_line(&mut admin)?;
                 let url = admin.trim().trim_start_matches("admin http://");

@@ -558,15 +558,26 @@ fn header(
     if from >= to {
         return Ok((None, None));
     }
-    let mut head = vec![0u8; to - from];
-    let mut cursor = data.cursor();
-    cursor.seek(SeekFrom::Start(from as u64))?;
-    cursor.read_exact(&mut head)?;
-    let name = name.as_bytes();
-    let compact = compact.as_ref().map(|c| c.as_bytes().to_vec());
-    Ok(match find_header(&head, &name, compact.as_deref()) {
-        Some((off, len)) => (Some(from + off), Some(len)),
-        None => (None, None),
+    thread_local! {
+        /// The head being searched, copied out of the script's buffer (reused).
+        static HEAD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    HEAD.with(|head| {
+        let mut head = head.borrow_mut();
+        head.clear();
+        head.resize(to - from, 0);
+        let mut cursor = data.cursor();
+        cursor.seek(SeekFrom::Start(from as u64))?;
+        cursor.read_exact(&mut head)?;
+        let compact = compact.as_ref().map(|c| c.as_bytes());
+        let found = find_header(&head, &name.as_bytes(), compact.as_deref().map(|c| &c[..]));
+        if head.capacity() > 64 << 10 {
+            *head = Vec::new(); // a huge head's memory back
+        }
+        Ok(match found {
+            Some((off, len)) => (Some(from + off), Some(len)),
+            None => (None, None),
+        })
     })
 }
 
@@ -577,9 +588,20 @@ pub(super) fn find_header(
     compact: Option<&[u8]>,
 ) -> Option<(usize, usize)> {
     let is_ws = |b: u8| b == b' ' || b == b'\t';
+    // The end of the line starting at `from`: its CRLF, or the end of the head.
+    let line_end = |from: usize| {
+        let mut at = from;
+        while let Some(i) = memchr::memchr(b'\n', &head[at..]) {
+            if at + i > 0 && head[at + i - 1] == b'\r' {
+                return at + i - 1;
+            }
+            at += i + 1;
+        }
+        head.len()
+    };
     let mut pos = 0;
     while pos < head.len() {
-        let end = memchr::memmem::find(&head[pos..], b"\r\n").map_or(head.len(), |e| pos + e);
+        let end = line_end(pos);
         let line = &head[pos..end];
         if let Some(colon) = memchr::memchr(b':', line) {
             let mut n = &line[..colon];
@@ -592,8 +614,7 @@ pub(super) fn find_header(
                 // The value runs on over continuation lines (starting with a space or tab).
                 let mut vend = end;
                 while vend + 2 < head.len() && is_ws(head[vend + 2]) {
-                    vend = memchr::memmem::find(&head[vend + 2..], b"\r\n")
-                        .map_or(head.len(), |e| vend + 2 + e);
+                    vend = line_end(vend + 2);
                 }
                 let mut start = pos + colon + 1;
                 while start < vend && is_ws(head[start]) {
