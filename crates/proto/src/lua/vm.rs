@@ -570,7 +570,7 @@ fn header(
         cursor.seek(SeekFrom::Start(from as u64))?;
         cursor.read_exact(&mut head)?;
         let compact = compact.as_ref().map(|c| c.as_bytes());
-        let found = find_header(&head, &name.as_bytes(), compact.as_deref().map(|c| &c[..]));
+        let found = find_header(&head, &name.as_bytes(), compact.as_deref());
         if head.capacity() > 64 << 10 {
             *head = Vec::new(); // a huge head's memory back
         }
