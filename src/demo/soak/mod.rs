@@ -189,7 +189,7 @@ fn sessions_left(mode: Mode, admin: Option<std::net::SocketAddr>) -> Option<Stri
         ended.unwrap_or(-1.0)
     );
     match held {
-        Some(n) if n == 0.0 => None,
+        Some(0.0) => None,
         Some(n) => Some(format!("{n} pins held after every call ended")),
         None => Some("no switchyard_pins in /metrics".into()),
     }
