@@ -191,12 +191,7 @@ impl BackendConn {
             sink: sink.clone(),
             ticket,
             sent: now,
-            placed: Placed {
-                start,
-                len,
-                id_at: None,
-            },
-            answered: false,
+            placed: Placed::new(start, len, None),
         };
         let awaits = match (ticket, self.correlation, id) {
             (Some(ticket), Correlation::InOrder, _) => {
@@ -245,7 +240,7 @@ impl BackendConn {
                 let len = (s.wbuf.len() - len_before) as u32;
                 if let Some(p) = s.corr.get_mut(pid) {
                     p.placed.len = len;
-                    p.placed.id_at = Some(Span {
+                    p.placed.set_id_at(Span {
                         offset: span.offset,
                         len: id_len as u32,
                     });
@@ -267,11 +262,7 @@ impl BackendConn {
                 s.wbuf.extend_from_slice(frame);
                 s.oneway.push_back(OneWay {
                     sink: sink.clone(),
-                    placed: Placed {
-                        start,
-                        len: frame.len() as u32,
-                        id_at: None,
-                    },
+                    placed: Placed::new(start, frame.len() as u32, None),
                 });
                 false
             }

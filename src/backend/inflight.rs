@@ -16,15 +16,41 @@ use switchyard_core::{BackendFault, Fault, ReplySink, Ticket};
 use switchyard_proto::Span;
 
 /// Where a queued message sits in the connection's byte stream, so one that was never
-/// written can be handed back.
+/// written can be handed back; and, for a request, whether it has had a provisional answer
+/// (kept here, in what would be padding: a request's books stay within 128 bytes, which
+/// the compiler moves without a `memcpy` call).
 #[derive(Debug)]
 pub(super) struct Placed {
     /// Stream offset of its first byte.
     pub(super) start: u64,
     /// Its length as written (with the proxy's id).
     pub(super) len: u32,
-    /// Where the id sits in the written frame (by_id).
-    pub(super) id_at: Option<Span>,
+    /// Where the id sits in the written frame (by_id); empty: none.
+    id: Span,
+    /// The request had a provisional answer (its latency was counted then).
+    pub(super) answered: bool,
+}
+
+impl Placed {
+    /// A message at stream offset `start`, `len` bytes, its id (if any) at `id_at`.
+    pub(super) fn new(start: u64, len: u32, id_at: Option<Span>) -> Self {
+        Placed {
+            start,
+            len,
+            id: id_at.unwrap_or(Span { offset: 0, len: 0 }),
+            answered: false,
+        }
+    }
+
+    /// Where the proxy's id sits in the written frame (by_id).
+    pub(super) fn id_at(&self) -> Option<Span> {
+        (self.id.len > 0).then_some(self.id)
+    }
+
+    /// Records where the proxy's id was written (a proxy id is never empty).
+    pub(super) fn set_id_at(&mut self, at: Span) {
+        self.id = at;
+    }
 }
 
 /// A request awaiting its answer.
@@ -34,8 +60,6 @@ pub(super) struct Pending {
     /// When it was queued, or got its last provisional answer (its timeout runs from it).
     pub(super) sent: Instant,
     pub(super) placed: Placed,
-    /// It had a provisional answer (its latency was counted then).
-    pub(super) answered: bool,
 }
 
 impl Pending {
@@ -145,6 +169,9 @@ impl KeptStore {
         None
     }
 }
+
+// A request's books are moved with plain stores only up to this size.
+const _: () = assert!(std::mem::size_of::<Pending>() <= 128);
 
 /// A request of a dead connection, to be re-sent alone: its books and its bytes.
 #[derive(Debug)]
@@ -269,7 +296,7 @@ pub(super) fn settle(
 
 /// A frame handed back for retry, with the client's own id where the proxy's was.
 fn restore_id(bytes: Bytes, p: &Pending) -> (Bytes, Option<Span>) {
-    match (&p.ticket.orig_id, p.placed.id_at) {
+    match (&p.ticket.orig_id, p.placed.id_at()) {
         (Some(orig), Some(at)) => {
             let start = at.offset as usize;
             let end = start + at.len as usize;

@@ -10,7 +10,8 @@
 //! | [`pool`] | a worker's connections to one cluster, for one listener; reconciled on reload |
 //! | [`conn`] | one shared connection's books: write buffer, correlator, one-way messages |
 //! | [`inflight`] | what is kept per message in flight; handing back and failing it |
-//! | [`task`] | connect, pump, time out, reconnect with back-off |
+//! | [`task`] | connect, reconnect with back-off, settle what a lost connection had in flight |
+//! | [`pump`] | one connected connection: answers (final, provisional), pushes, local answers, writes, timeouts |
 //! | [`probation`] | poison isolation: requests of a dead connection re-sent one at a time |
 //! | [`handshake`] | TCP connect and the protocol's handshake |
 //! | [`upstream`] | a cluster as the backend side connects to it |
@@ -20,6 +21,7 @@ mod handshake;
 mod inflight;
 mod pool;
 mod probation;
+mod pump;
 mod task;
 mod upstream;
 

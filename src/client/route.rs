@@ -82,13 +82,14 @@ impl Router<'_> {
     /// split requests), before any new ones. `Err`: the client must close.
     pub(super) fn requeued(&self) -> Result<Option<Blocked>, Fault> {
         while let Some(r) = self.client.take_requeued() {
-            // Its key and marks, as the listener's protocol finds them again.
+            // Its key, id and marks, as the listener's protocol finds them again (a request
+            // matched by its id as sent comes back without its id's place).
             let found = r.key.is_none().then(|| self.frame_of(&r.frame)).flatten();
             let flags = found.map_or(Flags::NONE, |f| f.flags);
             let req = Request {
                 frame: &r.frame,
                 key: r.key.or(found.and_then(|f| f.key)),
-                id: r.id,
+                id: r.id.or(found.and_then(|f| f.id)),
                 one_way: r.ticket.is_none(),
                 ticket: r.ticket.clone(),
                 repeatable: r.repeatable,
@@ -183,6 +184,7 @@ impl Router<'_> {
 
     /// A frame the protocol handles itself: a `LOCAL` one answered with its
     /// `local_answer` (in its place in the client's order), a `DROP` one forgotten.
+    #[cold]
     fn locally(&self, frame: &[u8], f: &Frame) -> Result<Step, Fault> {
         self.lctx.counters.local.inc();
         if f.flags.has(Flags::DROP) {
@@ -239,9 +241,7 @@ impl Router<'_> {
                 route.claim(cluster, client.gid);
                 let ticket = awaits.then(|| {
                     let mut t = client.ticket(req.ticket, id, key);
-                    if req.ends {
-                        t.end_session = t.end_session.or(route.session);
-                    }
+                    t.ends_session |= req.ends;
                     t
                 });
                 if let Some(t) = ticket.as_ref().filter(|t| t.part.is_none()) {
@@ -378,7 +378,7 @@ impl Router<'_> {
                         part: Some(first),
                         orig_id: None,
                         key: None,
-                        end_session: None,
+                        ends_session: false,
                     };
                     let key = Some(part.key_span());
                     // Parts go out in order: once one waits, the rest queue behind it.

@@ -53,9 +53,9 @@ pub struct Ticket {
     pub orig_id: Option<SmallBytes>,
     /// The request's key, kept when the listener's error answer names it.
     pub key: Option<SmallBytes>,
-    /// The session (its store key) the request ends when it is done (the codec marked it
-    /// `ENDS_SESSION`): its pin is released at its final answer or its failure.
-    pub end_session: Option<u64>,
+    /// The request ends its session (the codec marked it `ENDS_SESSION`): the session's pin
+    /// is released at its final answer (the session found by the answer's key).
+    pub ends_session: bool,
 }
 
 /// A client connection, as the backend side sees it.

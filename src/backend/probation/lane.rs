@@ -268,7 +268,7 @@ async fn exchange(
     let by_id = protocols.correlation == Correlation::ById;
     let answer_ids = protocols.answers.capabilities().id_format;
     // The id the request carries (the dead connection's proxy id): its answer has it.
-    let want = p.pending.placed.id_at.filter(|_| by_id).and_then(|at| {
+    let want = p.pending.placed.id_at().filter(|_| by_id).and_then(|at| {
         parse_proxy_id(
             protocols.requests.capabilities().id_format,
             at.slice(request),
@@ -309,7 +309,7 @@ async fn exchange(
                     registry.defer_flush(p.sink());
                 } else {
                     conn.counters.on_answer(len, None);
-                    crate::backend::task::route_push(conn, registry, frame, &f);
+                    crate::backend::pump::route_push(conn, registry, frame, &f);
                 }
                 l.rbuf.advance(len);
             }

@@ -4,6 +4,7 @@
 use super::*;
 use bytes::BytesMut;
 use switchyard_core::BackendFault;
+use switchyard_core::ReplySink;
 use switchyard_proto::memcache::MemcacheProtocol;
 use switchyard_proto::Part;
 
@@ -74,7 +75,7 @@ fn a_joined_part_is_answered_per_member_and_handed_back_split() {
         part: Some(n),
         orig_id: None,
         key: None,
-        end_session: None,
+        ends_session: false,
     };
     // Handed back unwritten: it comes back as its two parts, keyed by their own keys.
     c.hand_back(Some(part(0)), joined.frame.clone(), None, true);

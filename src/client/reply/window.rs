@@ -66,7 +66,11 @@ impl Window {
                 self.held.resize(slot + 1, Slot::default());
             }
             let s = &mut self.held[slot];
-            s.bytes.extend_from_slice(frame);
+            if s.bytes.is_empty() {
+                s.bytes = frame.to_vec(); // one allocation of the answer's size
+            } else {
+                s.bytes.extend_from_slice(frame);
+            }
             s.done |= last;
             self.held_bytes += frame.len();
         }

@@ -14,6 +14,7 @@
 //! past its limit or out of memory fails the call: the connection it was serving is closed
 //! with the script's file and line in the log, and the VM serves the next call.
 
+mod host;
 mod interrupt;
 mod vm;
 

@@ -427,7 +427,7 @@ fn marks_are_checked() {
 fn header_finds_values_by_any_spelling_and_over_continuation_lines() {
     let head = b"Via: a\r\nSubject :  hello\r\n  world \r\ncall-ID:\tx1 \r\nl: 12\r\n";
     let v = |name: &[u8], compact: Option<&[u8]>| {
-        vm::find_header(head, name, compact).map(|(o, n)| head[o..o + n].to_vec())
+        host::find_header(head, name, compact).map(|(o, n)| head[o..o + n].to_vec())
     };
     assert_eq!(v(b"call-id", Some(b"i")), Some(b"x1".to_vec()));
     assert_eq!(v(b"content-length", Some(b"l")), Some(b"12".to_vec()));
