@@ -44,6 +44,20 @@ def cpu_ns(pids):
     return total
 
 
+def user_sys(pids):
+    """(user, system) CPU seconds of the processes `pids`, from /proc/PID/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    u = k = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            u, k = u + int(fields[11]) / tick, k + int(fields[12]) / tick
+        except OSError:
+            pass
+    return u, k
+
+
 def sipp(scenario, stf, *args):
     return ["sipp", "-sf", os.path.join(SCEN, scenario), "-i", "127.0.0.1", "-ci", "127.0.0.1",
             "-nostdin", "-max_socket", "1000", "-trace_stat", "-fd", "1", "-mp", media_port(),
@@ -154,8 +168,10 @@ def main():
         targets["switchyard"] = ([sy.pid], sy_port)
         if shutil.which("kamailio") or os.path.exists("/usr/sbin/kamailio"):
             k_port = free_port()
+            # -m: 1 GiB of shared memory (the default runs out at 800 calls/s: tm keeps
+            # each transaction a while after it ends).
             kam = subprocess.Popen(["/usr/sbin/kamailio", "-f", kamailio_config(tmp, k_port, servers),
-                                    "-DD", "-E"], stdout=subprocess.DEVNULL,
+                                    "-DD", "-E", "-m", "1024", "-M", "32"], stdout=subprocess.DEVNULL,
                                    stderr=open(os.path.join(tmp, "kamailio.log"), "w"))
             procs.append(kam)
             wait_port(k_port, kam, "kamailio")
@@ -170,12 +186,12 @@ def main():
         rows = {name: [] for name in targets}
         print(f"{a.rounds} rounds of {a.calls} calls at {a.rate} calls/s, one TCP connection each run\n")
         print(f"{'variant':<11} {'round':>5} {'calls ok':>8} {'failed':>6} {'calls/s':>8} "
-              f"{'proxy µs/call':>13} {'sipp client µs/call':>19} {'sipp servers µs/call':>20}")
+              f"{'proxy µs/call':>13} {'proxy user %':>12} {'sipp client µs/call':>19} {'sipp servers µs/call':>20}")
         for r in range(1, a.rounds + 1):
             for name, (pids, port) in targets.items():
                 stf = os.path.join(tmp, f"c-{name}-{r}.csv")
                 spids = [p.pid for p in server_procs]
-                before = (cpu_ns(pids), cpu_ns(spids), time.time())
+                before = (cpu_ns(pids), cpu_ns(spids), time.time(), user_sys(pids))
                 c = subprocess.Popen(sipp("uac.xml", stf, f"127.0.0.1:{port}", "-t", "t1",
                                           "-p", str(free_port()), "-m", str(a.calls), "-r", str(a.rate),
                                           "-recv_timeout", "10000", "-timeout", "120s", "-timeout_error"),
@@ -185,18 +201,24 @@ def main():
                 c.returncode = os.waitstatus_to_exitcode(status)
                 wall = time.time() - before[2]
                 proxy_ns, server_ns = cpu_ns(pids) - before[0], cpu_ns(spids) - before[1]
+                us = user_sys(pids)
+                user_share = (us[0] - before[3][0]) / max(us[0] + us[1] - sum(before[3]), 1e-9)
                 st = last_stats(stf)
                 ok, failed = int(st["SuccessfulCall(C)"]), int(st["FailedCall(C)"])
+                if c.returncode != 0 or ok != a.calls:
+                    print(f"  {name} round {r}: SIPp exited {c.returncode} with {ok} of {a.calls} calls completed")
                 client_us = (usage.ru_utime + usage.ru_stime) * 1e6 / max(ok, 1)
-                row = (ok, failed, ok / wall, proxy_ns / 1e3 / max(ok, 1), client_us, server_ns / 1e3 / max(ok, 1))
+                row = (ok, failed, ok / wall, proxy_ns / 1e3 / max(ok, 1), client_us, server_ns / 1e3 / max(ok, 1),
+                       user_share * 100)
                 rows[name].append(row)
                 print(f"{name:<11} {r:>5} {ok:>8} {failed:>6} {row[2]:>8.0f} "
-                      f"{row[3] if pids else 0:>13.1f} {row[4]:>19.1f} {row[5]:>20.1f}")
+                      f"{row[3] if pids else 0:>13.1f} {row[6] if pids else 0:>12.0f} {row[4]:>19.1f} {row[5]:>20.1f}")
                 time.sleep(1)
         print("\nmedians")
-        med = {n: [statistics.median(x[i] for x in v) for i in range(6)] for n, v in rows.items()}
+        med = {n: [statistics.median(x[i] for x in v) for i in range(7)] for n, v in rows.items()}
         for n, m in med.items():
-            print(f"{n:<11} calls/s {m[2]:.0f}, proxy {m[3] if targets[n][0] else 0:.1f} µs/call, "
+            print(f"{n:<11} calls/s {m[2]:.0f}, proxy {m[3] if targets[n][0] else 0:.1f} µs/call "
+                  f"({m[6] if targets[n][0] else 0:.0f}% in user space), "
                   f"sipp client {m[4]:.1f} µs/call, sipp servers {m[5]:.1f} µs/call")
         if "kamailio" in med:
             print(f"\nswitchyard/kamailio CPU per call: {med['switchyard'][3] / med['kamailio'][3]:.2f}")

@@ -3,12 +3,11 @@
 //! config for it: `delimiter` with `key_token = 0`, `id_token = 1`. Stops (closing every
 //! connection) when dropped.
 
+use super::serve::ServerThread;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 /// A running line backend.
 #[derive(Debug)]
@@ -17,61 +16,22 @@ pub struct LineBackend {
     pub addr: SocketAddr,
     /// Lines answered.
     pub lines: Arc<AtomicU64>,
-    stop: Option<watch::Sender<bool>>,
-    thread: Option<JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl LineBackend {
     /// Starts a backend called `name` on a free loopback port.
     pub fn start(name: &str) -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let lines = Arc::new(AtomicU64::new(0));
-        let (stop, mut stop_rx) = watch::channel(false);
-        let (name, count) = (name.to_string(), lines.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("line-{name}"))
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    loop {
-                        tokio::select! {
-                            r = listener.accept() => {
-                                if let Ok((s, _)) = r {
-                                    tokio::spawn(serve(s, name.clone(), count.clone()));
-                                }
-                            }
-                            _ = stop_rx.changed() => break,
-                        }
-                    }
-                });
-            })?;
+        let (own, count) = (name.to_string(), lines.clone());
+        let server = ServerThread::start(&format!("line-{name}"), move |s| {
+            serve(s, own.clone(), count.clone())
+        })?;
         Ok(LineBackend {
-            addr,
+            addr: server.addr,
             lines,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         })
-    }
-}
-
-impl Drop for LineBackend {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(true);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

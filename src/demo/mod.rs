@@ -8,6 +8,7 @@ pub mod client;
 pub mod line;
 pub mod nsd;
 pub mod proto;
+mod serve;
 pub mod sip;
 pub mod soak;
 

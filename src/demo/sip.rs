@@ -5,12 +5,11 @@
 //! helpers the soak's SIP client writes and reads calls with. Stops (closing every
 //! connection) when dropped.
 
+use super::serve::ServerThread;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 /// A running SIP server.
 #[derive(Debug)]
@@ -19,61 +18,20 @@ pub struct SipServer {
     pub addr: SocketAddr,
     /// Calls it answered (INVITEs).
     pub calls: Arc<AtomicU64>,
-    stop: Option<watch::Sender<bool>>,
-    thread: Option<JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl SipServer {
     /// Starts a server on a free loopback port.
     pub fn start() -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let calls = Arc::new(AtomicU64::new(0));
-        let (stop, mut stop_rx) = watch::channel(false);
         let count = calls.clone();
-        let thread = std::thread::Builder::new()
-            .name("sip-server".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    loop {
-                        tokio::select! {
-                            r = listener.accept() => {
-                                if let Ok((s, _)) = r {
-                                    tokio::spawn(serve(s, count.clone()));
-                                }
-                            }
-                            _ = stop_rx.changed() => break,
-                        }
-                    }
-                });
-            })?;
+        let server = ServerThread::start("sip-server", move |s| serve(s, count.clone()))?;
         Ok(SipServer {
-            addr,
+            addr: server.addr,
             calls,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         })
-    }
-}
-
-impl Drop for SipServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(true);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -187,50 +187,44 @@ fn without_an_error_answer_a_failed_request_is_dropped_or_its_client_closed() {
             assert!(!closed_within(&s, Duration::from_millis(500)), "kept open");
         }
     }
-    let e = Scenario::new()
-        .correlation("in_order")
-        .listener_toml("on_unanswerable = \"drop\"")
-        .toml(&backends(1));
-    let file = TempFile::new("drop.toml", &e);
+    let (ok, err) = check(
+        &Scenario::new()
+            .correlation("in_order")
+            .listener_toml("on_unanswerable = \"drop\"")
+            .toml(&backends(1)),
+    );
+    assert!(!ok && err.contains("listener.app.on_unanswerable"), "{err}");
+}
+
+/// `switchyard check` on config `text`: whether it passed, and what it printed on stderr.
+fn check(text: &str) -> (bool, String) {
+    let file = TempFile::new("check.toml", text);
     let out = std::process::Command::new(bin())
         .args(["check", "--config"])
         .arg(&file.0)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("listener.app.on_unanswerable"),
-        "{err}"
-    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn a_template_that_does_not_frame_is_refused_at_load() {
     let bs = backends(1);
     // Three bytes cannot hold the demo protocol's 16-byte header.
-    let cfg = Scenario::new().error_reply_hex("455252").toml(&bs);
-    let file = TempFile::new("bad.toml", &cfg);
-    let out = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&file.0)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = check(&Scenario::new().error_reply_hex("455252").toml(&bs));
+    assert!(!ok);
     assert!(
         err.contains("listener.app.error_reply_hex: the answer it makes"),
         "{err}"
     );
     // The id must sit where the response codec finds ids.
-    let cfg = Scenario::new()
-        .error_reply_hex("00000000 {id} {key} 00")
-        .toml(&bs);
-    let file = TempFile::new("bad.toml", &cfg);
-    let out = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&file.0)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = check(
+        &Scenario::new()
+            .error_reply_hex("00000000 {id} {key} 00")
+            .toml(&bs),
+    );
     assert!(err.contains("does not carry the client's id"), "{err}");
 }

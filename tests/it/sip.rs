@@ -140,20 +140,42 @@ fn client(
 /// Switchyard in front of `servers`, balancing SIP by examples/sip.toml's rules, with
 /// its admin listener for the counts.
 fn proxy(servers: &[&SippServer], policy: &str) -> Proxy {
-    let backends: Vec<String> = servers
+    let addrs: Vec<std::net::SocketAddr> = servers
         .iter()
-        .map(|s| format!("{{ address = \"127.0.0.1:{}\" }}", s.port))
+        .map(|s| std::net::SocketAddr::from(([127, 0, 0, 1], s.port)))
+        .collect();
+    sip_proxy(
+        &addrs,
+        (2, policy),
+        "",
+        "[cluster.pool]\nreconnect_backoff_min = \"50ms\"\nreconnect_backoff_max = \"200ms\"",
+    )
+}
+
+/// Switchyard running `examples/scripts/sip.lua` in front of `backends`: `workers`
+/// workers, `policy`, `on_backend_down = "fail"`, pins, the admin listener; `listener` and
+/// `cluster` are more lines of those tables.
+fn sip_proxy(
+    backends: &[std::net::SocketAddr],
+    (workers, policy): (u32, &str),
+    listener: &str,
+    cluster: &str,
+) -> Proxy {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
         .collect();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scripts/sip.lua");
     Proxy::start(&format!(
         r#"
-workers = 2
+workers = {workers}
 [admin]
 listen = "127.0.0.1:0"
 [[listener]]
 name = "sip"
 listen = "127.0.0.1:0"
 cluster = "sip"
+{listener}
 [listener.codec]
 kind = "lua"
 script = "{}"
@@ -163,14 +185,12 @@ policy = "{policy}"
 on_backend_down = "fail"
 request_timeout = "32s"
 backends = [{}]
-[cluster.pool]
-reconnect_backoff_min = "50ms"
-reconnect_backoff_max = "200ms"
 [cluster.persistence]
 ttl = "4h"
+{cluster}
 "#,
         script.display(),
-        backends.join(", ")
+        list.join(", ")
     ))
 }
 
@@ -181,6 +201,17 @@ fn sample(text: &str, series: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Waits (5 s at most) for the proxy to hold no pins: every call's was released when it
+/// ended.
+fn every_pin_released(proxy: &Proxy) {
+    let admin = proxy.admin.unwrap();
+    eventually(
+        "every call's pin to be released",
+        Duration::from_secs(5),
+        || sample(&metrics(admin), "switchyard_pins{") == 0.0,
+    );
 }
 
 fn created(s: &HashMap<String, u64>) -> u64 {
@@ -209,12 +240,7 @@ fn calls_spread(transport: &str, calls: u64) {
         (0, calls, 0),
         "client: {c:?}"
     );
-    let admin = proxy.admin.unwrap();
-    eventually(
-        "every call's pin to be released",
-        Duration::from_secs(5),
-        || sample(&metrics(admin), "switchyard_pins{") == 0.0,
-    );
+    every_pin_released(&proxy);
     let per: Vec<u64> = servers
         .into_iter()
         .map(|s| {
@@ -263,12 +289,7 @@ fn sipp_server_hangs_up_and_the_clients_answer_reaches_it() {
         (0, 300, 0),
         "client: {c:?}"
     );
-    let admin = proxy.admin.unwrap();
-    eventually(
-        "every call's pin to be released",
-        Duration::from_secs(5),
-        || sample(&metrics(admin), "switchyard_pins{") == 0.0,
-    );
+    every_pin_released(&proxy);
     let total: u64 = servers
         .into_iter()
         .map(|s| {
@@ -397,37 +418,12 @@ fn sipp_slow_server_gets_fewer_calls_under_least_sessions() {
 /// A proxy for the plain-TCP SIP tests: one worker, one connection per backend, so two
 /// clients' requests share it; `extra` goes in the listener's table.
 fn plain_proxy(backends: &[std::net::SocketAddr], extra: &str) -> Proxy {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\" }}"))
-        .collect();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scripts/sip.lua");
-    Proxy::start(&format!(
-        r#"
-workers = 1
-[admin]
-listen = "127.0.0.1:0"
-[[listener]]
-name = "sip"
-listen = "127.0.0.1:0"
-cluster = "sip"
-{extra}
-[listener.codec]
-kind = "lua"
-script = "{}"
-[[cluster]]
-name = "sip"
-policy = "least_sessions"
-on_backend_down = "fail"
-backends = [{}]
-[cluster.pool]
-connections_per_backend = 1
-[cluster.persistence]
-ttl = "1h"
-"#,
-        script.display(),
-        list.join(", ")
-    ))
+    sip_proxy(
+        backends,
+        (1, "least_sessions"),
+        extra,
+        "[cluster.pool]\nconnections_per_backend = 1",
+    )
 }
 
 fn invite(call: &str, cseq: u32) -> Vec<u8> {

@@ -148,12 +148,8 @@ impl Cluster {
         ms: u64,
     ) -> Routed {
         let key = key.map(|k| self.hash_key(k));
-        let now = Now {
-            cluster: self,
-            reach,
-            ms,
-            fail: self.settings.on_backend_down == OnBackendDown::Fail,
-        };
+        let fail = self.settings.on_backend_down == OnBackendDown::Fail;
+        let now = Now::at(self, reach, ms, fail);
         match (key, &self.sessions) {
             (Some(k), Some(_)) => now.pin(k, picker),
             _ => now.place(key, picker).routed(None),
@@ -179,13 +175,7 @@ impl Cluster {
         let Some(i) = store.backend_of(session).and_then(|id| self.index_of(id)) else {
             return Routed::NoSession;
         };
-        let now = Now {
-            cluster: self,
-            reach,
-            ms,
-            fail: true,
-        };
-        if !now.usable(i) {
+        if !Now::at(self, reach, ms, true).usable(i) {
             return Routed::PinnedDown(Some(i));
         }
         Routed::To(Route {
@@ -206,7 +196,17 @@ struct Now<'a> {
     fail: bool,
 }
 
-impl Now<'_> {
+impl<'a> Now<'a> {
+    /// `cluster` as `reach` sees it at `ms`; `fail`: `on_backend_down = "fail"`.
+    fn at(cluster: &'a Cluster, reach: &'a dyn Reach, ms: u64, fail: bool) -> Self {
+        Now {
+            cluster,
+            reach,
+            ms,
+            fail,
+        }
+    }
+
     /// Usable: may carry the messages of keys it holds.
     fn usable(&self, i: usize) -> bool {
         self.cluster.backends[i].available(self.ms) && self.reach.up(i)
