@@ -100,7 +100,10 @@ fn a_million_messages_through_one_by_id_connection_leave_nothing_behind() {
                             &frame,
                             crate::backend::MsgId::Rewrite(id),
                             Some(ticket),
-                            false,
+                            crate::backend::Sending {
+                                retry: false,
+                                ends: None,
+                            },
                             &sink,
                             Instant::now(),
                         );

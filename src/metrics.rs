@@ -281,6 +281,8 @@ pub(crate) struct BackendCounters {
     /// Messages read from it that answered no waiting request: pushes, late answers.
     /// (Answers to requests are the latency histogram's count.)
     pub(crate) unasked: Counter,
+    /// Answers after a request's first (a provisional answer's successors).
+    pub(crate) further: Counter,
     /// Bytes of everything read from it.
     pub(crate) answer_bytes: Counter,
     /// Requests failed without an answer, by [`FAILURE_REASONS`].
@@ -324,9 +326,11 @@ impl BackendCounters {
         }
     }
 
-    /// A further answer of a request answered before (after a provisional one): its bytes.
+    /// A further answer of a request answered before (after a provisional one): counted,
+    /// its latency not (the first answer's was).
     pub(crate) fn on_further_answer(&self, len: usize) {
         self.answer_bytes.add(len as u64);
+        self.further.inc();
     }
 
     /// A request failed without an answer, for `fault`: timed out, or lost (a poison
@@ -341,7 +345,10 @@ impl BackendCounters {
 
     /// Everything read from the backend: answers and unasked messages.
     pub(crate) fn answers(&self) -> u64 {
-        self.latency.count().wrapping_add(self.unasked.get())
+        self.latency
+            .count()
+            .wrapping_add(self.unasked.get())
+            .wrapping_add(self.further.get())
     }
 }
 

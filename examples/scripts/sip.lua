@@ -20,12 +20,21 @@
 -- * Answers: a 1xx is provisional (forwarded; the request waits on), a 2xx-6xx final.
 --   ACK is one-way. A server's own request (REQUEST) goes to the call's owner, and the
 --   client's answer to it (ANSWER) back to the server that holds the call.
--- * A BYE and its final answer end the session: the pin is released.
+-- * A BYE and its final answer end the session: the pin is released. So do an OPTIONS and
+--   a MESSAGE outside a dialog (nothing follows them). A call that fails before it is set
+--   up (a 486 to its INVITE) keeps its pin until the TTL: its ACK still needs it, and a
+--   re-INVITE's failure, which looks the same, must not end the call.
 -- * Keep-alives (RFC 5626): a CRLFCRLF ping is answered with a CRLF pong by the proxy
 --   itself, and a pong is dropped; an OPTIONS with `Max-Forwards: 0` (a ping addressed to the
 --   next hop) is answered 200 by the proxy. Other OPTIONS go to the servers.
 -- * A request that fails (its server down, timed out) is answered 503, built from the
 --   request's own Via, From, To, Call-ID and CSeq.
+
+-- Whether the request's To header carries a tag: it is inside a dialog.
+local function in_dialog(data: buffer, first: number, hend: number): boolean
+	local to_off, to_len = header(data, first, hend, "to", "t")
+	return to_off ~= nil and find(data, to_off, to_off + to_len, ";tag=") ~= nil
+end
 
 local function scan(data: buffer, len: number, out: buffer)
 	local pos, n = 0, 0
@@ -100,7 +109,11 @@ local function scan(data: buffer, len: number, out: buffer)
 				local mf_off, mf_len = header(data, first, hend, "max-forwards")
 				if mf_off and int(data, mf_off, mf_len) == 0 then
 					flags = LOCAL
+				elseif not in_dialog(data, first, hend) then
+					flags += ENDS_SESSION
 				end
+			elseif verb == "MESSAGE" and not in_dialog(data, first, hend) then
+				flags += ENDS_SESSION
 			end
 		end
 		frame(out, n, size, key_off, key_len, id_off, id_len)

@@ -36,8 +36,18 @@ pub(crate) enum MsgId {
     None,
     /// `by_id`: the id field here, replaced by the proxy's own.
     Rewrite(Span),
-    /// `by_id_as_sent`: the request's transaction id (its id as sent, with its key).
-    AsSent(u64),
+    /// `by_id_as_sent`: the request's transaction id (its id as sent, with its key), and
+    /// where the id sits (so a hand-back keeps it).
+    AsSent(u64, Span),
+}
+
+/// How one message is sent, besides its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sending {
+    /// It may be re-sent on probation if the connection dies after writing it.
+    pub(crate) retry: bool,
+    /// The session a one-way message ends once it is written (`ENDS_SESSION`).
+    pub(crate) ends: Option<std::num::NonZeroU64>,
 }
 
 /// The connection's books.
@@ -167,18 +177,20 @@ impl BackendConn {
 
     /// Queues one request `frame` of the client `sink`, read at `now` (one clock read per
     /// batch of frames). With a `ticket` an answer is awaited (the client side made it);
-    /// without one the message is one-way. `id` is how its answer will find it.
-    /// `retry`: it may be re-sent on probation if the connection dies after writing it.
-    /// The caller has checked [`Self::has_room`].
+    /// without one the message is one-way. `id` is how its answer will find it; `how`,
+    /// whether it may be re-sent and what a one-way message ends. Whether it was taken: a
+    /// `by_id_as_sent` duplicate is not (it is failed). The caller has checked
+    /// [`Self::has_room`].
     pub(crate) fn send(
         &self,
         frame: &[u8],
         id: MsgId,
         ticket: Option<Ticket>,
-        retry: bool,
+        how: Sending,
         sink: &Rc<dyn ReplySink>,
         now: Instant,
-    ) {
+    ) -> bool {
+        let retry = how.retry;
         let mut s = self.state.borrow_mut();
         let start = s.queued_total;
         let len_before = s.wbuf.len();
@@ -199,19 +211,21 @@ impl BackendConn {
                     drop(s);
                     let internal = Fault::Internal("an in_order request was not recorded".into());
                     p.fail(&internal, None);
-                    return;
+                    return false;
                 }
                 s.wbuf.extend_from_slice(frame);
                 true
             }
-            (Some(ticket), Correlation::ByIdAsSent, MsgId::AsSent(tx)) => {
-                if let Err(p) = s.corr.register_as(pending(ticket, frame.len() as u32), tx) {
+            (Some(ticket), Correlation::ByIdAsSent, MsgId::AsSent(tx, span)) => {
+                let mut p = pending(ticket, frame.len() as u32);
+                p.placed.set_id_at(span);
+                if let Err(p) = s.corr.register_as(p, tx) {
                     // The same id is awaiting its answer here: this client's error, never
                     // the other request's answer.
                     drop(s);
                     p.sink
                         .fail(&p.ticket, &ClientFault::DuplicateId.into(), Some(frame));
-                    return;
+                    return false;
                 }
                 s.wbuf.extend_from_slice(frame);
                 true
@@ -225,7 +239,7 @@ impl BackendConn {
                         // The caller checked has_room(); keep the books straight anyway.
                         drop(s);
                         p.fail(&BackendFault::NoFreeId.into(), None);
-                        return;
+                        return false;
                     }
                 };
                 s.wbuf.extend_from_slice(&frame[..start_at]);
@@ -263,6 +277,7 @@ impl BackendConn {
                 s.oneway.push_back(OneWay {
                     sink: sink.clone(),
                     placed: Placed::new(start, frame.len() as u32, None),
+                    ends: how.ends,
                 });
                 false
             }
@@ -277,6 +292,21 @@ impl BackendConn {
         self.counters.on_request(frame.len());
         self.backend.load.on_sent(awaits);
         self.notify.notify_one();
+        true
+    }
+
+    /// The request of `ticket` got its final answer: the session it ends, if it ends one,
+    /// ends. (A request that fails ends nothing: the session keeps its pin, so its later
+    /// messages still fail where it lived rather than reach a backend that never saw it.)
+    pub(super) fn done(&self, ticket: &Ticket) {
+        if let Some(k) = ticket.end_session {
+            self.end_session(k.get());
+        }
+    }
+
+    /// Session `key` (a store key) ended.
+    pub(super) fn end_session(&self, key: u64) {
+        self.upstream.borrow().cluster.end_session(key);
     }
 
     /// Queues bytes the proxy itself answers the backend with (a keep-alive's pong): no
@@ -309,12 +339,20 @@ impl BackendConn {
         s.written_total += n as u64;
         s.writing = s.writing.saturating_sub(n);
         let written = s.written_total;
+        let mut ended = None;
         while s
             .oneway
             .front()
             .is_some_and(|o| o.placed.start + u64::from(o.placed.len) <= written)
         {
-            s.oneway.pop_front();
+            if let Some(k) = s.oneway.pop_front().and_then(|o| o.ends) {
+                // Rare (a client's answer ending its session): at most a few per write.
+                ended.get_or_insert_with(Vec::new).push(k);
+            }
+        }
+        drop(s);
+        for k in ended.into_iter().flatten() {
+            self.end_session(k.get());
         }
     }
 

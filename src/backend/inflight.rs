@@ -6,7 +6,6 @@
 //! handed back to their clients to be routed again, those written that may be re-sent go on
 //! probation ([`super::probation`]), and the rest fail.
 
-use crate::metrics::BackendCounters;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -182,9 +181,9 @@ pub(super) struct Retry {
 
 impl Retry {
     /// Fails it with `fault`, its bytes at hand for the error answer; counted in
-    /// `counters` (a poison request is counted as such by the probation instead).
-    pub(super) fn fail(&self, fault: &Fault, counters: &BackendCounters) {
-        counters.on_failure(fault);
+    /// `conn`'s counters (a poison request is counted as such by the probation instead).
+    pub(super) fn fail(&self, fault: &Fault, conn: &super::BackendConn) {
+        conn.counters.on_failure(fault);
         let p = &self.pending;
         p.sink.fail(&p.ticket, fault, Some(&self.bytes));
     }
@@ -208,6 +207,8 @@ impl std::fmt::Debug for Pending {
 pub(super) struct OneWay {
     pub(super) sink: Rc<dyn ReplySink>,
     pub(super) placed: Placed,
+    /// The session it ends once written (`ENDS_SESSION`).
+    pub(super) ends: Option<std::num::NonZeroU64>,
 }
 
 impl std::fmt::Debug for OneWay {
@@ -248,7 +249,9 @@ pub(super) struct Settled {
 
 /// Hands back what was never written (if `retry`), gives what was written and may be
 /// re-sent to the probation (if `probation`), and fails the rest with `lost`; tells
-/// `on_failed` of each request that leaves the backend's books.
+/// `on_failed` of each request that leaves the backend's books. A failed request or a lost
+/// one-way message ends no session (`ENDS_SESSION`): its pin stays, so the session's later
+/// messages still fail where it lived rather than reach a backend that never saw it.
 pub(super) fn settle(
     pending: Vec<(Pending, Option<Kept>)>,
     oneway: Vec<OneWay>,

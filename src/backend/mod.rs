@@ -25,6 +25,6 @@ mod pump;
 mod task;
 mod upstream;
 
-pub(crate) use conn::{BackendConn, MsgId};
+pub(crate) use conn::{BackendConn, MsgId, Sending};
 pub(crate) use pool::{Pool, PoolTarget};
 pub(crate) use upstream::Upstream;

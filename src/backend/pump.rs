@@ -66,7 +66,8 @@ pub(super) fn route_push(conn: &BackendConn, registry: &Registry, frame: &[u8], 
 enum Deadline {
     /// Nothing is outstanding.
     None,
-    /// Armed already for the oldest request (its deadline only moves later as answers
+    /// Armed already for this deadline or an earlier one (it then fires early and is armed
+    /// again; a request's deadline only moves later as answers come, so this is rare)
     /// come, so it is armed once, and re-armed when it fires early).
     Armed,
     /// Arm it for this instant.
@@ -87,7 +88,10 @@ struct Pump<'a> {
     out: BytesMut,
     frames: FrameSet,
     request_timeout: Duration,
-    armed: bool,
+    /// A request's timeout after a provisional answer (from the last one).
+    provisional_timeout: Duration,
+    /// When the request timer is armed for, if it is.
+    armed: Option<Instant>,
     /// When the last read of answers came.
     last_read: Instant,
 }
@@ -102,18 +106,39 @@ impl<'a> Pump<'a> {
         }
     }
 
-    /// The request timer's next deadline.
+    /// When request `p` times out: its request timeout after it was sent, or its
+    /// provisional timeout after its last provisional answer.
+    fn due(&self, p: &super::inflight::Pending) -> Instant {
+        p.sent
+            + if p.placed.answered {
+                self.provisional_timeout
+            } else {
+                self.request_timeout
+            }
+    }
+
+    /// The request timer's next deadline: the earlier of the oldest request's awaiting its
+    /// first answer and the one's whose last provisional answer is oldest. Armed once for
+    /// it, and again only if an earlier one appears (a request sent while only provisionally
+    /// answered ones are outstanding) or when it fires early.
     fn next_deadline(&mut self) -> Deadline {
-        let oldest = self.conn.state.borrow().corr.oldest().map(|p| p.sent);
-        match oldest {
-            None => {
-                self.armed = false;
+        let next = {
+            let s = self.conn.state.borrow();
+            let (waiting, ringing) = s.corr.oldest_each();
+            match (waiting.map(|p| self.due(p)), ringing.map(|p| self.due(p))) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        match (next, self.armed) {
+            (None, _) => {
+                self.armed = None;
                 Deadline::None
             }
-            Some(_) if self.armed => Deadline::Armed,
-            Some(sent) => {
-                self.armed = true;
-                Deadline::Arm(sent + self.request_timeout)
+            (Some(at), Some(armed)) if armed <= at => Deadline::Armed,
+            (Some(at), _) => {
+                self.armed = Some(at);
+                Deadline::Arm(at)
             }
         }
     }
@@ -217,7 +242,9 @@ impl<'a> Pump<'a> {
                     conn.backend.on_answer(latency);
                 }
                 p.sink.answer(&p.ticket, frame, f.id);
-                if p.ticket.ends_session || f.flags.has(Flags::ENDS_SESSION) {
+                if p.ticket.end_session.is_some() {
+                    conn.done(&p.ticket);
+                } else if f.flags.has(Flags::ENDS_SESSION) {
                     self.end_session(frame, f);
                 }
                 self.registry.defer_flush(&p.sink);
@@ -271,8 +298,8 @@ impl<'a> Pump<'a> {
         self.registry.defer_flush(&sink);
     }
 
-    /// The session of this final answer (found by the answer's own key) ended: its request
-    /// or the answer was marked `ENDS_SESSION`.
+    /// The session of this final answer (found by the answer's own key) ended: the answer
+    /// was marked `ENDS_SESSION`.
     #[cold]
     fn end_session(&self, frame: &[u8], f: &Frame) {
         if let Some(k) = f.key {
@@ -286,6 +313,7 @@ impl<'a> Pump<'a> {
     /// forgotten.
     #[cold]
     fn locally(&self, frame: &[u8], f: &Frame) {
+        self.conn.counters.on_answer(frame.len(), None);
         if f.flags.has(Flags::DROP) {
             return;
         }
@@ -313,16 +341,26 @@ impl<'a> Pump<'a> {
     /// The request timer fired: fails the requests older than the timeout; an `in_order`
     /// connection that cannot skip an answer must be replaced.
     fn on_deadline(&mut self) -> Result<(), Ended> {
-        self.armed = false;
+        self.armed = None;
         let conn = self.conn;
         let timeout = self.request_timeout;
         let now = Instant::now();
-        let is_old =
-            |p: &super::inflight::Pending| now.saturating_duration_since(p.sent) >= timeout;
+        let is_old = |p: &super::inflight::Pending| now >= self.due(p);
         loop {
             let expired = conn.state.borrow_mut().corr.oldest_expired(is_old);
             match expired {
                 None => return Ok(()),
+                Some(Expired::Request(p)) if p.placed.answered => {
+                    // The backend answered provisionally, so it is alive: the final answer
+                    // (a phone that was never picked up) is not the backend's failure.
+                    let after = self.provisional_timeout;
+                    if let Some(suppressed) =
+                        crate::throttle::admit(&[&conn.backend.name, "no final answer"])
+                    {
+                        tracing::warn!(backend = %conn.backend.name, timeout = ?after, suppressed, "no final answer within provisional_timeout of the last provisional one; failing the request");
+                    }
+                    fail_timed_out(conn, &p, after);
+                }
                 Some(Expired::Request(p)) => {
                     conn.report_failure("request timeout");
                     if let Some(suppressed) =
@@ -358,7 +396,7 @@ pub(super) async fn pump(
     protocols: &Protocols,
     max_frame: usize,
     registry: &Registry,
-    (request_timeout, quick_ack): (Duration, QuickAck),
+    ((request_timeout, provisional_timeout), quick_ack): ((Duration, Duration), QuickAck),
 ) -> (Ended, BytesMut) {
     match quick_ack {
         QuickAck::Always => conn.quick_ack.set(true),
@@ -384,7 +422,8 @@ pub(super) async fn pump(
         out: BytesMut::new(),
         frames: FrameSet::new(),
         request_timeout,
-        armed: false,
+        provisional_timeout,
+        armed: None,
         last_read: Instant::now(),
     };
     let (mut rd, mut wr) = stream.split();

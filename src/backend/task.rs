@@ -144,7 +144,10 @@ async fn connect_and_pump(
         protocols,
         max_frame,
         registry,
-        (config.request_timeout, config.pool.quick_ack),
+        (
+            (config.request_timeout, config.provisional_timeout),
+            config.pool.quick_ack,
+        ),
     )
     .await;
     conn.counters.open.dec();
@@ -179,9 +182,7 @@ fn settle(conn: &BackendConn, reason: &str, unwritten: BytesMut, retry: (bool, b
     conn.counters.failures[crate::metrics::LOST].add(s.failed as u64);
     let max = conn.upstream.borrow().config.pool.max_queued_bytes;
     let on_probation = s.probation.len();
-    let admitted = conn
-        .probation
-        .admit(s.probation, (max, &conn.counters), &lost.into());
+    let admitted = conn.probation.admit(s.probation, (max, conn), &lost.into());
     let suppressed = (s.failed > 0 || s.retried > 0 || on_probation > 0 || s.oneway_lost > 0)
         .then(|| crate::throttle::admit(&[&conn.backend.name, "lost in flight", reason]))
         .flatten();

@@ -6,8 +6,8 @@
 use super::listener::ListenerCtx;
 use super::reply::{Client, Members, Requeued};
 use crate::access_log::Sample;
-use crate::backend::MsgId;
 use crate::backend::PoolTarget;
+use crate::backend::{MsgId, Sending};
 use bytes::{Buf, BytesMut};
 use std::rc::Rc;
 use std::time::Instant;
@@ -35,6 +35,17 @@ enum Step {
     Blocked(Blocked),
     /// Taken, but part of it waits in the retry queue: nothing newer may go before it.
     Queued(Blocked),
+}
+
+/// What a message is, for where it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A request (or a `none` listener's message): pinned, or placed and pinned.
+    Request,
+    /// A marked one-way request: to its pin, or placed without pinning.
+    OneWay,
+    /// A client's answer to a backend's request: only to its session's pin.
+    Answer,
 }
 
 /// Where a request can go.
@@ -65,6 +76,8 @@ struct Request<'f> {
     answer: bool,
     /// It ends its session (`ENDS_SESSION`): the pin goes once it is done.
     ends: bool,
+    /// The codec marked it `ONE_WAY`: it pins no key that has no pin.
+    marked_one_way: bool,
 }
 
 /// One client's routing, for one pass of its task (one clock read).
@@ -95,6 +108,7 @@ impl Router<'_> {
                 repeatable: r.repeatable,
                 answer: flags.has(Flags::ANSWER),
                 ends: flags.has(Flags::ENDS_SESSION),
+                marked_one_way: flags.has(Flags::ONE_WAY),
             };
             if let Step::Blocked(b) = self.send(req, None)? {
                 self.client.untake_requeued(r);
@@ -214,6 +228,13 @@ impl Router<'_> {
         if awaits && req.ticket.is_none() && client.inflight() >= lctx.config.limits.max_inflight {
             return Ok(Step::Blocked(Blocked::Inflight));
         }
+        if let Some(t) = req.ticket.as_ref().filter(|_| !awaits) {
+            // A request handed back that can no longer await its answer (its marks or id
+            // could not be found again): it is failed, so its client's books stay right.
+            let fault = Fault::Internal("a handed-back request lost its id or marks".into());
+            client.refuse(t, &fault, Some(req.frame))?;
+            return Ok(Step::Sent);
+        }
         if client.held_for_retry() {
             return Ok(Step::Blocked(Blocked::Backend));
         }
@@ -222,7 +243,14 @@ impl Router<'_> {
         // The client's id: restored on the answer (`by_id`), and put in error answers.
         let id = req.id.map(|s| s.slice(req.frame));
         let decided = route.map(Choice::To);
-        let route = match decided.unwrap_or_else(|| self.choose(req.frame, req.key, req.answer)) {
+        let kind = if req.answer {
+            Kind::Answer
+        } else if req.marked_one_way {
+            Kind::OneWay
+        } else {
+            Kind::Request
+        };
+        let route = match decided.unwrap_or_else(|| self.choose(req.frame, req.key, kind)) {
             Choice::To(r) => r,
             Choice::Wait(b) => return Ok(Step::Blocked(b)),
             Choice::Refuse(fault) if awaits => {
@@ -238,10 +266,15 @@ impl Router<'_> {
         match lctx.pool.target(route.backend, client.gid) {
             PoolTarget::Conn(conn) => {
                 let cluster = lctx.cluster();
-                route.claim(cluster, client.gid);
+                // The session this message ends (`ENDS_SESSION`): by the request when it
+                // is done, by a one-way message once it is written.
+                let ends = route
+                    .session
+                    .filter(|_| req.ends)
+                    .and_then(std::num::NonZeroU64::new);
                 let ticket = awaits.then(|| {
                     let mut t = client.ticket(req.ticket, id, key);
-                    t.ends_session |= req.ends;
+                    t.end_session = t.end_session.or(ends);
                     t
                 });
                 if let Some(t) = ticket.as_ref().filter(|t| t.part.is_none()) {
@@ -255,16 +288,18 @@ impl Router<'_> {
                     (Correlation::ById, Some(span)) => MsgId::Rewrite(span),
                     (Correlation::ByIdAsSent, Some(span)) if awaits => MsgId::AsSent(
                         switchyard_core::correlate::transaction_id(key, span.slice(req.frame)),
+                        span,
                     ),
                     _ => MsgId::None,
                 };
-                conn.send(req.frame, msg_id, ticket, retry, self.sink, self.now);
-                // A one-way message that ends its session (an answer to a server's BYE)
-                // ends it now; a request ends it when it is done.
-                if req.ends && !awaits {
-                    if let Some(k) = route.session {
-                        cluster.end_session(k);
-                    }
+                let how = Sending {
+                    retry,
+                    ends: ends.filter(|_| !awaits),
+                };
+                // Push ownership once the message is taken (a refused duplicate takes
+                // nothing over).
+                if conn.send(req.frame, msg_id, ticket, how, self.sink, self.now) {
+                    route.claim(cluster, client.gid);
                 }
                 Ok(Step::Sent)
             }
@@ -276,8 +311,9 @@ impl Router<'_> {
     }
 
     /// Where a request with `key` goes: its pin, or the policy (a moved pin is logged); an
-    /// `answer` to a backend's request goes only where its session is pinned.
-    fn choose(&self, frame: &[u8], key: Option<Key>, answer: bool) -> Choice {
+    /// answer to a backend's request goes only where its session is pinned; a one-way
+    /// request pins no key that has no pin.
+    fn choose(&self, frame: &[u8], key: Option<Key>, kind: Kind) -> Choice {
         let lctx = self.lctx;
         let cluster = lctx.cluster();
         let mut scratch = [0; 8];
@@ -285,10 +321,10 @@ impl Router<'_> {
         let routed = {
             let mut picker = lctx.picker.borrow_mut();
             let reach = lctx.pool.reach(self.client.gid);
-            if answer {
-                cluster.route_answer(key_bytes, &mut **picker, &reach, self.ms)
-            } else {
-                cluster.route_at(key_bytes, &mut **picker, &reach, self.ms)
+            match kind {
+                Kind::Answer => cluster.route_answer(key_bytes, &mut **picker, &reach, self.ms),
+                Kind::OneWay => cluster.route_one_way(key_bytes, &mut **picker, &reach, self.ms),
+                Kind::Request => cluster.route_at(key_bytes, &mut **picker, &reach, self.ms),
             }
         };
         if key_bytes.is_some() && cluster.sessions.is_some() {
@@ -373,12 +409,11 @@ impl Router<'_> {
                         joined
                     };
                     let ticket = Ticket {
-                        client: client.gid,
                         seq,
                         part: Some(first),
                         orig_id: None,
                         key: None,
-                        ends_session: false,
+                        end_session: None,
                     };
                     let key = Some(part.key_span());
                     // Parts go out in order: once one waits, the rest queue behind it.
@@ -392,6 +427,7 @@ impl Router<'_> {
                             repeatable: merge.reads(),
                             answer: false,
                             ends: false,
+                            marked_one_way: false,
                         };
                         match self.send(req, route)? {
                             Step::Sent => continue,
@@ -421,7 +457,7 @@ impl Router<'_> {
     fn group_by_backend(&self, parts: Vec<Part>) -> Vec<(Option<Route>, u16, Members)> {
         let mut groups: Vec<(Option<Route>, u16, Members)> = Vec::new();
         for (i, p) in parts.into_iter().enumerate() {
-            let route = match self.choose(&p.frame, Some(p.key_span()), false) {
+            let route = match self.choose(&p.frame, Some(p.key_span()), Kind::Request) {
                 Choice::To(r) => Some(r),
                 Choice::Wait(_) | Choice::Refuse(_) => None,
             };
@@ -458,6 +494,7 @@ impl<'f> Request<'f> {
             repeatable: true,
             answer: f.flags.has(Flags::ANSWER),
             ends: f.flags.has(Flags::ENDS_SESSION),
+            marked_one_way: f.flags.has(Flags::ONE_WAY),
         }
     }
 }

@@ -22,6 +22,7 @@ pub(crate) struct RawCluster {
     persistence: Option<RawPersistence>,
     pool: Option<RawPool>,
     request_timeout: Option<String>,
+    provisional_timeout: Option<String>,
     retry_on_connect_failure: Option<bool>,
     on_backend_down: Option<String>,
     health: Option<RawHealth>,
@@ -100,6 +101,9 @@ pub struct ClusterConfig {
     pub pool: PoolConfig,
     /// An answer not received this long after its request was queued fails the request.
     pub request_timeout: Duration,
+    /// After a provisional answer, the final one may take this long (from the last
+    /// provisional answer) before the request fails.
+    pub provisional_timeout: Duration,
     /// A message never written to a backend whose connection failed is routed again.
     pub retry_on_connect_failure: bool,
     /// Active health checks, if configured.
@@ -272,6 +276,11 @@ pub(crate) fn validate(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid
             &key("request_timeout"),
             c.request_timeout.as_ref(),
             Duration::from_secs(30),
+        )?,
+        provisional_timeout: nonzero_duration(
+            &key("provisional_timeout"),
+            c.provisional_timeout.as_ref(),
+            Duration::from_secs(180),
         )?,
         retry_on_connect_failure: c.retry_on_connect_failure.unwrap_or(true),
         health: c.health.map(|h| validate_health(&key, h)).transpose()?,

@@ -74,6 +74,11 @@ impl Config {
                     "listener.{name}.correlation: with \"none\" every message a backend sends is a push, delivered to the client that owns its session; cluster {} has no [cluster.persistence], so there are no sessions and every one of them is dropped",
                     c.name()
                 ));
+            } else if !pins && l.correlation() == Correlation::ByIdAsSent {
+                out.push(format!(
+                    "listener.{name}.correlation: with \"by_id_as_sent\" what a backend sends unasked (its own requests, an answer no request awaits) goes to the client that owns its session; cluster {} has no [cluster.persistence], so all of it is dropped",
+                    c.name()
+                ));
             } else if pins && none && !l.protocols.answers.capabilities().keys {
                 out.push(format!(
                     "listener.{name}.response_codec: with \"none\" every message a backend sends is a push, found by its session key, but the {} codec finds no key in backend messages: every one of them is dropped",

@@ -63,10 +63,11 @@ pub fn transaction_id(key: Option<&[u8]>, id: &[u8]) -> u64 {
     static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
         std::sync::OnceLock::new();
     let mut h = SEED.get_or_init(Default::default).build_hasher();
-    if let Some(k) = key {
-        h.write(k);
-    }
-    h.write_u8(0xff);
+    // Each part with its length first, so no two (key, id) pairs hash the same bytes.
+    let key = key.unwrap_or_default();
+    h.write_usize(key.len());
+    h.write(key);
+    h.write_usize(id.len());
     h.write(id);
     h.finish()
 }
@@ -78,8 +79,12 @@ pub struct Correlator<T> {
     fifo: VecDeque<T>,
     /// By-id requests: proxy id → (registration number, request).
     ids: IdMap<(u64, T)>,
-    /// By-id requests by registration number (oldest first), for timeouts.
+    /// By-id requests awaiting their first answer, by registration number (oldest first),
+    /// for timeouts.
     order: BTreeMap<u64, u64>,
+    /// By-id requests that had a provisional answer, by the number it gave them (oldest
+    /// first): their timeout is another.
+    ringing: BTreeMap<u64, u64>,
     /// Timed-out ids awaiting their late answer: id → registration number.
     tombstones: IdMap<u64>,
     /// Tombstones by registration number, oldest first, for the bound.
@@ -98,7 +103,7 @@ pub struct Footprint {
     pub fifo: usize,
     /// `by_id` requests by id.
     pub ids: usize,
-    /// `by_id` requests by age.
+    /// `by_id` requests by age (both orders).
     pub order: usize,
     /// Tombstones by id.
     pub tombstones: usize,
@@ -119,6 +124,7 @@ impl<T> Correlator<T> {
             fifo: VecDeque::new(),
             ids: IdMap::default(),
             order: BTreeMap::new(),
+            ringing: BTreeMap::new(),
             tombstones: IdMap::default(),
             tombstone_order: BTreeMap::new(),
             max_tombstones,
@@ -148,7 +154,7 @@ impl<T> Correlator<T> {
         Footprint {
             fifo: self.fifo.len(),
             ids: self.ids.len(),
-            order: self.order.len(),
+            order: self.order.len() + self.ringing.len(),
             tombstones: self.tombstones.len(),
             tombstone_order: self.tombstone_order.len(),
         }
@@ -178,8 +184,9 @@ impl<T> Correlator<T> {
     }
 
     /// A provisional answer (`id` as for [`Self::answer`]): the request it answers, left
-    /// outstanding and made the youngest in age (its timeout starts again: the caller
-    /// resets its clock); `Late` for a timed-out request's.
+    /// outstanding and made the youngest of those that had one (its timeout starts again,
+    /// the caller resets its clock, and may be another: see [`Self::oldest_each`]); `Late`
+    /// for a timed-out request's.
     pub fn provisional(&mut self, id: Option<u64>) -> Answer<&mut T> {
         match self.mode {
             Correlation::InOrder => self
@@ -196,8 +203,10 @@ impl<T> Correlator<T> {
                 let seq = self.next_seq;
                 match self.ids.get_mut(&id) {
                     Some((old, t)) => {
-                        self.order.remove(old);
-                        self.order.insert(seq, id);
+                        if self.order.remove(old).is_none() {
+                            self.ringing.remove(old);
+                        }
+                        self.ringing.insert(seq, id);
                         *old = seq;
                         self.next_seq += 1;
                         Answer::Matched(t)
@@ -254,7 +263,9 @@ impl<T> Correlator<T> {
                         return Answer::Late;
                     }
                     self.ids.remove(&id).map(|(seq, t)| {
-                        self.order.remove(&seq);
+                        if self.order.remove(&seq).is_none() {
+                            self.ringing.remove(&seq);
+                        }
                         t
                     })
                 }
@@ -279,28 +290,65 @@ impl<T> Correlator<T> {
                 .filter(|t| is_old(t))
                 .map(|_| Expired::ConnectionLost),
             Correlation::ById | Correlation::ByIdAsSent => {
-                let (&seq, &id) = self.order.first_key_value()?;
-                if !self.ids.get(&id).is_some_and(|(_, t)| is_old(t)) {
-                    return None;
+                // The oldest of either order, if it is old.
+                for ringing in [false, true] {
+                    let order = if ringing {
+                        &mut self.ringing
+                    } else {
+                        &mut self.order
+                    };
+                    let Some((&seq, &id)) = order.first_key_value() else {
+                        continue;
+                    };
+                    if !self.ids.get(&id).is_some_and(|(_, t)| is_old(t)) {
+                        continue;
+                    }
+                    order.remove(&seq);
+                    let (_, t) = self.ids.remove(&id)?;
+                    self.tombstone(id, seq);
+                    return Some(Expired::Request(t));
                 }
-                self.order.remove(&seq);
-                let (_, t) = self.ids.remove(&id)?;
-                self.tombstone(id, seq);
-                Some(Expired::Request(t))
+                None
             }
             Correlation::None => None,
         }
     }
 
-    /// The oldest outstanding request, if any.
+    /// The oldest outstanding request, if any (by when it was sent or last answered
+    /// provisionally).
     pub fn oldest(&self) -> Option<&T> {
         match self.mode {
             Correlation::InOrder => self.fifo.front(),
             Correlation::ById | Correlation::ByIdAsSent => {
-                let (_, id) = self.order.first_key_value()?;
+                let (_, id) = match (self.order.first_key_value(), self.ringing.first_key_value()) {
+                    (Some(w), Some(r)) => {
+                        if w.0 <= r.0 {
+                            w
+                        } else {
+                            r
+                        }
+                    }
+                    (w, r) => w.or(r)?,
+                };
                 self.ids.get(id).map(|(_, t)| t)
             }
             Correlation::None => None,
+        }
+    }
+
+    /// The oldest outstanding request still awaiting its first answer, and the one whose
+    /// last provisional answer is oldest (`in_order`: the first in line, as the first).
+    pub fn oldest_each(&self) -> (Option<&T>, Option<&T>) {
+        match self.mode {
+            Correlation::InOrder => (self.fifo.front(), None),
+            Correlation::ById | Correlation::ByIdAsSent => {
+                let first = |order: &BTreeMap<u64, u64>| {
+                    let (_, id) = order.first_key_value()?;
+                    self.ids.get(id).map(|(_, t)| t)
+                };
+                (first(&self.order), first(&self.ringing))
+            }
+            Correlation::None => (None, None),
         }
     }
 
@@ -323,7 +371,9 @@ impl<T> Correlator<T> {
     pub fn drain(&mut self) -> Vec<T> {
         let mut all: Vec<T> = self.fifo.drain(..).collect();
         let mut ids = std::mem::take(&mut self.ids);
-        for (_, id) in std::mem::take(&mut self.order) {
+        let mut order = std::mem::take(&mut self.order);
+        order.append(&mut self.ringing);
+        for (_, id) in order {
             if let Some((_, t)) = ids.remove(&id) {
                 all.push(t);
             }
@@ -458,6 +508,31 @@ mod tests {
         assert_eq!(c.answer(Some(other)), Answer::Late);
         c.register_as(4, other).unwrap();
         assert_eq!(c.drain(), vec![4]);
+        assert_eq!(c.footprint().order, 0);
+    }
+
+    /// A request answered provisionally waits in an age order of its own (its timeout is
+    /// another), so it neither holds back nor is held back by requests awaiting a first
+    /// answer.
+    #[test]
+    fn provisionally_answered_requests_time_out_on_their_own() {
+        let mut c = Correlator::new(Correlation::ByIdAsSent, 0);
+        let (a, b) = (transaction_id(None, b"a"), transaction_id(None, b"b"));
+        c.register_as(1, a).unwrap();
+        c.register_as(2, b).unwrap();
+        assert_eq!(c.provisional(Some(a)), Answer::Matched(&mut 1));
+        assert_eq!(c.oldest_each(), (Some(&2), Some(&1)));
+        assert_eq!(c.oldest(), Some(&2));
+        assert_eq!(
+            c.oldest_expired(|t| *t == 1),
+            Some(Expired::Request(1)),
+            "found behind an older request that has not timed out"
+        );
+        assert_eq!(c.register_as(1, a), Err(1), "tombstoned");
+        assert_eq!(c.provisional(Some(a)), Answer::Late);
+        assert_eq!(c.answer(Some(a)), Answer::Late);
+        assert_eq!(c.oldest_expired(|t| *t == 2), Some(Expired::Request(2)));
+        assert!(c.is_empty());
         assert_eq!(c.footprint().order, 0);
     }
 

@@ -43,8 +43,6 @@ impl SmallBytes {
 /// One request awaiting an answer, as the client side numbered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
-    /// The client connection's global id.
-    pub client: u64,
     /// The request's place in the client's order.
     pub seq: u64,
     /// Which part of a split request it is.
@@ -53,9 +51,9 @@ pub struct Ticket {
     pub orig_id: Option<SmallBytes>,
     /// The request's key, kept when the listener's error answer names it.
     pub key: Option<SmallBytes>,
-    /// The request ends its session (the codec marked it `ENDS_SESSION`): the session's pin
-    /// is released at its final answer (the session found by the answer's key).
-    pub ends_session: bool,
+    /// The session (its store key) the request ends (the codec marked it `ENDS_SESSION`):
+    /// its pin is released at the request's final answer.
+    pub end_session: Option<std::num::NonZeroU64>,
 }
 
 /// A client connection, as the backend side sees it.

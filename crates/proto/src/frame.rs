@@ -106,9 +106,9 @@ impl Flags {
     /// An answer that does not end its request (SIP's 1xx): forwarded to the client that
     /// asked; the request keeps waiting for its final answer.
     pub const PROVISIONAL: u8 = 2;
-    /// Ends its session: on a request, the session's pin is released when the request is
-    /// done (its final answer, or its failure); on an answer or a one-way message, once it
-    /// is delivered.
+    /// Ends its session: on a request, the session's pin is released at its final answer
+    /// (a failed request ends nothing); on an answer, when it arrives; on a one-way
+    /// message, once it is written to its backend.
     pub const ENDS_SESSION: u8 = 4;
     /// An answer, where the usual is a request: a client answering a request its server
     /// sent (SIP's 200 to a server's BYE). It goes to the server that holds the session.

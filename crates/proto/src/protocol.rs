@@ -253,8 +253,9 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
     }
 
     /// The answer to a frame the codec marked [`crate::Flags::LOCAL`] (a keep-alive, an
-    /// OPTIONS ping), made without a backend: `Ok(None)` sends nothing back, `Err` (a
-    /// script's error) closes the connection the frame came on.
+    /// OPTIONS ping), made without a backend: `Ok(None)` sends nothing back; `Err` (a
+    /// script's error) closes a client connection the frame came on, and on a backend
+    /// connection is logged and the frame left unanswered.
     fn local_answer(&self, _frame: &[u8]) -> Result<Option<Bytes>, String> {
         Ok(None)
     }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use switchyard_core::{BackendFault, Fault};
 use switchyard_proto::{
-    parse_proxy_id, CodecError, Correlation, Direction, FrameSet, Framer, Protocols,
+    parse_proxy_id, CodecError, Correlation, Direction, Flags, FrameSet, Framer, Protocols,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -69,7 +69,7 @@ pub(super) async fn lane(
             Tried::Unreachable(fault) => {
                 // The backend cannot be reached: nothing waiting can be tried now.
                 for rest in conn.probation.take_all() {
-                    rest.fail(&fault, &conn.counters);
+                    rest.fail(&fault, &conn);
                     rest.sink().retrying(false);
                 }
                 conn.probation.release(client);
@@ -125,7 +125,7 @@ async fn try_one(
                 conn,
                 "not re-sent: another request of this client closed the backend's connection again when re-sent alone",
             ),
-            &conn.counters,
+            conn,
         );
         p.sink().retrying(false);
         return Tried::Done;
@@ -157,7 +157,7 @@ async fn try_one(
         } if !probation.open(Instant::now()) => {
             // Probation stopped meanwhile (the backend closes on everything).
             *link = None;
-            p.fail(&lost(conn, &reason), &conn.counters);
+            p.fail(&lost(conn, &reason), conn);
         }
         Outcome::Killed {
             reason,
@@ -172,13 +172,13 @@ async fn try_one(
             return Tried::Done; // judged when the lanes are done
         }
         Outcome::Untried(fault) => {
-            p.fail(&fault, &conn.counters);
+            p.fail(&fault, conn);
             p.sink().retrying(false);
             return Tried::Unreachable(fault);
         }
         Outcome::Failed(fault) => {
             *link = None;
-            p.fail(&fault, &conn.counters);
+            p.fail(&fault, conn);
         }
     }
     p.sink().retrying(false);
@@ -300,12 +300,26 @@ async fn exchange(
                 let frame = &l.rbuf[..len];
                 let id =
                     f.id.and_then(|s| parse_proxy_id(answer_ids, s.slice(frame)));
-                if !found && (!by_id || id == want) {
+                // What answers nothing (a keep-alive, the backend's own request) is not
+                // the answer; a provisional answer goes to the client, and the final one
+                // is still awaited.
+                let marks = f.flags;
+                let answers = !found
+                    && !marks.has(Flags::REQUEST | Flags::LOCAL | Flags::DROP)
+                    && (!by_id || id == want);
+                if marks.has(Flags::LOCAL | Flags::DROP) {
+                    conn.counters.on_answer(len, None);
+                } else if answers && marks.has(Flags::PROVISIONAL) {
+                    conn.counters.on_answer(len, None);
+                    p.sink().provisional(&p.pending.ticket, frame, f.id);
+                    registry.defer_flush(p.sink());
+                } else if answers {
                     found = true;
                     let latency = sent.elapsed();
                     conn.counters.on_answer(len, Some(latency));
                     conn.backend.on_answer(latency);
                     p.sink().answer(&p.pending.ticket, frame, f.id);
+                    conn.done(&p.pending.ticket);
                     registry.defer_flush(p.sink());
                 } else {
                     conn.counters.on_answer(len, None);

@@ -40,7 +40,6 @@ mod lane;
 
 use super::conn::BackendConn;
 use super::inflight::Retry;
-use crate::metrics::BackendCounters;
 use crate::registry::Registry;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -97,7 +96,7 @@ impl Probation {
     pub(super) fn admit(
         &self,
         requests: Vec<Retry>,
-        (max_bytes, counters): (usize, &BackendCounters),
+        (max_bytes, conn): (usize, &BackendConn),
         lost: &Fault,
     ) -> usize {
         let mut q = self.queue.borrow_mut();
@@ -105,7 +104,7 @@ impl Probation {
         for p in interleave(requests) {
             let len = p.bytes.len();
             if self.queued_bytes.get() + len > max_bytes {
-                p.fail(lost, counters);
+                p.fail(lost, conn);
                 p.sink().retrying(false);
                 continue;
             }
@@ -272,7 +271,7 @@ fn judge(conn: &BackendConn, registry: &Registry) {
                         "{reason}, again when re-sent alone, and the backend answered nothing since"
                     ),
                 ),
-                &conn.counters,
+                conn,
             );
         }
         p.sink().retrying(false);
@@ -303,7 +302,7 @@ fn blame(conn: &BackendConn, p: &Retry, reason: &str) {
         );
     }
     let fault = fault.into();
-    p.fail(&fault, &conn.counters);
+    p.fail(&fault, conn);
     p.sink().end_after_answers(&fault);
 }
 
@@ -321,7 +320,7 @@ fn stop(conn: &BackendConn, reason: &str) {
     let mut failed = 0;
     let suspects = std::mem::take(&mut *p.suspects.borrow_mut());
     for rest in suspects.into_iter().map(|(p, _)| p).chain(p.take_all()) {
-        rest.fail(&fault, &conn.counters);
+        rest.fail(&fault, conn);
         rest.sink().retrying(false);
         failed += 1;
     }

@@ -198,14 +198,13 @@ impl Client {
             return t;
         }
         Ticket {
-            client: self.gid,
             seq: self.begin_request(),
             part: None,
             orig_id: id.filter(|_| self.keep_ids).map(SmallBytes::new),
             key: key
                 .filter(|_| self.protocol.error_answer_needs_key())
                 .map(SmallBytes::new),
-            ends_session: false,
+            end_session: None,
         }
     }
 
@@ -307,7 +306,10 @@ impl Client {
             Ok(answer) => answer,
             Err(e) => {
                 if let Some(suppressed) = crate::throttle::admit(&[&e]) {
-                    tracing::warn!(suppressed, "{e}; closing the client instead");
+                    tracing::warn!(
+                        suppressed,
+                        "{e}; the request has no error answer (on_unanswerable applies)"
+                    );
                 }
                 None
             }

@@ -70,12 +70,11 @@ fn a_joined_part_is_answered_per_member_and_handed_back_split() {
     assert_eq!(joined.frame, Bytes::from_static(b"get a c\r\n"));
     c.joined(seq, 0, members.clone());
     let part = |n: u16| Ticket {
-        client: 1,
         seq,
         part: Some(n),
         orig_id: None,
         key: None,
-        ends_session: false,
+        end_session: None,
     };
     // Handed back unwritten: it comes back as its two parts, keyed by their own keys.
     c.hand_back(Some(part(0)), joined.frame.clone(), None, true);

@@ -63,8 +63,8 @@ impl Mode {
         }
     }
 
-    /// Messages the mode's rate counts per unit it offers: a SIP call is nine messages
-    /// (five requests, four answers), offered at a quarter of the rate.
+    /// Messages the mode's rate counts per unit it offers: a SIP call is seven messages
+    /// (three requests, four answers), offered at a quarter of the rate.
     pub(super) fn rate_divisor(self) -> u64 {
         match self {
             Mode::Sip => 4,

@@ -168,8 +168,12 @@ impl Cluster {
         reach: &dyn Reach,
         ms: u64,
     ) -> Routed {
-        let (Some(store), Some(k)) = (&self.sessions, key) else {
+        let Some(store) = &self.sessions else {
             return self.route_at(key, picker, reach, ms);
+        };
+        // Without a key no session can be found: no backend is waiting for it.
+        let Some(k) = key else {
+            return Routed::NoSession;
         };
         let session = self.session_key(k);
         let Some(i) = store.backend_of(session).and_then(|id| self.index_of(id)) else {
@@ -184,6 +188,31 @@ impl Cluster {
             session: Some(session),
             owner: 0,
         })
+    }
+}
+
+impl Cluster {
+    /// Routes a one-way request (a codec's `ONE_WAY`: SIP's ACK): to its session's live pin
+    /// as any message, but a key without one is placed without pinning it, so that a
+    /// message nothing answers never leaves a pin behind (the ACK of a call that failed,
+    /// whose pin ended with its final answer).
+    pub fn route_one_way(
+        &self,
+        key: Option<&[u8]>,
+        picker: &mut dyn Policy,
+        reach: &dyn Reach,
+        ms: u64,
+    ) -> Routed {
+        if let (Some(store), Some(k)) = (&self.sessions, key) {
+            if store.backend_of(self.session_key(k)).is_none() {
+                let fail = self.settings.on_backend_down == OnBackendDown::Fail;
+                let k = self.hash_key(k);
+                return Now::at(self, reach, ms, fail)
+                    .place(Some(k), picker)
+                    .routed(None);
+            }
+        }
+        self.route_at(key, picker, reach, ms)
     }
 }
 

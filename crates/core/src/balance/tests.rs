@@ -61,6 +61,48 @@ mod cases {
         );
     }
 
+    /// One-way requests pin nothing new, answers to a backend find only live pins, and an
+    /// ended session lets its backend's count go.
+    #[test]
+    fn one_way_requests_and_answers_make_no_pins_and_sessions_end() {
+        let c = cluster("[cluster.persistence]\nttl = \"1m\"", THREE);
+        let mut p = picker(c.settings.policy, 3, 0);
+        let all = |_: usize| true;
+        let store = c.sessions.as_ref().unwrap();
+        assert!(c
+            .route_one_way(Some(b"ack"), &mut *p, &all, now_ms())
+            .backend()
+            .is_some());
+        assert_eq!(
+            store.len(),
+            0,
+            "a one-way request without a pin pins nothing"
+        );
+        assert_eq!(
+            c.route_answer(Some(b"call"), &mut *p, &all, now_ms()),
+            Routed::NoSession
+        );
+        assert_eq!(
+            c.route_answer(None, &mut *p, &all, now_ms()),
+            Routed::NoSession
+        );
+        let home = c.route(Some(b"call"), &mut *p, &all).backend().unwrap();
+        assert_eq!(c.backends[home].load.sessions(), 1);
+        assert_eq!(
+            c.route_one_way(Some(b"call"), &mut *p, &all, now_ms())
+                .backend(),
+            Some(home)
+        );
+        assert_eq!(
+            c.route_answer(Some(b"call"), &mut *p, &all, now_ms())
+                .backend(),
+            Some(home)
+        );
+        assert!(c.end_session(c.session_key(b"call")));
+        assert_eq!((store.len(), c.backends[home].load.sessions()), (0, 0));
+        assert!(!c.end_session(c.session_key(b"call")), "once");
+    }
+
     #[test]
     fn on_backend_down_fail_refuses_instead_of_moving() {
         let c = cluster(

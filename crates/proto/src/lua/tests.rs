@@ -306,7 +306,7 @@ fn sip_example_marks_every_kind_of_message() {
         protocol.capabilities().correlation,
         Some(Correlation::ByIdAsSent)
     );
-    let msgs: [&[u8]; 9] = [
+    let msgs: [&[u8]; 11] = [
         b"INVITE sip:bob@b SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:bob@b>\r\ni: c1@a\r\nCSeq: 1 INVITE\r\nl: 3\r\n\r\nsdp",
         b"SIP/2.0 100 Trying\r\ncall-id: c1@a\r\ncseq: 1 INVITE\r\ncontent-length: 0\r\n\r\n",
         b"SIP/2.0 200 OK\r\nCALL-ID : c1@a\r\nCSeq:1 INVITE\r\nContent-Length:0\r\n\r\n",
@@ -316,6 +316,8 @@ fn sip_example_marks_every_kind_of_message() {
         b"\r\n\r\n",
         b"\r\n",
         b"OPTIONS sip:proxy SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK2\r\nMax-Forwards: 0\r\nCall-ID: ping@a\r\nCSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        b"MESSAGE sip:bob@b SIP/2.0\r\nTo: <sip:bob@b>\r\nCall-ID: m1@a\r\nCSeq: 1 MESSAGE\r\nContent-Length: 2\r\n\r\nhi",
+        b"MESSAGE sip:bob@b SIP/2.0\r\nt: <sip:bob@b>;tag=9\r\nCall-ID: c1@a\r\nCSeq: 3 MESSAGE\r\nContent-Length: 2\r\n\r\nhi",
     ];
     let stream: Vec<u8> = msgs.concat();
     let mut codec = LuaCodec::new(&spec, Direction::Requests, 1 << 20).unwrap();
@@ -332,6 +334,8 @@ fn sip_example_marks_every_kind_of_message() {
         Flags::LOCAL,
         Flags::DROP,
         Flags::LOCAL,
+        Flags::REQUEST | Flags::ENDS_SESSION,
+        Flags::REQUEST,
     ];
     let mut at = 0;
     for (i, (fr, m)) in frames.iter().zip(msgs).enumerate() {
