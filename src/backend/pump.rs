@@ -90,8 +90,9 @@ struct Pump<'a> {
     request_timeout: Duration,
     /// A request's timeout after a provisional answer (from the last one).
     provisional_timeout: Duration,
-    /// When the request timer is armed for, if it is.
-    armed: Option<Instant>,
+    /// When the request timer is armed for, if it is, and whether for a request answered
+    /// provisionally.
+    armed: Option<(Instant, bool)>,
     /// When the last read of answers came.
     last_read: Instant,
 }
@@ -122,12 +123,22 @@ impl<'a> Pump<'a> {
     /// it, and again only if an earlier one appears (a request sent while only provisionally
     /// answered ones are outstanding) or when it fires early.
     fn next_deadline(&mut self) -> Deadline {
+        // Armed for a request awaiting its first answer: no deadline can come before it (a
+        // newer request's is later, and so is a provisional answer's unless its timeout is
+        // the shorter), so nothing needs looking at.
+        if matches!(self.armed, Some((_, false)))
+            && self.provisional_timeout >= self.request_timeout
+            && !self.conn.state.borrow().corr.is_empty()
+        {
+            return Deadline::Armed;
+        }
         let next = {
             let s = self.conn.state.borrow();
             let (waiting, ringing) = s.corr.oldest_each();
             match (waiting.map(|p| self.due(p)), ringing.map(|p| self.due(p))) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+                (Some(a), Some(b)) if b < a => Some((b, true)),
+                (Some(a), _) => Some((a, false)),
+                (None, b) => b.map(|b| (b, true)),
             }
         };
         match (next, self.armed) {
@@ -135,9 +146,9 @@ impl<'a> Pump<'a> {
                 self.armed = None;
                 Deadline::None
             }
-            (Some(at), Some(armed)) if armed <= at => Deadline::Armed,
-            (Some(at), _) => {
-                self.armed = Some(at);
+            (Some((at, _)), Some((armed, _))) if armed <= at => Deadline::Armed,
+            (Some((at, ringing)), _) => {
+                self.armed = Some((at, ringing));
                 Deadline::Arm(at)
             }
         }
