@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use switchyard::demo::backend::TestBackend;
 use switchyard::demo::client::{self, ClientPlan, ClientReport};
 
+/// A `by_id` listener without an error answer whose clients are told of a failed request by
+/// closing (`on_unanswerable = "close"`), which is what this test checks every lost message
+/// against; the default, dropping and counting, is tested in `error_replies` and `sip`.
 fn listener(name: &str) -> String {
     format!(
         r#"
@@ -20,6 +23,7 @@ name = "{name}"
 listen = "127.0.0.1:0"
 cluster = "{name}"
 correlation = "by_id"
+on_unanswerable = "close"
 [listener.codec]
 kind = "length_field"
 length_width = 4
