@@ -194,13 +194,9 @@ ttl = "4h"
     ))
 }
 
-/// The value of the first `/metrics` sample line starting with `series`.
+/// The value of `/metrics` sample `series` (name and labels as written), which must be there.
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    crate::admin::sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 /// Waits (5 s at most) for the proxy to hold no pins: every call's was released when it
@@ -210,7 +206,7 @@ fn every_pin_released(proxy: &Proxy) {
     eventually(
         "every call's pin to be released",
         Duration::from_secs(5),
-        || sample(&metrics(admin), "switchyard_pins{") == 0.0,
+        || sample(&metrics(admin), "switchyard_pins{cluster=\"sip\"}") == 0.0,
     );
 }
 
@@ -361,7 +357,7 @@ fn sipp_server_killed_mid_call_costs_only_its_own_calls() {
     assert!(proxy.stderr().contains("backend connection lost"), "logged");
     // Every call that ended on a healthy server let its pin go; only the dead server's calls
     // keep theirs (their later messages must still get a 503, not a new server).
-    let pins = sample(&text, "switchyard_pins{");
+    let pins = sample(&text, "switchyard_pins{cluster=\"sip\"}");
     assert!(
         pins <= failed(&c) as f64,
         "{pins} pins left, {} calls failed",
@@ -501,7 +497,10 @@ fn keep_alives_and_next_hop_options_are_answered_by_the_proxy() {
     assert_eq!(&pong, b"\r\n");
     let text = metrics(proxy.admin.unwrap());
     assert_eq!(
-        sample(&text, "switchyard_messages_local_total{listener=\"sip\""),
+        sample(
+            &text,
+            "switchyard_messages_local_total{listener=\"sip\",kind=\"local\"}"
+        ),
         2.0
     );
 }

@@ -226,8 +226,7 @@ impl Client {
     /// (at once where answers need no order).
     pub(crate) fn reply_local(&self, answer: &[u8]) {
         if !self.ordered {
-            self.inflight.set(self.inflight.get() + 1);
-            self.answer_unordered(answer);
+            self.write_unordered(answer);
             return;
         }
         let seq = self.begin_request();

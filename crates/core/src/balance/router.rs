@@ -155,9 +155,7 @@ impl Cluster {
             _ => now.place(key, picker).routed(None),
         }
     }
-}
 
-impl Cluster {
     /// Routes a client's answer to a request a backend sent (a SIP 200 to a server's BYE):
     /// to the backend its session (`key`) is pinned to, never placed anew. Clusters without
     /// persistence place it as any message (a key-hashing policy finds the same backend).
@@ -189,9 +187,7 @@ impl Cluster {
             owner: 0,
         })
     }
-}
 
-impl Cluster {
     /// Routes a one-way request (a codec's `ONE_WAY`: SIP's ACK): to its session's live pin
     /// as any message, but a key without one is placed without pinning it, so that a
     /// message nothing answers never leaves a pin behind (the ACK of a call that failed,
