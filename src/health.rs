@@ -14,18 +14,20 @@ use std::time::Duration;
 use switchyard_core::health::active::{Change, Verdict};
 use switchyard_core::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// Largest answer a probe reads before judging it.
 const MAX_PROBE_ANSWER: usize = 4096;
 
 /// Runs one probe; `Err` says why it failed.
-pub(crate) async fn probe(backend: &Backend, cfg: &HealthConfig) -> Result<(), String> {
+pub(crate) async fn probe(
+    backend: &Backend,
+    cfg: &HealthConfig,
+    how: &crate::transport::Outbound,
+) -> Result<(), String> {
     let work = async {
-        let mut s = TcpStream::connect(backend.address)
-            .await
-            .map_err(|e| format!("connect failed: {e}"))?;
+        let mut dialed = crate::transport::connect(backend.address, how).await?;
+        let s = dialed.io();
         if let Some(bytes) = &cfg.send {
             s.write_all(bytes)
                 .await
@@ -77,13 +79,18 @@ fn matches_expect(expect: &Expect, got: &[u8]) -> bool {
 }
 
 /// Probes one backend forever (until aborted), applying rise/fall to its health flag.
-async fn check_loop(cluster: String, backend: Arc<Backend>, cfg: HealthConfig) {
+async fn check_loop(
+    cluster: String,
+    backend: Arc<Backend>,
+    cfg: HealthConfig,
+    how: crate::transport::Outbound,
+) {
     // Spread the first probes of many backends over one interval.
     let offset = fastrand::u64(0..=cfg.interval.as_millis() as u64);
     tokio::time::sleep(Duration::from_millis(offset)).await;
     let mut verdict = Verdict::new(cfg.rise, cfg.fall);
     loop {
-        let result = probe(&backend, &cfg).await;
+        let result = probe(&backend, &cfg, &how).await;
         let healthy = backend.healthy();
         let change = verdict.record(result.is_ok(), healthy);
         let (passes, fails) = (verdict.passes(), verdict.fails());
@@ -125,6 +132,7 @@ impl Checks {
                             c.settings.name.clone(),
                             b.clone(),
                             cfg.clone(),
+                            u.config.outbound(),
                         )));
                     }
                 }

@@ -49,6 +49,7 @@ mod metrics;
 pub mod server;
 mod throttle;
 pub mod top;
+mod transport;
 
 mod admin;
 mod backend;

@@ -1,13 +1,18 @@
 //! Listening sockets: binding one `SO_REUSEPORT` socket per worker on the same address (so
 //! the kernel spreads new connections across workers), and each worker's accept loop:
 //! the listener's connection limit, and a pause on accept errors such as EMFILE instead of
-//! a busy loop. Never parses a byte.
+//! a busy loop; each connection's prelude (the PROXY header, the TLS handshake: see
+//! [`crate::transport`]) under the listener's bound on handshakes in progress. Never
+//! parses a protocol's byte.
 
 use crate::client::{self, ListenerSlot};
+use crate::metrics::{PRELUDE_BUSY, PRELUDE_PROXY, PRELUDE_TIMEOUT, PRELUDE_TLS};
+use crate::transport::AcceptError;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Whether some socket already listens on `addr` (another process, typically a second
@@ -84,7 +89,7 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<List
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(client::serve(stream, peer, slot.clone()));
+                    tokio::task::spawn_local(open(stream, peer, slot.clone()));
                 }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS…: pause instead of spinning on the error.
@@ -98,6 +103,64 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, slot: Rc<List
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Decrements the listener's connection count when the connection's task ends.
+struct ConnGuard(Arc<AtomicUsize>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One accepted connection, counted in `slot.active`: its prelude, then its client task.
+async fn open(tcp: tokio::net::TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) {
+    let _guard = ConnGuard(slot.active.clone());
+    let own = slot.current();
+    let inbound = own.config.inbound();
+    if !inbound.proxy_protocol && inbound.tls.is_none() {
+        return client::serve(crate::transport::Stream::plain(tcp), peer, slot.clone()).await;
+    }
+    let counters = &own.counters;
+    let refuse = |reason: usize, text: &str| {
+        counters.prelude_failures[reason].inc();
+        let name = &own.config.name;
+        if let Some(suppressed) = crate::throttle::admit(&[name, "prelude", text]) {
+            tracing::warn!(listener = %name, %peer, reason = %text, suppressed, "closing connection before its protocol started");
+        }
+    };
+    let max = own
+        .config
+        .tls
+        .as_ref()
+        .map_or(usize::MAX, |t| t.max_handshakes);
+    let Some(_handshake) = slot.begin_handshake(max) else {
+        return refuse(
+            PRELUDE_BUSY,
+            &format!("{max} TLS handshakes already in progress on this worker (max_handshakes)"),
+        );
+    };
+    match crate::transport::accept(tcp, peer, &inbound).await {
+        Ok(a) => {
+            drop(_handshake);
+            if a.stream.is_tls() {
+                counters.tls_handshakes.inc();
+            }
+            if a.peer != peer {
+                tracing::debug!(listener = %own.config.name, client = %a.peer, via = %peer, sni = ?a.sni, "PROXY header read");
+            }
+            client::serve(a.stream, a.peer, slot.clone()).await
+        }
+        Err(e) => {
+            let reason = match e {
+                AcceptError::Proxy(_) => PRELUDE_PROXY,
+                AcceptError::Tls(_) => PRELUDE_TLS,
+                AcceptError::Timeout { .. } => PRELUDE_TIMEOUT,
+            };
+            refuse(reason, &e.to_string())
         }
     }
 }

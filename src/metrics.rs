@@ -255,7 +255,24 @@ pub(crate) struct ListenerCounters {
     pub(crate) dropped: [Counter; CLOSE_REASONS.len()],
     /// Frames the protocol handled itself (`LOCAL`, `DROP`: keep-alives, pings).
     pub(crate) local: Counter,
+    /// TLS handshakes completed.
+    pub(crate) tls_handshakes: Counter,
+    /// Connections closed before their protocol started, by [`PRELUDE_REASONS`].
+    pub(crate) prelude_failures: [Counter; PRELUDE_REASONS.len()],
 }
+
+/// Why a connection was closed before its protocol started, as a metric label: a bad or
+/// missing PROXY header, a failed TLS handshake, either too slow, too many handshakes at
+/// once.
+pub(crate) const PRELUDE_REASONS: [&str; 4] = ["proxy_header", "tls", "timeout", "busy"];
+/// [`PRELUDE_REASONS`]' indices.
+pub(crate) const PRELUDE_PROXY: usize = 0;
+/// See [`PRELUDE_PROXY`].
+pub(crate) const PRELUDE_TLS: usize = 1;
+/// See [`PRELUDE_PROXY`].
+pub(crate) const PRELUDE_TIMEOUT: usize = 2;
+/// See [`PRELUDE_PROXY`].
+pub(crate) const PRELUDE_BUSY: usize = 3;
 
 impl ListenerCounters {
     /// A client connection ended for `reason`.

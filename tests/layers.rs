@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 
 /// The proxy crate's layers, lowest first.
 const PROXY: &[&[&str]] = &[
-    &["budget", "throttle", "capture", "metrics", "access_log"],
+    &[
+        "budget",
+        "throttle",
+        "capture",
+        "metrics",
+        "access_log",
+        "transport",
+    ],
     &["config"],
     &["registry"],
     &["backend"],
@@ -45,6 +52,7 @@ const PROTO: &[&[&str]] = &[
         "lua",
         "netstring",
         "dns",
+        "proxy_header",
     ],
     &["template"],
     &["config"],

@@ -126,6 +126,19 @@ write("dns", "answers",
       bytes([1]) + max_frame(4096) + dns_guard() + reads(2, 2)
       + dns_query(1, "a.test", flags=0x8180) + dns_query(2, "b.test", flags=0x8182))
 
+# --- proxy_header -----------------------------------------------------------------------
+# The raw input is parsed as it is, then its bytes choose an encoded header (see the target).
+V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+write("proxy_header", "v1_tcp4", b"PROXY TCP4 192.0.2.1 198.51.100.2 51000 6379\r\n*1\r\n$4\r\nPING\r\n")
+write("proxy_header", "v1_tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 51000 443\r\n")
+write("proxy_header", "v1_unknown", b"PROXY UNKNOWN\r\n")
+write("proxy_header", "v1_cut", b"PROXY TCP4 192.0.2.1 198.")
+write("proxy_header", "v2_tcp4", V2SIG + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 1, 198, 51, 100, 2]) + b"\xc7\x38\x18\xeb" + b"rest")
+write("proxy_header", "v2_local", V2SIG + b"\x20\x00\x00\x00")
+write("proxy_header", "v2_tlv", V2SIG + b"\x21\x11\x00\x13" + bytes(12) + b"\x04\x00\x04abcd")
+write("proxy_header", "v2_too_long", V2SIG + b"\x21\x11\xff\xff")
+write("proxy_header", "not_a_header", b"GET / HTTP/1.1\r\n\r\n")
+
 # --- config -------------------------------------------------------------------------------
 os.makedirs(os.path.join(HERE, "config"), exist_ok=True)
 for name in ("orders", "lines", "telemetry", "dns"):

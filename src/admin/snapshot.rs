@@ -5,6 +5,7 @@
 use super::{Override, State};
 use crate::metrics::{
     self, sum, HistogramSum, CLOSE_REASONS, CODEC_REASONS, FAILURE_REASONS, PIN_OUTCOMES,
+    PRELUDE_REASONS,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -78,6 +79,10 @@ pub(crate) struct ListenerView {
     pub(crate) dropped: BTreeMap<&'static str, u64>,
     /// Frames the protocol answered or dropped itself (keep-alives, pings).
     pub(crate) local: u64,
+    /// TLS handshakes completed.
+    pub(crate) tls_handshakes: u64,
+    /// Connections closed before their protocol started, by reason (every reason).
+    pub(crate) prelude_failures: BTreeMap<&'static str, u64>,
     /// Keyed routes by outcome.
     #[serde(skip)]
     pub(crate) pins: [u64; PIN_OUTCOMES.len()],
@@ -249,6 +254,8 @@ impl Snapshot {
                     codec_errors,
                     dropped,
                     local: sum(&b, |c| &c.local),
+                    tls_handshakes: sum(&b, |c| &c.tls_handshakes),
+                    prelude_failures: by_reason(&b, &PRELUDE_REASONS, |c| &c.prelude_failures[..]),
                     pins,
                 }
             })

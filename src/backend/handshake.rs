@@ -1,31 +1,32 @@
-//! Opening a backend connection: TCP connect, then the protocol's handshake (for `resp`:
-//! AUTH with the cluster's `backend_password`, SELECT its `backend_db`), each step answered
-//! with exactly what the protocol accepts, or the connection counts as failed.
+//! Opening a backend connection: the cluster's transport (TCP, its PROXY header and TLS:
+//! [`crate::transport::connect`]), then the protocol's handshake (for `resp`: AUTH with
+//! the cluster's `backend_password`, SELECT its `backend_db`), each step answered with
+//! exactly what the protocol accepts, or the connection counts as failed.
 
+use crate::config::ClusterConfig;
+use crate::transport::{Io, Stream};
 use std::net::SocketAddr;
-use switchyard_proto::{BackendSetup, Direction, FrameSet, Protocols};
+use switchyard_proto::{Direction, FrameSet, Protocols};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest handshake answer read before judging it.
 const MAX_ANSWER: usize = 4096;
 
-/// Connects to `addr` and runs the protocol's handshake for `setup`.
+/// Connects to `addr` and runs the cluster's handshakes.
 pub(super) async fn connect(
     addr: SocketAddr,
     protocols: &Protocols,
-    setup: &BackendSetup,
-) -> Result<TcpStream, String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect failed: {e}"))?;
-    for step in protocols.requests.handshake(setup) {
+    config: &ClusterConfig,
+) -> Result<Stream, String> {
+    let mut dialed = crate::transport::connect(addr, &config.outbound()).await?;
+    let stream = dialed.io();
+    for step in protocols.requests.handshake(&config.backend_setup) {
         let what = step.what;
         stream
             .write_all(&step.request)
             .await
             .map_err(|e| format!("{what} failed: {e}"))?;
-        let answer = read_one_answer(&mut stream, protocols)
+        let answer = read_one_answer(stream, protocols)
             .await
             .map_err(|e| format!("{what} failed: {e}"))?;
         if answer != step.accept {
@@ -35,11 +36,11 @@ pub(super) async fn connect(
             ));
         }
     }
-    Ok(stream)
+    Ok(dialed.into_stream())
 }
 
 /// Reads one whole answer, as the listener's answer protocol frames it.
-async fn read_one_answer(stream: &mut TcpStream, protocols: &Protocols) -> Result<Vec<u8>, String> {
+async fn read_one_answer(stream: &mut dyn Io, protocols: &Protocols) -> Result<Vec<u8>, String> {
     let mut framer = protocols
         .answers
         .framer(Direction::Answers, MAX_ANSWER)

@@ -6,6 +6,7 @@
 use super::conn::BackendConn;
 use crate::config::QuickAck;
 use crate::registry::Registry;
+use crate::transport::Stream;
 use bytes::{Buf, BytesMut};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,8 +15,6 @@ use switchyard_core::{BackendFault, Fault};
 use switchyard_proto::{
     CodecError, Correlation, Direction, Flags, Frame, FrameSet, Framer, IdFormat, Protocols,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Read size for answers.
 const READ_CHUNK: usize = 64 << 10;
@@ -403,7 +402,7 @@ impl<'a> Pump<'a> {
 /// but not written.
 pub(super) async fn pump(
     conn: &Rc<BackendConn>,
-    mut stream: TcpStream,
+    stream: Stream,
     protocols: &Protocols,
     max_frame: usize,
     registry: &Registry,
@@ -437,7 +436,6 @@ pub(super) async fn pump(
         armed: None,
         last_read: Instant::now(),
     };
-    let (mut rd, mut wr) = stream.split();
     let timer = tokio::time::sleep(request_timeout);
     tokio::pin!(timer);
     // One wake-up registration for new requests, kept across iterations.
@@ -455,7 +453,7 @@ pub(super) async fn pump(
         p.reserve();
         let step = tokio::select! {
             biased;
-            r = rd.read_buf(&mut p.rbuf) => match r {
+            r = stream.read(&mut p.rbuf, usize::MAX) => match r {
                 Ok(0) => Err(Ended::Lost("backend closed the connection".into())),
                 Ok(_) => {
                     let now = Instant::now();
@@ -466,13 +464,13 @@ pub(super) async fn pump(
                         // More answers are due: ACK these at once, or a server with Nagle's
                         // algorithm on (nsd) holds its next answers for the ACK our kernel
                         // delays (~40 ms).
-                        let _ = socket2::SockRef::from(rd.as_ref()).set_quickack(true);
+                        let _ = socket2::SockRef::from(stream.tcp()).set_quickack(true);
                     }
                     p.on_read(now)
                 }
                 Err(e) => Err(Ended::Lost(format!("read failed: {e}"))),
             },
-            r = wr.write(&p.out), if !p.out.is_empty() => match r {
+            r = stream.write(&p.out), if !p.out.is_empty() || stream.pending() => match r {
                 Ok(n) => {
                     p.on_written(n);
                     Ok(())

@@ -114,7 +114,7 @@ async fn connect_and_pump(
     };
     let attempt = tokio::time::timeout(
         config.pool.connect_timeout,
-        handshake::connect(addr, protocols, &config.backend_setup),
+        handshake::connect(addr, protocols, config),
     )
     .await;
     let stream = match attempt {
@@ -129,7 +129,6 @@ async fn connect_and_pump(
             return Some(failed(format!("connect timed out after {t:?}")));
         }
     };
-    let _ = stream.set_nodelay(true);
     conn.counters.connects.inc();
     conn.counters.open.inc();
     conn.set_status(Status::Connected);

@@ -14,17 +14,14 @@ use crate::budget::Charge;
 use crate::config::ClientLimits;
 use crate::metrics::ListenerCounters;
 use crate::registry::{Registered, Registry};
-use bytes::{Buf, BufMut, BytesMut};
+use crate::transport::Stream;
+use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_core::{ClientFault, CloseReason, Fault, ReplySink};
 use switchyard_proto::{CodecError, ConnState, Direction, FrameSet, Framer, Oversize, Protocol};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 /// Read size for client bytes.
@@ -35,19 +32,9 @@ const FIRST_READ: usize = 2 << 10;
 /// room), should no release wake it first.
 const STARVED_RETRY: Duration = Duration::from_millis(25);
 
-/// Decrements the listener's connection count when the client task ends.
-struct ConnGuard(Arc<AtomicUsize>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Serves one accepted client connection until it closes. The caller has counted it in
-/// `slot.active`.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, slot: Rc<ListenerSlot>) {
-    let _guard = ConnGuard(slot.active.clone());
+/// Serves one accepted client connection until it closes, its PROXY header and TLS
+/// handshake done (`peer` is the real client).
+pub(crate) async fn serve(stream: Stream, peer: SocketAddr, slot: Rc<ListenerSlot>) {
     let own = slot.current();
     let registry = own.registry.clone();
     let config = &own.config;
@@ -403,7 +390,7 @@ impl ClientConn<'_> {
 
 /// Runs the connection until it ends; says why.
 async fn drive(
-    stream: TcpStream,
+    stream: Stream,
     client: &Rc<Client>,
     slot: &ListenerSlot,
     own: Rc<ListenerCtx>,
@@ -422,8 +409,8 @@ async fn drive(
         return CloseReason::ScriptSuspended;
     }
     let registry = own.registry.clone();
-    let (mut rd, wr) = stream.into_split();
-    let wr = client.attach(wr);
+    let stream = Rc::new(stream);
+    client.attach(stream.clone());
     let mut c = ClientConn {
         client,
         sink: client.clone(),
@@ -497,7 +484,7 @@ async fn drive(
         let freed = registry.shared.budget.freed();
         let step = tokio::select! {
             biased;
-            r = wr.writable(), if out_pending => {
+            r = stream.writable(), if out_pending => {
                 r.map_err(|e| ClientFault::Io(format!("write to client failed: {e}")).into())
             }
             _ = &mut changed => {
@@ -508,7 +495,7 @@ async fn drive(
             // Waiting for budget: woken when some is freed, or to reclaim again.
             _ = freed, if read.starved => Ok(()),
             _ = tokio::time::sleep(STARVED_RETRY), if read.starved => Ok(()),
-            r = read_bounded(&mut rd, &mut c.input.buf, read.room), if read.now => match r {
+            r = stream.read(&mut c.input.buf, read.room), if read.now => match r {
                 Ok(n) => c.on_read(n),
                 Err(e) => Err(ClientFault::Io(format!("read from client failed: {e}")).into()),
             },
@@ -529,14 +516,4 @@ async fn drive(
             return reason;
         }
     }
-}
-
-/// Reads at most `room` more bytes into `buf`.
-async fn read_bounded(
-    rd: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-    room: usize,
-) -> std::io::Result<usize> {
-    let mut limited = (&mut *buf).limit(room);
-    rd.read_buf(&mut limited).await
 }

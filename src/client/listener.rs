@@ -80,6 +80,17 @@ pub(crate) struct ListenerSlot {
     current: RefCell<Rc<ListenerCtx>>,
     /// Open client connections of this listener on every worker.
     pub(crate) active: Arc<AtomicUsize>,
+    /// Handshakes (PROXY header, TLS) in progress on this worker.
+    handshakes: Rc<Cell<usize>>,
+}
+
+/// One handshake in progress, counted until dropped.
+pub(crate) struct Handshake(Rc<Cell<usize>>);
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl ListenerSlot {
@@ -88,7 +99,17 @@ impl ListenerSlot {
         ListenerSlot {
             current: RefCell::new(ctx),
             active,
+            handshakes: Rc::default(),
         }
+    }
+
+    /// Counts a handshake in, if fewer than `max` are in progress.
+    pub(crate) fn begin_handshake(&self, max: usize) -> Option<Handshake> {
+        let n = self.handshakes.get();
+        (n < max).then(|| {
+            self.handshakes.set(n + 1);
+            Handshake(self.handshakes.clone())
+        })
     }
 
     /// The current context.

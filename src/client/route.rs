@@ -320,6 +320,7 @@ impl Router<'_> {
         let key_bytes = key.map(|k| k.bytes(frame, &mut scratch));
         let routed = {
             let mut picker = lctx.picker.borrow_mut();
+            picker.source(self.client.source);
             let reach = lctx.pool.reach(self.client.gid);
             match kind {
                 Kind::Answer => cluster.route_answer(key_bytes, &mut **picker, &reach, self.ms),

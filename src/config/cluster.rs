@@ -9,6 +9,7 @@ use std::time::Duration;
 use switchyard_core::settings::{
     BackendSettings, BalanceSettings, OnBackendDown, Persistence, PolicyKind,
 };
+use switchyard_proto::proxy_header::ProxyVersion;
 use switchyard_proto::BackendSetup;
 
 /// One `[[cluster]]`.
@@ -30,6 +31,8 @@ pub(crate) struct RawCluster {
     backend_password: Option<String>,
     backend_db: Option<u32>,
     hash_tag: Option<String>,
+    tls: Option<super::tls::RawClusterTls>,
+    proxy_protocol: Option<String>,
 }
 
 /// One backend entry.
@@ -110,16 +113,35 @@ pub struct ClusterConfig {
     pub health: Option<HealthConfig>,
     /// What every new backend connection is told first (`resp`: AUTH, SELECT).
     pub backend_setup: BackendSetup,
+    /// TLS to the backends.
+    pub tls: Option<super::tls::BackendTls>,
+    /// A PROXY protocol header written first on every backend connection.
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 impl ClusterConfig {
+    /// How its backend connections start.
+    pub(crate) fn outbound(&self) -> crate::transport::Outbound {
+        crate::transport::Outbound {
+            proxy_protocol: self.proxy_protocol,
+            tls: self
+                .tls
+                .as_ref()
+                .map(|t| (t.config.clone(), t.server_name.clone())),
+        }
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
         &self.balance.name
     }
 }
 
-pub(crate) fn validate(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid> {
+pub(crate) fn validate(
+    i: usize,
+    c: RawCluster,
+    base: &std::path::Path,
+) -> Result<ClusterConfig, Invalid> {
     let label = if c.name.is_empty() {
         format!("cluster[{i}]")
     } else {
@@ -271,7 +293,24 @@ pub(crate) fn validate(i: usize, c: RawCluster) -> Result<ClusterConfig, Invalid
             }
         },
     };
+    let tls = c
+        .tls
+        .map(|t| super::tls::cluster(&key("tls"), t, base))
+        .transpose()?;
+    let proxy_protocol = match c.proxy_protocol.as_deref() {
+        None => None,
+        Some("v1") => Some(ProxyVersion::V1),
+        Some("v2") => Some(ProxyVersion::V2),
+        Some(o) => {
+            return Err((
+                key("proxy_protocol"),
+                format!("`{o}` must be \"v1\" or \"v2\""),
+            ))
+        }
+    };
     Ok(ClusterConfig {
+        tls,
+        proxy_protocol,
         request_timeout: nonzero_duration(
             &key("request_timeout"),
             c.request_timeout.as_ref(),

@@ -71,6 +71,20 @@ fn listener_change(
     if !o.same_protocol(l) {
         what.push("protocol".into());
     }
+    let digest = |l: &ListenerConfig| l.tls.as_ref().map(|t| t.digest);
+    if digest(o) != digest(l) {
+        what.push(match (&o.tls, &l.tls) {
+            (None, Some(_)) => "TLS on".into(),
+            (Some(_), None) => "TLS off".into(),
+            _ => "TLS certificates or settings".into(),
+        });
+    }
+    if o.proxy_protocol != l.proxy_protocol {
+        what.push(format!(
+            "proxy_protocol {} → {}",
+            o.proxy_protocol, l.proxy_protocol
+        ));
+    }
     if format!("{:?}", o.limits) != format!("{:?}", l.limits)
         || o.max_connections != l.max_connections
         || o.retry_on_backend_close != l.retry_on_backend_close
@@ -114,7 +128,7 @@ fn cluster_changes(o: &ClusterConfig, c: &ClusterConfig, out: &mut Vec<String>) 
     let settings = |k: &ClusterConfig| {
         let b = &k.balance;
         format!(
-            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
             b.policy,
             b.persistence,
             b.hash_tag,
@@ -122,7 +136,9 @@ fn cluster_changes(o: &ClusterConfig, c: &ClusterConfig, out: &mut Vec<String>) 
             k.request_timeout,
             k.health,
             k.retry_on_connect_failure,
-            b.on_backend_down
+            b.on_backend_down,
+            k.tls,
+            k.proxy_protocol
         )
     };
     if settings(o) != settings(c) {

@@ -30,6 +30,9 @@ pub(crate) struct RawListener {
     error_reply_hex: Option<String>,
     retry_on_backend_close: Option<bool>,
     on_unanswerable: Option<String>,
+    tls: Option<super::tls::RawListenerTls>,
+    proxy_protocol: Option<bool>,
+    handshake_timeout: Option<String>,
 }
 
 /// Bounds on one client connection.
@@ -71,9 +74,24 @@ pub struct ListenerConfig {
     /// A failed request the protocol has no error answer for is dropped (logged and
     /// counted; the client stays connected), rather than its client closed.
     pub drop_unanswerable: bool,
+    /// TLS terminated on this listener.
+    pub tls: Option<super::tls::ListenerTls>,
+    /// Connections start with a PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol: bool,
+    /// The PROXY header and the TLS handshake must be done within this.
+    pub handshake_timeout: Duration,
 }
 
 impl ListenerConfig {
+    /// How its connections start.
+    pub(crate) fn inbound(&self) -> crate::transport::Inbound {
+        crate::transport::Inbound {
+            proxy_protocol: self.proxy_protocol,
+            tls: self.tls.as_ref().map(|t| t.config.clone()),
+            timeout: self.handshake_timeout,
+        }
+    }
+
     /// How answers find their requests.
     pub fn correlation(&self) -> Correlation {
         self.protocols.correlation
@@ -210,7 +228,16 @@ pub(crate) fn validate(
             ))
         }
     };
+    let tls = l
+        .tls
+        .map(|t| super::tls::listener(&key("tls"), t, base))
+        .transpose()?;
+    let handshake_timeout =
+        super::tls::handshake_timeout(&key("handshake_timeout"), l.handshake_timeout.as_ref())?;
     Ok(ListenerConfig {
+        tls,
+        proxy_protocol: l.proxy_protocol.unwrap_or(false),
+        handshake_timeout,
         name: l.name,
         listen,
         cluster,

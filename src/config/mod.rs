@@ -11,6 +11,7 @@ mod cluster;
 mod diff;
 mod health;
 mod listener;
+mod tls;
 mod values;
 
 pub use admin::{AccessLogConfig, AdminConfig};
@@ -18,6 +19,7 @@ pub use cluster::{ClusterConfig, PoolConfig, QuickAck};
 pub use diff::changes;
 pub use health::{Expect, HealthConfig};
 pub use listener::{ClientLimits, ListenerConfig};
+pub use tls::{BackendTls, ListenerTls};
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -172,7 +174,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
     }
     let mut clusters = Vec::new();
     for (i, c) in raw.cluster.into_iter().enumerate() {
-        let cluster = cluster::validate(i, c)?;
+        let cluster = cluster::validate(i, c, base)?;
         if clusters
             .iter()
             .any(|x: &ClusterConfig| x.name() == cluster.name())

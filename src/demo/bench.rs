@@ -2,7 +2,9 @@
 //! directly, then through the proxy in front of the same backends (native `length_field`
 //! codec, and with `--script` the same protocol framed by a Lua script), in one run.
 //! Reports messages/s, answer latency p50/p99, and the proxy workers' CPU time per message
-//! (read from `/proc/self/task/*/stat`).
+//! (read from `/proc/self/task/*/stat`). With `--tls`, also through a TLS listener
+//! (certificates made for the run: [`super::pki`]), and the cost of a full TLS handshake:
+//! handshakes per second and the proxy's CPU per handshake.
 
 use super::backend::TestBackend;
 use super::client::{self, ClientPlan, ClientReport};
@@ -10,6 +12,7 @@ use super::DemoError;
 use crate::config::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `switchyard bench` options.
@@ -41,6 +44,46 @@ pub struct BenchArgs {
     /// `/api/overview` scraped every second during the phase (metrics on versus off).
     #[arg(long)]
     pub scraped: bool,
+    /// Also measure the proxy with its listener terminating TLS (TLS 1.3, ECDSA P-256):
+    /// messages through it, and full handshakes (no resumption) back to back.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+/// What `--tls` needs: the listener's `[listener.tls]` table and a client trusting it.
+struct TlsSetup {
+    dir: PathBuf,
+    listener_toml: String,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl TlsSetup {
+    fn new() -> Result<TlsSetup, DemoError> {
+        let dir = std::env::temp_dir().join(format!("switchyard-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let err = |e: rcgen::Error| DemoError::Check(format!("certificates: {e}"));
+        let pki = super::pki::Pki::new(&dir, "bench").map_err(err)?;
+        let leaf = pki
+            .leaf("listener", &["127.0.0.1"], super::pki::Validity::Now)
+            .map_err(err)?;
+        // Every handshake a full one: resumption would measure a different thing.
+        let client = super::pki::client_config(&pki.ca_pem, false).map_err(DemoError::Check)?;
+        Ok(TlsSetup {
+            listener_toml: format!(
+                "[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+                leaf.cert.display(),
+                leaf.key.display()
+            ),
+            dir,
+            client,
+        })
+    }
+}
+
+impl Drop for TlsSetup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 struct Phase {
@@ -57,6 +100,7 @@ fn bench_config(
     workers: usize,
     script: Option<&std::path::Path>,
     admin: bool,
+    tls: Option<&TlsSetup>,
 ) -> Result<Config, DemoError> {
     let codec = match script {
         None => "kind = \"length_field\"\nlength_width = 4\nkey = { offset = 4, width = 8 }\nid = { offset = 12, width = 4 }".to_string(),
@@ -68,7 +112,8 @@ fn bench_config(
         .collect();
     let text = format!(
         "workers = {workers}\n[[listener]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\ncluster = \"bench\"\ncorrelation = \"in_order\"\n\
-         [listener.codec]\n{codec}\n[[cluster]]\nname = \"bench\"\npolicy = \"round_robin\"\nbackends = [{}]\n{}",
+         [listener.codec]\n{codec}\n{}[[cluster]]\nname = \"bench\"\npolicy = \"round_robin\"\nbackends = [{}]\n{}",
+        tls.map_or("", |t| t.listener_toml.as_str()),
         list.join(", "),
         if admin {
             "[admin]\nlisten = \"127.0.0.1:0\"\n"
@@ -90,13 +135,20 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
         ("direct to 3 backends".into(), None),
         (
             "switchyard, native length_field".into(),
-            Some(bench_config(&addrs, args.workers, None, false)?),
+            Some(bench_config(&addrs, args.workers, None, false, None)?),
         ),
     ];
+    let tls = args.tls.then(TlsSetup::new).transpose()?;
+    if let Some(t) = &tls {
+        targets.push((
+            "switchyard, native, TLS listener".into(),
+            Some(bench_config(&addrs, args.workers, None, false, Some(t))?),
+        ));
+    }
     if args.scraped {
         targets.push((
             "switchyard, native, scraped 1/s".into(),
-            Some(bench_config(&addrs, args.workers, None, true)?),
+            Some(bench_config(&addrs, args.workers, None, true, None)?),
         ));
     }
     if let Some(script) = &args.script {
@@ -109,7 +161,13 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
                     .map(|f| f.to_string_lossy())
                     .unwrap_or_default()
             ),
-            Some(bench_config(&addrs, args.workers, Some(&script), false)?),
+            Some(bench_config(
+                &addrs,
+                args.workers,
+                Some(&script),
+                false,
+                None,
+            )?),
         ));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -125,6 +183,7 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
         args.rounds
     );
     let mut results: Vec<Vec<Phase>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut shakes: Vec<(f64, f64)> = Vec::new();
     for round in 1..=args.rounds {
         // The proxied targets take turns going first, so that none always runs on a box
         // the one before it warmed or loaded.
@@ -133,13 +192,19 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
         for i in order {
             let (name, config) = &targets[i];
             let p = match config {
-                None => phase(&rt, &args, |c| addrs[c % addrs.len()], false)?,
+                None => phase(&rt, &args, |c| addrs[c % addrs.len()], None)?,
                 Some(config) => {
                     // A fresh proxy per phase, so its worker threads' CPU time is its own.
                     let running = crate::server::start(config.clone())?;
                     let proxy = running.listeners[0].1;
                     let scraper = running.admin.map(Scraper::start);
-                    let p = phase(&rt, &args, |_| proxy, true);
+                    let client = config.listeners[0].tls.as_ref().and(tls.as_ref());
+                    let p = phase(
+                        &rt,
+                        &args,
+                        |_| proxy,
+                        Some(client.map(|t| t.client.clone())),
+                    );
                     drop(scraper);
                     running.shutdown();
                     running.join();
@@ -155,6 +220,19 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
                     .map_or(String::new(), |c| format!("{c:.0} ns proxy CPU/msg"))
             );
             results[i].push(p);
+        }
+        if let Some(t) = &tls {
+            let config = bench_config(&addrs, args.workers, None, false, Some(t))?;
+            let running = crate::server::start(config)?;
+            let h = handshakes(&rt, &args, running.listeners[0].1, t.client.clone());
+            running.shutdown();
+            running.join();
+            let h = h?;
+            println!(
+                "round {round}: {:<34} {:>9.0} handshakes/s  {:.0} µs proxy CPU/handshake",
+                "switchyard, full TLS handshakes", h.0, h.1
+            );
+            shakes.push(h);
         }
     }
     let med = |v: &[Phase], f: fn(&Phase) -> f64| {
@@ -178,7 +256,64 @@ pub fn run(args: BenchArgs) -> Result<(), DemoError> {
             }
         );
     }
+    if !shakes.is_empty() {
+        let mut rate: Vec<f64> = shakes.iter().map(|h| h.0).collect();
+        let mut cpu: Vec<f64> = shakes.iter().map(|h| h.1).collect();
+        rate.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        println!(
+            "\nfull TLS handshakes (TLS 1.3, ECDSA P-256, {} connections back to back): {:.0}/s, {:.0} µs proxy CPU each (medians)",
+            args.connections,
+            rate[rate.len() / 2],
+            cpu[cpu.len() / 2]
+        );
+    }
     Ok(())
+}
+
+/// Full TLS handshakes with the proxy, `args.connections` at a time, each connection
+/// closed once its handshake is done, for `args.duration`: handshakes per second and the
+/// proxy workers' CPU microseconds per handshake.
+fn handshakes(
+    rt: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    proxy: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(f64, f64), DemoError> {
+    let deadline = Instant::now() + args.duration;
+    let cpu_before = worker_cpu_ns();
+    let start = Instant::now();
+    let done: u64 = rt.block_on(async {
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|_| {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let s = client::tls_connect(proxy, tls.clone()).await?;
+                        client::tls_close(s).await;
+                        n += 1;
+                    }
+                    Ok::<u64, String>(n)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(n)) => total += n,
+                Ok(Err(e)) => return Err(DemoError::Check(format!("bench handshake: {e}"))),
+                Err(e) => return Err(DemoError::Check(e.to_string())),
+            }
+        }
+        Ok(total)
+    })?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, worker_cpu_ns()) {
+        (Some(a), Some(b)) if done > 0 => (b - a) as f64 / done as f64 / 1000.0,
+        _ => f64::NAN,
+    };
+    Ok((done as f64 / elapsed, cpu))
 }
 
 /// Fetches `/metrics` and `/api/overview` once a second until dropped.
@@ -216,8 +351,10 @@ fn phase(
     rt: &tokio::runtime::Runtime,
     args: &BenchArgs,
     target: impl Fn(usize) -> SocketAddr,
-    measure_proxy: bool,
+    // `Some`: the proxy is measured (its clients speak TLS with the config given).
+    proxy: Option<Option<Arc<rustls::ClientConfig>>>,
 ) -> Result<Phase, DemoError> {
+    let measure_proxy = proxy.is_some();
     let deadline = Instant::now() + args.duration;
     let cpu_before = measure_proxy.then(worker_cpu_ns).flatten();
     let start = Instant::now();
@@ -236,7 +373,10 @@ fn phase(
                     tag: i as u64,
                     prefix: None,
                 };
-                tokio::spawn(client::run(target(i), plan))
+                match proxy.clone().flatten() {
+                    Some(tls) => tokio::spawn(client::run_tls(target(i), plan, tls)),
+                    None => tokio::spawn(client::run(target(i), plan)),
+                }
             })
             .collect();
         let mut out = Vec::new();

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use switchyard_proto::length_field::LengthField;
 use switchyard_proto::Framer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// What one client does.
@@ -81,6 +81,7 @@ pub async fn run(addr: SocketAddr, plan: ClientPlan) -> ClientReport {
     let mut report = ClientReport::default();
     match TcpStream::connect(addr).await {
         Ok(s) => {
+            let _ = s.set_nodelay(true);
             if let Err(e) = drive(s, &plan, &mut report).await {
                 report.error = Some(e);
             }
@@ -90,12 +91,54 @@ pub async fn run(addr: SocketAddr, plan: ClientPlan) -> ClientReport {
     report
 }
 
-async fn drive(
-    mut s: TcpStream,
+/// Like [`run`], over TLS with `tls` (the server's name: its IP address).
+pub async fn run_tls(
+    addr: SocketAddr,
+    plan: ClientPlan,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> ClientReport {
+    let mut report = ClientReport::default();
+    match tls_connect(addr, tls).await {
+        Ok(s) => {
+            if let Err(e) = drive(s, &plan, &mut report).await {
+                report.error = Some(e);
+            }
+        }
+        Err(e) => report.error = Some(e),
+    }
+    report
+}
+
+/// A TLS connection to `addr`, its handshake done.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(addr.ip().into(), tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+}
+
+/// Closes a TLS connection the way a well-behaved client does: `close_notify`,
+/// then the rest of what the server sent (its session tickets) up to its close,
+/// so that neither side resets the connection over unread bytes.
+pub async fn tls_close(mut s: tokio_rustls::client::TlsStream<TcpStream>) {
+    let _ = s.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while let Ok(1..) = s.read(&mut sink).await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
     plan: &ClientPlan,
     report: &mut ClientReport,
 ) -> Result<(), String> {
-    let _ = s.set_nodelay(true);
     let mut codec = LengthField::new(proto::codec_spec(true), 16 << 20);
     let start = Instant::now();
     let payload_len = plan.payload.max(16);

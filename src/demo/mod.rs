@@ -7,6 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod line;
 pub mod nsd;
+pub mod pki;
 pub mod proto;
 mod serve;
 pub mod sip;

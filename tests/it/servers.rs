@@ -4,6 +4,7 @@
 use crate::support::eventually;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -194,4 +195,64 @@ pub fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
     let mut all = vec!["-h", "127.0.0.1", "-p", &port];
     all.extend_from_slice(args);
     run("redis-cli", &all).1.trim_end().to_string()
+}
+
+/// `redis-server` speaking only TLS on a free port, with `cert`/`key`; client certificates
+/// are checked against `ca` and, with `auth_clients`, required.
+pub fn redis_tls(cert: &Path, key: &Path, ca: &Path, auth_clients: bool) -> Server {
+    let port = free_port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--tls-cert-file")
+        .arg(cert)
+        .arg("--tls-key-file")
+        .arg(key)
+        .arg("--tls-ca-cert-file")
+        .arg(ca)
+        .args([
+            "--tls-auth-clients",
+            if auth_clients { "yes" } else { "no" },
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr, &mut child, "redis-server --tls-port");
+    Server { addr, child }
+}
+
+/// Debian's `haproxy` in the foreground, with `sections` (frontends and backends, in
+/// `mode tcp`) after a minimal `global`/`defaults`; waits for `wait_on` to listen.
+pub fn haproxy(sections: &str, wait_on: SocketAddr) -> (Server, crate::support::TempFile) {
+    let config = crate::support::TempFile::new(
+        "haproxy.cfg",
+        &format!(
+            "global\n    maxconn 1000\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n{sections}"
+        ),
+    );
+    let mut child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&config.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy (apt-get install haproxy)");
+    wait_listening(wait_on, &mut child, "haproxy");
+    (
+        Server {
+            addr: wait_on,
+            child,
+        },
+        config,
+    )
 }

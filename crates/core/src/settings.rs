@@ -24,12 +24,14 @@ pub enum PolicyKind {
     Ketama,
     /// By key, on a Maglev lookup table (65537 entries, weighted).
     Maglev,
+    /// By the client's address (rendezvous hashing, weighted): one client, one backend.
+    Source,
 }
 
 impl PolicyKind {
     /// Every policy's config name, for error messages.
     pub const NAMES: &'static str =
-        "round_robin, weighted_round_robin, least_outstanding, least_sessions, p2c_ewma, random, ketama, maglev";
+        "round_robin, weighted_round_robin, least_outstanding, least_sessions, p2c_ewma, random, ketama, maglev, source";
 
     /// The policy with config name `s`.
     pub fn parse(s: &str) -> Option<Self> {
@@ -42,6 +44,7 @@ impl PolicyKind {
             "random" => PolicyKind::Random,
             "ketama" => PolicyKind::Ketama,
             "maglev" => PolicyKind::Maglev,
+            "source" => PolicyKind::Source,
             _ => return None,
         })
     }
@@ -57,6 +60,7 @@ impl PolicyKind {
             PolicyKind::Random => "random",
             PolicyKind::Ketama => "ketama",
             PolicyKind::Maglev => "maglev",
+            PolicyKind::Source => "source",
         }
     }
 

@@ -13,6 +13,7 @@
 //! | [`protocol`] | the [`Protocol`] trait (one per wire format) and the [`Framer`] a connection drives |
 //! | [`config`] | the serde-tagged codec tables of the config file; a listener's [`Protocols`] |
 //! | [`length_field`], [`delimiter`], [`resp`], [`memcache`], [`lua`], [`netstring`], [`dns`] | one protocol each |
+//! | [`proxy_header`] | the PROXY protocol header (v1 and v2): read before a client connection's protocol starts, written before a backend connection's |
 //! | [`template`] | operators' error answers for the generic codecs |
 //! | [`error`] | why bytes were refused |
 //!
@@ -30,6 +31,7 @@ mod measured;
 pub mod memcache;
 pub mod netstring;
 pub mod protocol;
+pub mod proxy_header;
 pub mod resp;
 pub mod template;
 

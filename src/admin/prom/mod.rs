@@ -252,6 +252,34 @@ impl Collector for Scrape {
                 .iter()
                 .map(|l| (listener(&l.name), vec![l.local])),
         )?;
+        counters(
+            e,
+            (
+                "switchyard_tls_handshakes",
+                "TLS handshakes completed on the listener.",
+            ),
+            ("result", &["done"]),
+            v.listeners
+                .iter()
+                .map(|l| (listener(&l.name), vec![l.tls_handshakes])),
+        )?;
+        counters(
+            e,
+            (
+                "switchyard_connections_failed_prelude",
+                "Client connections closed before their protocol started: a bad or missing PROXY header, a failed TLS handshake, either too slow, or too many handshakes at once (max_handshakes).",
+            ),
+            ("reason", &crate::metrics::PRELUDE_REASONS),
+            v.listeners.iter().map(|l| {
+                (
+                    listener(&l.name),
+                    crate::metrics::PRELUDE_REASONS
+                        .iter()
+                        .map(|r| l.prelude_failures.get(r).copied().unwrap_or(0))
+                        .collect(),
+                )
+            }),
+        )?;
 
         // Clusters and pins.
         counters(

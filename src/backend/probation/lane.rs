@@ -5,6 +5,7 @@
 use super::{judge, lost, stop, BackendConn, Retry, JUDGE_WAIT, KILLS_IN_A_ROW};
 use crate::backend::handshake;
 use crate::registry::Registry;
+use crate::transport::Stream;
 use bytes::{Buf, BytesMut};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,8 +13,6 @@ use switchyard_core::{BackendFault, Fault};
 use switchyard_proto::{
     parse_proxy_id, CodecError, Correlation, Direction, Flags, FrameSet, Framer, Protocols,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// How one request fared on probation.
 enum Outcome {
@@ -31,7 +30,7 @@ enum Outcome {
 
 /// One probation connection, with what it read and has not framed yet.
 struct LaneConn {
-    stream: TcpStream,
+    stream: Stream,
     framer: Box<dyn Framer>,
     rbuf: BytesMut,
     frames: FrameSet,
@@ -190,7 +189,7 @@ async fn try_one(
 /// came meanwhile stay in its buffer, for the next exchange to frame.
 fn still_open(l: &mut LaneConn) -> bool {
     l.room();
-    match l.stream.try_read_buf(&mut l.rbuf) {
+    match l.stream.try_read(&mut l.rbuf, 16 << 10) {
         Ok(0) => false,
         Ok(_) => true,
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
@@ -212,7 +211,7 @@ async fn open(
     };
     let attempt = tokio::time::timeout(
         config.pool.connect_timeout,
-        handshake::connect(conn.backend.address, protocols, &config.backend_setup),
+        handshake::connect(conn.backend.address, protocols, &config),
     )
     .await;
     let stream = match attempt {
@@ -232,7 +231,6 @@ async fn open(
             )));
         }
     };
-    let _ = stream.set_nodelay(true);
     let framer = protocols
         .answers
         .framer(Direction::Answers, max_frame)
@@ -332,7 +330,7 @@ async fn exchange(
                 return Ok(());
             }
             l.room();
-            match l.stream.read_buf(&mut l.rbuf).await {
+            match l.stream.read(&mut l.rbuf, 16 << 10).await {
                 Ok(0) => return Err(Short::Died("backend closed the connection".into())),
                 Ok(_) => {}
                 Err(e) => return Err(Short::Died(format!("read failed: {e}"))),

@@ -26,7 +26,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use switchyard_core::{ClientFault, CloseReason, Fault, SmallBytes, Ticket};
 use switchyard_proto::{Correlation, Failure, Key, Merge, Protocol, Span};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use window::Window;
 
@@ -50,8 +49,11 @@ pub(crate) struct Requeued {
 pub(crate) struct Client {
     /// Process-wide connection id: worker index in the top bits, a counter below.
     pub(crate) gid: u64,
-    /// The client's address.
+    /// The client's address (the real one, from a PROXY header, if the listener reads
+    /// them).
     pub(crate) peer: SocketAddr,
+    /// Its IP address hashed, for the `source` policy.
+    pub(crate) source: u64,
     /// The listener's request protocol: error answers, and merging split answers.
     protocol: Arc<dyn Protocol>,
     /// Answers go out in request order (`in_order`); otherwise as they come (`by_id`).
@@ -115,6 +117,7 @@ impl Client {
         Client {
             gid,
             peer,
+            source: switchyard_core::balance::source_hash(peer.ip()),
             rewrites_ids: correlation == Correlation::ById,
             drop_unanswerable: drop_unanswerable && !ordered,
             keep_ids: !ordered || protocol.error_answer_needs_id(),
@@ -138,9 +141,8 @@ impl Client {
         }
     }
 
-    /// Gives the handle the socket it writes answers to; returns it, for the client task
-    /// to wait on.
-    pub(crate) fn attach(&self, writer: OwnedWriteHalf) -> Rc<OwnedWriteHalf> {
+    /// Gives the handle the stream it writes answers to.
+    pub(crate) fn attach(&self, writer: Rc<crate::transport::Stream>) {
         self.out.attach(writer)
     }
 

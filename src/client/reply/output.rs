@@ -1,13 +1,13 @@
-//! Write-back: a client's answers waiting for its socket, and the socket's write half.
+//! Write-back: a client's answers waiting for its socket, and the stream they go out on.
 //! Whoever delivers answers writes them straight out, once per batch (the backend task,
 //! after each read of its backend); the client task takes over only when the socket is
 //! full, and is woken for answers only when it waits on them.
 
 use crate::metrics::Counter;
+use crate::transport::Stream;
 use bytes::{Buf, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use tokio::net::tcp::OwnedWriteHalf;
 
 /// Most output buffer kept once everything is written.
 const KEEP_OUTPUT: usize = 256 << 10;
@@ -16,8 +16,8 @@ const KEEP_OUTPUT: usize = 256 << 10;
 #[derive(Debug, Default)]
 pub(super) struct Output {
     pub(super) buf: RefCell<BytesMut>,
-    /// The socket's write half; `None` before [`Output::attach`] and after close.
-    writer: RefCell<Option<Rc<OwnedWriteHalf>>>,
+    /// The client's stream; `None` before [`Output::attach`] and after close.
+    writer: RefCell<Option<Rc<Stream>>>,
     /// On the registry's list of clients to flush.
     flush_queued: Cell<bool>,
     /// The client task waits on answers (not only on its socket): wake it for each.
@@ -27,11 +27,9 @@ pub(super) struct Output {
 }
 
 impl Output {
-    /// The socket to write to; returned for the client task to wait on.
-    pub(super) fn attach(&self, writer: OwnedWriteHalf) -> Rc<OwnedWriteHalf> {
-        let writer = Rc::new(writer);
-        *self.writer.borrow_mut() = Some(writer.clone());
-        writer
+    /// The stream to write to (the client task reads from and waits on it too).
+    pub(super) fn attach(&self, writer: Rc<Stream>) {
+        *self.writer.borrow_mut() = Some(writer);
     }
 
     /// Writes what the socket takes now: `Ok(true)` if all is written, `Ok(false)` if the
@@ -53,6 +51,12 @@ impl Output {
                 Err(e) => return Err(format!("write to client failed: {e}")),
             }
         }
+        // With TLS, the last bytes may still wait in its buffer.
+        match w.try_flush() {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => return Err(format!("write to client failed: {e}")),
+        }
         // Give a burst's memory back: an idle connection keeps a small buffer, whatever it
         // once carried.
         if buf.capacity() > KEEP_OUTPUT {
@@ -71,15 +75,17 @@ impl Output {
         self.flush_queued.set(false);
     }
 
-    /// Whether answers are waiting to be written.
+    /// Whether answers are waiting to be written (in the buffer, or in TLS's).
     pub(super) fn pending(&self) -> bool {
-        !self.buf.borrow().is_empty()
+        !self.buf.borrow().is_empty() || self.writer.borrow().as_ref().is_some_and(|w| w.pending())
     }
 
-    /// Drops what is waiting and the write half (its socket closes once the client task's
-    /// read half goes too).
+    /// Drops what is waiting and the stream (its socket closes once the client task's
+    /// handle goes too), with TLS's goodbye if the socket takes it now.
     pub(super) fn release(&self) {
         *self.buf.borrow_mut() = BytesMut::new();
-        self.writer.borrow_mut().take();
+        if let Some(w) = self.writer.borrow_mut().take() {
+            w.close_notify();
+        }
     }
 }

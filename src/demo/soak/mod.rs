@@ -23,11 +23,13 @@
 //! listener scraped five times a second and the access log on (what observing costs over
 //! hours: the snapshot, the encoders and the log writer must not grow).
 
+mod client;
 mod load;
 mod mode;
 mod setup;
 
-use load::{client, load_for, poisoner, scraper, Counters};
+use client::{client, poisoner, scraper};
+use load::{load_for, Counters};
 pub use mode::Mode;
 use setup::{cpu_ns, rss_kib, start_backends, start_proxy};
 
@@ -207,6 +209,13 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
     let load = {
         let (counters, addr, clients, depth) =
             (counters.clone(), proxy.addr, args.clients, args.depth);
+        let tls = match mode {
+            Mode::Tls => Some(
+                crate::demo::pki::client_config(&setup::tls_dir().join("soak-ca.pem"), true)
+                    .map_err(DemoError::Check)?,
+            ),
+            _ => None,
+        };
         std::thread::Builder::new()
             .name("soak-clients".into())
             .spawn(move || -> std::io::Result<()> {
@@ -217,12 +226,13 @@ fn soak_one(mode: Mode, args: &SoakArgs) -> Result<(Vec<Window>, Option<Verdict>
                     let tasks: Vec<_> = (0..clients)
                         .map(|c| {
                             let counters = counters.clone();
+                            let tls = tls.clone().map(|t| (t, (c % 250) as u8 + 1));
                             tokio::spawn(async move {
                                 if let Err(e) = client(
                                     addr,
                                     load_for(mode, c as u64),
-                                    per_client,
-                                    depth,
+                                    (per_client, depth),
+                                    tls,
                                     &counters,
                                 )
                                 .await

@@ -32,10 +32,14 @@ pub enum Mode {
     /// message, offered at a quarter of the message rate; every call's pin must be
     /// released when it ends.
     Sip,
+    /// Redis over TLS both ways: every client sends a PROXY v2 header (naming a client
+    /// address of its own) and does a TLS handshake with the proxy, which speaks TLS to a
+    /// real `redis-server --tls-port`; SET and GET as in `resp`.
+    Tls,
 }
 
 impl Mode {
-    pub(super) const ALL: [Mode; 10] = [
+    pub(super) const ALL: [Mode; 11] = [
         Mode::ById,
         Mode::InOrder,
         Mode::None,
@@ -46,6 +50,7 @@ impl Mode {
         Mode::Poison,
         Mode::Observed,
         Mode::Sip,
+        Mode::Tls,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -60,6 +65,7 @@ impl Mode {
             Mode::Poison => "length_field by_id + poison",
             Mode::Observed => "length_field by_id + admin scraped",
             Mode::Sip => "lua sip.lua, SIP calls",
+            Mode::Tls => "resp over TLS both ways + PROXY v2",
         }
     }
 

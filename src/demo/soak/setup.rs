@@ -5,6 +5,7 @@ use super::mode::Mode;
 use crate::demo::backend::TestBackend;
 use crate::demo::line::LineBackend;
 use crate::demo::nsd::Nsd;
+use crate::demo::pki::Validity;
 use crate::demo::DemoError;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -18,13 +19,15 @@ pub(super) enum Backends {
     Demo(#[allow(dead_code)] Vec<TestBackend>),
     Line(#[allow(dead_code)] Vec<LineBackend>),
     Redis(Child),
+    /// A TLS redis-server, and the folder of the mode's certificates.
+    RedisTls(Child, #[allow(dead_code)] TempDir),
     Dns(#[allow(dead_code)] Vec<Nsd>),
     Sip(#[allow(dead_code)] Vec<crate::demo::sip::SipServer>),
 }
 
 impl Drop for Backends {
     fn drop(&mut self) {
-        if let Backends::Redis(child) = self {
+        if let Backends::Redis(child) | Backends::RedisTls(child, _) = self {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -48,7 +51,7 @@ pub(super) fn start_backends(mode: Mode) -> Result<(Backends, Vec<SocketAddr>), 
             let addrs = servers.iter().map(|s| s.addr).collect();
             // nsd listens before its zone is loaded: wait for an answer from each.
             for &a in &addrs {
-                super::load::wait_dns_answers(a)?;
+                super::client::wait_dns_answers(a)?;
             }
             Ok((Backends::Dns(servers), addrs))
         }
@@ -66,19 +69,37 @@ pub(super) fn start_backends(mode: Mode) -> Result<(Backends, Vec<SocketAddr>), 
             let addrs = b.iter().map(|b| b.addr).collect();
             Ok((Backends::Line(b), addrs))
         }
-        Mode::Resp => {
-            let port = free_port()?;
-            let child = Command::new("redis-server")
-                .args([
+        Mode::Resp | Mode::Tls => {
+            let port = free_port()?.to_string();
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            let dir = if mode == Mode::Tls {
+                let dir = TempDir::at(tls_dir())?;
+                let err = |e: rcgen::Error| DemoError::Check(format!("certificates: {e}"));
+                let pki = crate::demo::pki::Pki::new(&dir.0, "soak").map_err(err)?;
+                let names = ["127.0.0.1", "redis.soak.test"];
+                let redis = pki.leaf("redis", &names, Validity::Now).map_err(err)?;
+                pki.leaf("listener", &names, Validity::Now).map_err(err)?;
+                cmd.args([
                     "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
                     "no",
                 ])
+                .arg("--tls-cert-file")
+                .arg(&redis.cert)
+                .arg("--tls-key-file")
+                .arg(&redis.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&pki.ca_pem);
+                Some(dir)
+            } else {
+                cmd.args(["--port", &port]);
+                None
+            };
+            let child = cmd
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -87,8 +108,11 @@ pub(super) fn start_backends(mode: Mode) -> Result<(Backends, Vec<SocketAddr>), 
                         "cannot start redis-server ({e}): apt-get install redis-server"
                     ))
                 })?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let backends = Backends::Redis(child);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().unwrap_or(0)));
+            let backends = match dir {
+                Some(dir) => Backends::RedisTls(child, dir),
+                None => Backends::Redis(child),
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
             while std::net::TcpStream::connect(addr).is_err() {
                 if Instant::now() > deadline {
@@ -139,6 +163,18 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
             "least_outstanding",
         ),
         Mode::Resp => ("in_order", "kind = \"resp\"".to_string(), "ketama"),
+        Mode::Tls => {
+            let d = tls_dir();
+            (
+                "in_order",
+                format!(
+                    "kind = \"resp\"\n[listener.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+                    d.join("listener.pem").display(),
+                    d.join("listener.key").display()
+                ),
+                "source",
+            )
+        }
         Mode::Sip => (
             "by_id_as_sent",
             format!(
@@ -148,7 +184,7 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
             "least_sessions",
         ),
     };
-    let persistence = if matches!(mode, Mode::Resp | Mode::Dns) {
+    let persistence = if matches!(mode, Mode::Resp | Mode::Dns | Mode::Tls) {
         ""
     } else {
         "[cluster.persistence]\nttl = \"10m\"\n"
@@ -156,6 +192,8 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
     // The poisoner's requests fail with an error answer (the demo answer named ERR).
     let listener = if mode == Mode::Poison {
         "retry_on_backend_close = true\nerror_reply_hex = \"00000000 {key} {id} 03 455252 {reason}\"\n"
+    } else if mode == Mode::Tls {
+        "proxy_protocol = true\n"
     } else {
         ""
     };
@@ -165,6 +203,11 @@ pub(super) fn config(mode: Mode, backends: &[SocketAddr], script: &std::path::Pa
         format!(
             "\n[admin]\nlisten = \"127.0.0.1:0\"\n[admin.access_log]\npath = \"{}\"\nsample = 0.01\n",
             script.with_file_name("access.log").display()
+        )
+    } else if mode == Mode::Tls {
+        format!(
+            "[cluster.tls]\nca = \"{}\"\nserver_name = \"redis.soak.test\"\n",
+            tls_dir().join("soak-ca.pem").display()
         )
     } else {
         String::new()
@@ -196,7 +239,17 @@ impl Drop for ProxyProcess {
 /// A temporary folder, removed on drop.
 pub(super) struct TempDir(PathBuf);
 
+/// Where the TLS mode's certificates are (one soak runs its modes one at a time).
+pub(super) fn tls_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("switchyard-soak-tls-{}", std::process::id()))
+}
+
 impl TempDir {
+    fn at(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+
     fn new() -> std::io::Result<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(

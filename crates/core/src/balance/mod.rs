@@ -16,7 +16,7 @@ pub use backend::Backend;
 pub use cluster::Cluster;
 pub use keymap::{Continuum, KeyMap, Maglev};
 pub use load::Load;
-pub use policy::{picker, Policy};
+pub use policy::{picker, source_hash, Policy};
 pub use router::{How, Reach, Route, Routed};
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ mod least_outstanding;
 mod p2c_ewma;
 mod random;
 mod round_robin;
+mod source;
 mod weighted_round_robin;
+
+pub use source::source_hash;
 
 use super::backend::Backend;
 use crate::settings::PolicyKind;
@@ -24,6 +27,10 @@ pub trait Policy: Send + std::fmt::Debug {
         backends: &[Arc<Backend>],
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize>;
+
+    /// The client whose messages are picked for next ([`source_hash`] of its address);
+    /// only `source` reads it.
+    fn source(&mut self, _source: u64) {}
 }
 
 /// A worker's picker for `kind` over `n` backends; `seed` makes the random policies
@@ -37,6 +44,7 @@ pub fn picker(kind: PolicyKind, n: usize, seed: u64) -> Box<dyn Policy> {
             Box::new(least_outstanding::LeastOutstanding::sessions(n, seed))
         }
         PolicyKind::P2cEwma => Box::new(p2c_ewma::P2c::new(seed)),
+        PolicyKind::Source => Box::new(source::Source::default()),
         // The hashing policies place keyed messages themselves (see the router); what
         // reaches the picker has no key, and goes anywhere, by weight.
         PolicyKind::Random | PolicyKind::Ketama | PolicyKind::Maglev => {
@@ -77,6 +85,42 @@ mod tests {
             c[p.pick(bs, usable).unwrap()] += 1;
         }
         c
+    }
+
+    #[test]
+    fn source_keeps_a_client_on_one_backend_and_moves_only_the_lost_ones() {
+        let bs = backends(&[1, 1, 1, 1]);
+        let mut p = picker(PolicyKind::Source, bs.len(), 42);
+        let clients: Vec<u64> = (0..4000u32)
+            .map(|i| source_hash(std::net::Ipv4Addr::from(0x0a00_0000 + i).into()))
+            .collect();
+        let mut home = Vec::new();
+        let mut per = vec![0; 4];
+        for &c in &clients {
+            p.source(c);
+            let a = p.pick(&bs, &|_| true).unwrap();
+            assert_eq!(
+                p.pick(&bs, &|_| true),
+                Some(a),
+                "the same client, the same backend"
+            );
+            per[a] += 1;
+            home.push(a);
+        }
+        // Spread within 10% of even.
+        assert!(per.iter().all(|&n| (900..=1100).contains(&n)), "{per:?}");
+        // Backend 2 goes: only its clients move.
+        for (&c, &h) in clients.iter().zip(&home) {
+            p.source(c);
+            let now = p.pick(&bs, &|i| i != 2).unwrap();
+            if h != 2 {
+                assert_eq!(now, h);
+            }
+        }
+        // A fresh picker (another worker, another instance) agrees.
+        let mut q = picker(PolicyKind::Source, bs.len(), 7);
+        q.source(clients[0]);
+        assert_eq!(q.pick(&bs, &|_| true), Some(home[0]));
     }
 
     #[test]
